@@ -1,0 +1,188 @@
+"""Per-tenant settings (data, not code) and the run settings of a flow.
+
+Tenant settings come from a TOML or JSON file shaped like::
+
+    [defaults]                 # applies to every tenant
+    lookback_days = 30
+
+    [tenants.acme]             # overrides for one tenant
+    view_through = true
+    half_life_days = 3
+    [[tenants.acme.channel_rules]]
+    channel = "partner"
+    utm_source = "^partnerco$"
+
+>>> cfg = TenantConfig(view_through=True)
+>>> cfg.lookback_ms("impression") == 86_400_000
+True
+>>> TenantConfig(half_life_days=0)
+Traceback (most recent call last):
+...
+creditflow.config.ConfigError: half_life_days must be > 0 (got 0); set a positive number of days
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
+
+from creditflow.errors import CreditflowError
+
+DAY_MS = 86_400_000
+MODELS: tuple[str, ...] = (
+    "first_touch",
+    "last_touch",
+    "linear",
+    "time_decay",
+    "position_based",
+    "data_driven",
+)
+
+
+class ConfigError(CreditflowError):
+    """A configuration value is invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRule:
+    """A tenant's own channel rule, tried before the default channel grouping.
+
+    Every given pattern (a regular expression, matched case-insensitively with
+    ``re.search``) must match; ``click_id`` names a click id that must be present.
+    """
+
+    channel: str
+    utm_source: Optional[str] = None
+    utm_medium: Optional[str] = None
+    utm_campaign: Optional[str] = None
+    referrer_host: Optional[str] = None
+    click_id: Optional[str] = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """How one tenant's events are attributed and aggregated."""
+
+    lookback_days: float = 30.0
+    """Clicks and page views older than this at conversion time earn no credit."""
+    impression_lookback_days: float = 1.0
+    """Impressions older than this earn no credit (only with ``view_through``)."""
+    view_through: bool = False
+    """Whether impressions are touchpoints at all."""
+    max_touches: int = 50
+    """Cap on touches kept per person; the oldest are dropped first."""
+    idle_ttl_days: float = 30.0
+    """A person with no event for this long (event time or wall time) is forgotten."""
+    half_life_days: float = 7.0
+    """Time-decay half-life: weight = 2 ** (-age / half_life)."""
+    position_first: float = 0.4
+    position_last: float = 0.4
+    """Position-based shares of the first and last touch; the middle shares the rest."""
+    kpi_model: str = "last_touch"
+    """Which model's credit assigns conversions and revenue to KPI windows."""
+    kpi_volume_source: Literal["events", "ad_spend"] = "events"
+    """Where KPI impressions/clicks come from: tracked events or ad-platform spend reports."""
+    own_domains: tuple[str, ...] = ()
+    """Referrer hosts that are the tenant's own site: such page views are not touches."""
+    channel_rules: tuple[ChannelRule, ...] = ()
+    models: tuple[str, ...] = MODELS
+    """Models scored at each conversion."""
+
+    def __post_init__(self) -> None:
+        for name in ("lookback_days", "impression_lookback_days", "idle_ttl_days", "half_life_days"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0 (got {value}); set a positive number of days")
+        if self.max_touches < 1:
+            raise ConfigError(f"max_touches must be >= 1 (got {self.max_touches})")
+        if not (0 <= self.position_first and 0 <= self.position_last and self.position_first + self.position_last <= 1):
+            raise ConfigError(
+                "position_first and position_last must be >= 0 and sum to at most 1 "
+                f"(got {self.position_first} and {self.position_last})"
+            )
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+        if self.kpi_model not in MODELS:
+            raise ConfigError(f"kpi_model {self.kpi_model!r} is not one of {list(MODELS)}")
+        if self.kpi_model not in self.models:
+            raise ConfigError(f"kpi_model {self.kpi_model!r} must also be listed in models")
+        if self.kpi_volume_source not in ("events", "ad_spend"):
+            raise ConfigError(f"kpi_volume_source must be 'events' or 'ad_spend' (got {self.kpi_volume_source!r})")
+
+    def lookback_ms(self, event_type: str) -> int:
+        """Lookback window of a touch of this type, in milliseconds."""
+        days = self.impression_lookback_days if event_type == "impression" else self.lookback_days
+        return int(days * DAY_MS)
+
+    @property
+    def idle_ttl_ms(self) -> int:
+        return int(self.idle_ttl_days * DAY_MS)
+
+    @property
+    def half_life_ms(self) -> float:
+        return self.half_life_days * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfigs:
+    """Settings for every tenant: explicit overrides on top of shared defaults."""
+
+    defaults: TenantConfig = field(default_factory=TenantConfig)
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+
+    def for_tenant(self, tenant_id: str) -> TenantConfig:
+        return self.tenants.get(tenant_id, self.defaults)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TenantConfigs":
+        """Read a ``.toml`` or ``.json`` tenant config file."""
+        p = Path(path)
+        try:
+            text = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read tenant config {p}: {exc}") from exc
+        try:
+            data = tomllib.loads(text.decode()) if p.suffix == ".toml" else json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"tenant config {p} is not valid {p.suffix.lstrip('.') or 'TOML/JSON'}: {exc}") from exc
+        return cls.from_dict(data, origin=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "<dict>") -> "TenantConfigs":
+        unknown_top = set(data) - {"defaults", "tenants"}
+        if unknown_top:
+            raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown_top)}; use [defaults] and [tenants.<id>]")
+        defaults = _tenant_config(TenantConfig(), data.get("defaults", {}), f"{origin} [defaults]")
+        tenants = {
+            str(tid): _tenant_config(defaults, raw, f"{origin} [tenants.{tid}]")
+            for tid, raw in data.get("tenants", {}).items()
+        }
+        return cls(defaults=defaults, tenants=tenants)
+
+
+_FIELD_NAMES = {f.name for f in fields(TenantConfig)}
+
+
+def _tenant_config(base: TenantConfig, raw: Mapping[str, Any], where: str) -> TenantConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table of settings")
+    unknown = set(raw) - _FIELD_NAMES
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(_FIELD_NAMES)}")
+    values: dict[str, Any] = dict(raw)
+    if "channel_rules" in values:
+        try:
+            values["channel_rules"] = tuple(ChannelRule(**r) for r in values["channel_rules"])
+        except TypeError as exc:
+            raise ConfigError(f"{where}: bad channel rule: {exc}") from exc
+    for name in ("own_domains", "models"):
+        if name in values:
+            values[name] = tuple(values[name])
+    try:
+        return replace(base, **values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc

@@ -1,0 +1,264 @@
+"""The typed records that travel through a creditflow dataflow.
+
+Every stage speaks in these types, so they are the contracts between modules:
+
+    RawRecord  --decode/validate-->  Event | DeadLetter
+    Event      --identity-->         PersonEvent (adds the person id)
+    PersonEvent --journeys-->        CreditRow, ConversionRow
+    Event/CreditRow --kpi windows--> KpiRow | DeadLetter (late_event)
+
+Items cross process boundaries (Bytewax pickles them), so they are small
+frozen dataclasses with ``slots``. Timestamps are integer epoch milliseconds
+(UTC) everywhere inside the flow.
+
+>>> pos = SourcePosition("file", "events.jsonl#0", "0")
+>>> ev = Event(event_id="e1", tenant_id="t1", event_type="click", ts_ms=0,
+...            user_id="u1", position=pos)
+>>> ev.is_touch, ev.person_ids()
+(True, ('u1', '', ''))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional
+
+EventType = Literal[
+    "impression",
+    "click",
+    "page_view",
+    "conversion",
+    "ad_spend",
+    "identify",
+    "consent",
+    "deletion_request",
+]
+EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
+TOUCH_TYPES: frozenset[str] = frozenset({"impression", "click", "page_view"})
+"""Event types that can become touchpoints of a journey."""
+PERSON_EVENT_TYPES: frozenset[str] = TOUCH_TYPES | {"conversion"}
+"""Event types that must name at least one person id."""
+
+ClickIdName = Literal["gclid", "fbclid", "ttclid", "li_fat_id", "msclkid"]
+CLICK_ID_NAMES: tuple[str, ...] = ("gclid", "fbclid", "ttclid", "li_fat_id", "msclkid")
+UTM_FIELDS: tuple[str, ...] = ("source", "medium", "campaign", "content", "term")
+
+DeadLetterReason = Literal[
+    "parse_error",
+    "schema_violation",
+    "size_violation",
+    "unknown_event_type",
+    "invalid_timestamp",
+    "quality_violation",
+    "late_event",
+]
+DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # type: ignore[attr-defined]
+
+PayloadFormat = Literal["json", "avro"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a record came from: enough to find it again and to resume.
+
+    ``offset`` is the source's own position as text: a byte offset for files,
+    a stream id for Redis, a Kafka offset.
+    """
+
+    source: str
+    partition: str
+    offset: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One undecoded payload as a source read it."""
+
+    payload: bytes
+    position: SourcePosition
+    format: PayloadFormat = "json"
+    schema_version: Optional[int] = None
+    """For schemaless Avro payloads: the writer schema version. None = latest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utm:
+    """UTM parameters; an empty string means the parameter was absent."""
+
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    content: str = ""
+    term: str = ""
+
+    def is_empty(self) -> bool:
+        return not (self.source or self.medium or self.campaign or self.content or self.term)
+
+    def as_tuple(self) -> tuple[str, str, str, str, str]:
+        return (self.source, self.medium, self.campaign, self.content, self.term)
+
+
+EMPTY_UTM = Utm()
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Request context of a touch; every field optional (empty string)."""
+
+    ip: str = ""
+    user_agent: str = ""
+    device_type: str = ""
+    country: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    conversion_id: str
+    value: float = 0.0
+    currency: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpendMetrics:
+    """Ad-platform delivery figures for one campaign and interval."""
+
+    impressions: int = 0
+    clicks: int = 0
+    cost: float = 0.0
+    conversions: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event. Built only by the decoder (``schemas.decode``)."""
+
+    event_id: str
+    tenant_id: str
+    event_type: str
+    ts_ms: int
+    position: SourcePosition
+    anonymous_id: str = ""
+    user_id: str = ""
+    device_id: str = ""
+    channel: str = ""
+    """Explicit channel, or the derived one after the channel step; '' if unknown."""
+    campaign_id: str = ""
+    utm: Utm = EMPTY_UTM
+    click_ids: Mapping[str, str] = field(default_factory=dict)
+    referrer: str = ""
+    context: Optional[Context] = None
+    conversion: Optional[Conversion] = None
+    metrics: Optional[SpendMetrics] = None
+    metadata: Optional[Mapping[str, Any]] = None
+    schema_version: int = 1
+
+    @property
+    def is_touch(self) -> bool:
+        return self.event_type in TOUCH_TYPES
+
+    def person_ids(self) -> tuple[str, str, str]:
+        """(user_id, device_id, anonymous_id), the identity step's order of preference."""
+        return (self.user_id, self.device_id, self.anonymous_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonEvent:
+    """An event with the person it belongs to, as decided by the identity step."""
+
+    person_id: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the flow could not use, with a typed reason and how to fix it."""
+
+    reason: str
+    """One of ``DEAD_LETTER_REASONS``."""
+    detail: str
+    """What was wrong and how to fix it, for a human."""
+    raw: bytes
+    """The payload, capped (see ``RAW_CAP_BYTES``)."""
+    position: SourcePosition
+    tenant_id: str = ""
+    event_id: str = ""
+    event_type: str = ""
+
+    table = "dead_letters"
+
+
+RAW_CAP_BYTES = 4096
+"""Dead letters keep at most this many bytes of the raw payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRow:
+    """Fractional credit of one touch (or the unattributed bucket) for one model."""
+
+    tenant_id: str
+    conversion_id: str
+    person_id: str
+    model: str
+    model_version: int
+    channel: str
+    campaign_id: str
+    touch_event_id: str
+    """'' for the unattributed row of a conversion with no eligible touch."""
+    touch_ts_ms: int
+    conversion_ts_ms: int
+    credit: float
+    revenue_credit: float
+
+    table = "attribution_credits"
+
+
+UNATTRIBUTED_CHANNEL = "(unattributed)"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRow:
+    """One credited conversion with its journey summary."""
+
+    tenant_id: str
+    conversion_id: str
+    person_id: str
+    event_id: str
+    conversion_ts_ms: int
+    value: float
+    currency: str
+    conversion_type: str
+    touch_count: int
+    attributed: bool
+    first_touch_channel: str
+    last_touch_channel: str
+    first_utm: Utm
+    last_utm: Utm
+
+    table = "conversions"
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRow:
+    """One closed event-time window for tenant x channel x campaign."""
+
+    tenant_id: str
+    window_start_ms: int
+    window_end_ms: int
+    channel: str
+    campaign_id: str
+    impressions: int
+    clicks: int
+    conversions: float
+    cost: float
+    revenue: float
+    ctr: Optional[float]
+    cvr: Optional[float]
+    cpa: Optional[float]
+    roas: Optional[float]
+
+    table = "kpi_windows"
+
+
+SinkRow = CreditRow | ConversionRow | KpiRow | DeadLetter
+"""Everything the ClickHouse sink accepts."""
