@@ -1,0 +1,156 @@
+"""The ``creditflow`` command.
+
+    creditflow demo                      # generated traffic -> flow -> embedded ClickHouse -> summary
+    creditflow run --source file:events.jsonl --clickhouse chdb:///var/lib/creditflow/ch
+    creditflow generate --out events.jsonl --persons 1000
+    creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from creditflow.errors import CreditflowError
+
+DEFAULT_DATA_DIR = ".creditflow"
+
+log = logging.getLogger("creditflow")
+
+
+def _default_dsn(data_dir: str) -> str:
+    return f"chdb://{Path(data_dir, 'clickhouse').resolve()}"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clickhouse", metavar="DSN", help="chdb:///path (embedded, default under --data-dir) or http://host:8123")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where embedded ClickHouse lives by default (%(default)s)")
+    p.add_argument("--tenants", metavar="FILE", help="tenant config file (.toml or .json)")
+    p.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery store; resumes from it when it exists")
+    p.add_argument("--recovery-partitions", type=int, default=4, help="partitions of a new recovery store (%(default)s)")
+    p.add_argument("--processes", "-p", type=int, default=1, help="Bytewax processes (%(default)s)")
+    p.add_argument("--snapshot-interval", type=int, default=5, help="seconds between snapshots (%(default)s)")
+    p.add_argument("--window-seconds", type=float, default=5.0, help="KPI tumbling window length (%(default)s)")
+    p.add_argument("--allowed-lateness-ms", type=int, default=2000, help="KPI watermark lateness (%(default)s)")
+
+
+def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-untyped-def]
+    from flows.run import RunSettings
+
+    return RunSettings(
+        source=source,
+        clickhouse_dsn=args.clickhouse or _default_dsn(args.data_dir),
+        tenants_file=args.tenants,
+        recovery_dir=args.recovery_dir,
+        recovery_partitions=args.recovery_partitions,
+        processes=args.processes,
+        snapshot_interval_s=args.snapshot_interval,
+        window_ms=int(args.window_seconds * 1000),
+        allowed_lateness_ms=args.allowed_lateness_ms,
+    )
+
+
+def _print_summary(dsn: str) -> None:
+    from creditflow.summary import render_summary
+    from sinks.clickhouse_client import connect
+
+    print(render_summary(connect(dsn)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.run import run
+
+    settings = _run_settings(args, args.source)
+    started = time.monotonic()
+    run(settings)
+    log.info("flow finished in %.1f s", time.monotonic() - started)
+    if args.summary:
+        _print_summary(settings.clickhouse_dsn)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.run import run
+
+    ch_dir = Path(args.data_dir, "clickhouse")
+    if ch_dir.exists() and not args.keep:
+        shutil.rmtree(ch_dir)  # the demo starts from an empty embedded ClickHouse each time
+    source = f"generator:seed={args.seed},persons={args.persons},partitions={args.processes},bad_fraction=0.002"
+    settings = _run_settings(args, source)
+    print(f"creditflow demo: {args.persons} persons of generated traffic -> {settings.clickhouse_dsn}", flush=True)
+    started = time.monotonic()
+    run(settings)
+    print(f"flow finished in {time.monotonic() - started:.1f} s\n", flush=True)
+    _print_summary(settings.clickhouse_dsn)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sources.generator import generate_events, write_jsonl
+
+    n = write_jsonl(args.out, generate_events(seed=args.seed, n_persons=args.persons))
+    print(f"wrote {n} events to {args.out}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    _print_summary(args.clickhouse or _default_dsn(args.data_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditflow", description="Real-time marketing attribution.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run_p = sub.add_parser("run", help="run the attribution flow on a source")
+    run_p.add_argument(
+        "--source",
+        required=True,
+        help="file:PATH[,PATH][?splits=N] | redis://HOST:PORT/DB?streams=a,b | kafka://BROKERS/TOPICS | "
+        "generator:seed=N,persons=N",
+    )
+    run_p.add_argument("--no-summary", dest="summary", action="store_false", help="skip the summary at the end")
+    _add_run_options(run_p)
+    run_p.set_defaults(func=cmd_run)
+
+    demo_p = sub.add_parser("demo", help="generated multi-tenant traffic through the flow into embedded ClickHouse")
+    demo_p.add_argument("--persons", type=int, default=5000)
+    demo_p.add_argument("--seed", type=int, default=1)
+    demo_p.add_argument("--keep", action="store_true", help="keep the previous demo's ClickHouse data")
+    _add_run_options(demo_p)
+    demo_p.set_defaults(func=cmd_demo)
+
+    gen_p = sub.add_parser("generate", help="write seeded synthetic events as JSONL")
+    gen_p.add_argument("--out", required=True)
+    gen_p.add_argument("--persons", type=int, default=1000)
+    gen_p.add_argument("--seed", type=int, default=1)
+    gen_p.set_defaults(func=cmd_generate)
+
+    sum_p = sub.add_parser("summary", help="print the per-channel, per-model summary from ClickHouse")
+    sum_p.add_argument("--clickhouse", metavar="DSN")
+    sum_p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    sum_p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except CreditflowError as exc:
+        print(f"creditflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

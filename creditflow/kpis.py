@@ -1,0 +1,109 @@
+"""KPI formulas and the increments that feed the KPI windows.
+
+Every event that moves a KPI becomes one ``KpiDelta`` keyed by tenant x
+channel x campaign: tracked impressions and clicks, ad-spend reports, and the
+conversions and revenue that the tenant's KPI model credited to a channel.
+
+>>> ratios(impressions=1000, clicks=50, conversions=5.0, cost=100.0, revenue=400.0)
+(0.05, 0.1, 20.0, 4.0)
+>>> ratios(impressions=0, clicks=0, conversions=0.0, cost=0.0, revenue=0.0)
+(None, None, None, None)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from creditflow.events import Event, SourcePosition
+
+KEY_SEP = "\x1f"
+"""Separator of key parts; the decoder refuses control characters in ids, so it cannot collide."""
+
+
+@dataclass(frozen=True, slots=True)
+class KpiDelta:
+    """What one event adds to the window of its event time."""
+
+    tenant_id: str
+    channel: str
+    campaign_id: str
+    ts_ms: int
+    position: SourcePosition
+    """Where the contributing event came from (its partition drives the watermark)."""
+    event_id: str = ""
+    impressions: int = 0
+    clicks: int = 0
+    conversions: float = 0.0
+    cost: float = 0.0
+    revenue: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant_id}{KEY_SEP}{self.channel}{KEY_SEP}{self.campaign_id}"
+
+    @classmethod
+    def conversion(
+        cls,
+        tenant_id: str,
+        channel: str,
+        campaign_id: str,
+        ts_ms: int,
+        credit: float,
+        revenue: float,
+        position: SourcePosition,
+    ) -> "KpiDelta":
+        return cls(tenant_id, channel, campaign_id, ts_ms, position, conversions=credit, revenue=revenue)
+
+
+def delta_of(event: Event, volume_source: str) -> Optional[KpiDelta]:
+    """The KPI increment of a validated event, or None when it moves no KPI.
+
+    ``volume_source`` decides whether impressions/clicks are counted from
+    tracked events ("events") or from ad-spend reports ("ad_spend"); cost
+    always comes from ad-spend reports. Conversions are not counted here: the
+    journeys step credits them to channels first.
+    """
+    et = event.event_type
+    if et == "ad_spend":
+        m = event.metrics
+        assert m is not None, "the decoder guarantees ad_spend events carry metrics"
+        use_volume = volume_source == "ad_spend"
+        return KpiDelta(
+            event.tenant_id,
+            event.channel,
+            event.campaign_id,
+            event.ts_ms,
+            event.position,
+            event.event_id,
+            impressions=m.impressions if use_volume else 0,
+            clicks=m.clicks if use_volume else 0,
+            cost=m.cost,
+        )
+    if volume_source == "events" and et in ("impression", "click"):
+        return KpiDelta(
+            event.tenant_id,
+            event.channel,
+            event.campaign_id,
+            event.ts_ms,
+            event.position,
+            event.event_id,
+            impressions=1 if et == "impression" else 0,
+            clicks=1 if et == "click" else 0,
+        )
+    return None
+
+
+def ratios(
+    impressions: int, clicks: int, conversions: float, cost: float, revenue: float
+) -> tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
+    """(CTR, CVR, CPA, ROAS); None where the denominator is zero.
+
+    CTR = clicks / impressions, CVR = conversions / clicks,
+    CPA = cost / conversions, ROAS = revenue / cost.
+    """
+    ctr = clicks / impressions if impressions else None
+    cvr = conversions / clicks if clicks else None
+    cpa = cost / conversions if conversions else None
+    roas = revenue / cost if cost else None
+    return ctr, cvr, cpa, roas

@@ -1,0 +1,50 @@
+"""The per-channel, per-model summary printed at the end of a run, read back from ClickHouse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from creditflow.config import MODELS
+
+
+def credit_by_channel(client: Any) -> dict[str, dict[str, tuple[float, float]]]:
+    """channel -> model -> (conversions credited, revenue credited)."""
+    rows = client.query(
+        "SELECT channel, model, sum(credit), sum(revenue_credit) FROM attribution_credits FINAL "
+        "GROUP BY channel, model ORDER BY channel, model"
+    ).result_rows
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for channel, model, credit, revenue in rows:
+        out.setdefault(channel, {})[model] = (float(credit), float(revenue))
+    return out
+
+
+def render_summary(client: Any) -> str:
+    """A plain-text report: credited conversions per channel and model, totals, dead letters."""
+    table = credit_by_channel(client)
+    models = [m for m in MODELS if any(m in by_model for by_model in table.values())]
+    lines = ["Conversions credited per channel and model (revenue in brackets):", ""]
+    header = f"{'channel':<18}" + "".join(f"{m:>24}" for m in models)
+    lines += [header, "-" * len(header)]
+    for channel in sorted(table, key=lambda c: -max(v[0] for v in table[c].values())):
+        cells = "".join(
+            f"{table[channel].get(m, (0.0, 0.0))[0]:>10.1f} ({table[channel].get(m, (0.0, 0.0))[1]:>10.0f})" + " " * 1
+            for m in models
+        )
+        lines.append(f"{channel:<18}{cells}")
+    (conversions, attributed, revenue), = client.query(
+        "SELECT count(), countIf(attributed = 1), sum(value) FROM conversions FINAL"
+    ).result_rows
+    (kpi_rows, clicks, cost), = client.query(
+        "SELECT count(), sum(clicks), sum(cost) FROM kpi_windows FINAL"
+    ).result_rows
+    dead = client.query(
+        "SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY count() DESC"
+    ).result_rows
+    lines += [
+        "",
+        f"conversions: {conversions} ({attributed} attributed), revenue {float(revenue or 0):,.2f}",
+        f"KPI windows: {kpi_rows} rows, {int(clicks or 0)} clicks, cost {float(cost or 0):,.2f}",
+        "dead letters: " + (", ".join(f"{r} {n}" for r, n in dead) if dead else "none"),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The attribution dataflow: raw records in, credit, conversions, KPIs and dead letters out.
+
+    source -> decode_events --errs--------------------------------------+
+                  | oks                                                 |
+                  +--> resolve_person -> attribute --credits------------+--> sink
+                  |                          |  conversions ------------+
+                  |                          |  kpi deltas --+          |
+                  +--> kpi deltas (touches, ad spend) -------+-> kpi_windows
+                                                                 rows --+
+                                                                 late --+
+
+Every step id below is part of the recovery contract: renaming a stateful
+step (``attribute.journey``, ``kpi.windows``) or the flow id resets its state.
+
+>>> from bytewax.testing import TestingSource, TestingSink, run_main
+>>> from creditflow.events import RawRecord, SourcePosition
+>>> raw = [b'{"event_id":"c1","tenant_id":"t","event_type":"click","timestamp":1767225600000,'
+...        b'"user_id":"u","channel":"email"}',
+...        b'{"event_id":"v1","tenant_id":"t","event_type":"conversion","timestamp":1767225660000,'
+...        b'"user_id":"u","conversion":{"conversion_id":"o1","value":10}}']
+>>> recs = [RawRecord(r, SourcePosition("test", "p", str(i))) for i, r in enumerate(raw)]
+>>> out = []
+>>> run_main(build_flow(TestingSource(recs), TestingSink(out), FlowSettings()))
+>>> sorted({(r.model, r.channel, r.credit) for r in out if r.table == "attribution_credits"})[:2]
+[('data_driven', 'email', 1.0), ('first_touch', 'email', 1.0)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import FixedPartitionedSink, Sink
+
+from creditflow.config import TenantConfigs
+from creditflow.events import PERSON_EVENT_TYPES, Event, RawRecord, SinkRow
+from creditflow.kpis import KpiDelta, delta_of
+from creditflow.weights import NoWeights, WeightsProvider
+from operators.decode import decode_events
+from operators.identity import resolve_person
+from operators.journeys import attribute
+from operators.kpi import kpi_windows
+from operators.progress import ProgressCounter
+from state.kpi_windows import WindowSettings
+
+FLOW_ID = "creditflow"
+"""Part of the recovery contract: changing it starts every step from empty state."""
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Everything the attribution flow needs besides its source and sink."""
+
+    configs: TenantConfigs = field(default_factory=TenantConfigs)
+    windows: WindowSettings = field(default_factory=WindowSettings)
+    weights: WeightsProvider = field(default_factory=NoWeights)
+    progress: ProgressCounter | None = None
+
+
+def _kpi_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
+    return delta_of(event, configs.for_tenant(event.tenant_id).kpi_volume_source)
+
+
+def build_flow(
+    source: Source[Any],
+    sink: Sink[Any],
+    settings: FlowSettings,
+    adapt: Callable[[Any], RawRecord] | None = None,
+) -> Dataflow:
+    """Wire the attribution flow between ``source`` and ``sink``.
+
+    The sink receives every ``SinkRow`` (credit, conversion, KPI and dead-letter
+    rows). A ``FixedPartitionedSink`` such as the ClickHouse sink receives them
+    as ``(table, row)`` pairs, the routing key it needs. ``adapt`` turns a
+    source's own items (e.g. Kafka messages) into ``RawRecord``.
+    """
+    flow = Dataflow(FLOW_ID)
+    raw = op.input("source", flow, source)
+    if adapt is not None:
+        raw = op.map("adapt", raw, adapt)
+    decoded = decode_events("decode", raw, settings.configs, progress=settings.progress)
+
+    # identify / consent / deletion_request validate now and are acted on by the identity issue.
+    person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in PERSON_EVENT_TYPES)
+    journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
+
+    event_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _kpi_delta(ev, settings.configs))
+    kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, journeys.kpi_deltas), settings.windows)
+
+    rows: Any = op.merge(
+        "rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late
+    )
+    if isinstance(sink, FixedPartitionedSink):
+        rows = op.map("route", rows, _route)
+    op.output("sink", rows, sink)
+    return flow
+
+
+def _route(row: SinkRow) -> tuple[str, SinkRow]:
+    return row.table, row

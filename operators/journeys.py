@@ -1,0 +1,55 @@
+"""Keyed journeys and credit at each conversion, as one Bytewax operator."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from creditflow.config import TenantConfigs
+from creditflow.events import ConversionRow, CreditRow, PersonEvent
+from creditflow.kpis import KEY_SEP, KpiDelta
+from creditflow.weights import WeightsProvider
+from operators.state_guard import guarded_builder
+from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState
+
+
+@dataclass(frozen=True)
+class AttributionOut:
+    credits: Stream[CreditRow]
+    conversions: Stream[ConversionRow]
+    kpi_deltas: Stream[KpiDelta]
+    """Conversions and revenue of the tenant's KPI model, per channel and campaign."""
+
+
+def person_key(pe: PersonEvent) -> str:
+    return f"{pe.event.tenant_id}{KEY_SEP}{pe.person_id}"
+
+
+@operator
+def attribute(
+    step_id: str,
+    up: Stream[PersonEvent],
+    configs: TenantConfigs,
+    weights: WeightsProvider,
+    now: Callable[[], float] = time.time,
+) -> AttributionOut:
+    """Journeys keyed by tenant and person; credit rows at every conversion.
+
+    The stateful sub-step is ``journey``; renaming it (or this step) would
+    silently reset every journey, so the state guard refuses snapshots of
+    another layout instead.
+    """
+    keyed = op.key_on("key", up, person_key)
+
+    def build(resume: JourneyState | None) -> JourneyLogic:
+        return JourneyLogic(configs, weights, resume, now)
+
+    out = op.stateful("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
+    values = op.map("unkey", out, lambda kv: kv[1])
+    credits = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
+    rest = op.branch("conversions", credits.falses, lambda x: isinstance(x, ConversionRow))
+    return AttributionOut(credits.trues, rest.trues, rest.falses)  # type: ignore[arg-type]

@@ -1,0 +1,40 @@
+"""Event-time tumbling KPI windows per tenant x channel x campaign."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from creditflow.events import DeadLetter, KpiRow
+from creditflow.kpis import KpiDelta
+from operators.state_guard import guarded_builder
+from state.kpi_windows import STATE_LAYOUT_VERSION, KpiWindowLogic, KpiWindowState, WindowSettings
+
+
+@dataclass(frozen=True)
+class KpiOut:
+    rows: Stream[KpiRow]
+    late: Stream[DeadLetter]
+
+
+@operator
+def kpi_windows(
+    step_id: str,
+    up: Stream[KpiDelta],
+    settings: WindowSettings,
+    now: Callable[[], float] = time.time,
+) -> KpiOut:
+    """Closed windows as ``KpiRow``; events too late for their window as dead letters."""
+    keyed = op.key_on("key", up, lambda d: d.key)
+
+    def build(resume: KpiWindowState | None) -> KpiWindowLogic:
+        return KpiWindowLogic(settings, resume, now)
+
+    out = op.stateful("windows", keyed, guarded_builder("windows", STATE_LAYOUT_VERSION, build))
+    values = op.map("unkey", out, lambda kv: kv[1])
+    split = op.branch("split", values, lambda x: isinstance(x, KpiRow))
+    return KpiOut(split.trues, split.falses)  # type: ignore[arg-type]

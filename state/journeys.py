@@ -1,0 +1,303 @@
+"""Per-person touchpoint journeys: the recoverable state behind every credit row.
+
+One ``JourneyLogic`` lives per (tenant, person) key. It keeps the person's
+touches in event-time order, and at each conversion scores every configured
+attribution model, emits the credit rows, the conversion row and the KPI
+delta of the tenant's KPI model, then consumes the credited touches.
+
+Bounds (every piece of this state ends):
+
+- touches older than the longest lookback (relative to the person's newest
+  event) are pruned on every event; at most ``TenantConfig.max_touches``
+  touches are kept (the oldest go first);
+- at most ``MAX_SEEN_CONVERSIONS`` conversion ids are remembered for
+  de-duplication, and none older than the idle TTL;
+- the whole state is discarded once the person has been idle for
+  ``TenantConfig.idle_ttl_days`` of wall time (``notify_at``) or when an event
+  arrives more than that much event time after the previous one.
+
+The state is a small dataclass of tuples; ``snapshot()`` returns a copy.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Optional
+
+from bytewax.operators import StatefulLogic
+
+from creditflow import attribution
+from creditflow.config import TenantConfig, TenantConfigs
+from creditflow.events import (
+    EMPTY_UTM,
+    ConversionRow,
+    CreditRow,
+    PersonEvent,
+    UNATTRIBUTED_CHANNEL,
+    Utm,
+)
+from creditflow.kpis import KpiDelta
+from creditflow.weights import WeightsProvider
+
+STATE_LAYOUT_VERSION = 1
+"""Bump when ``JourneyState`` changes shape; snapshots of another layout are refused."""
+
+MAX_SEEN_CONVERSIONS = 32
+"""Conversion ids remembered per person to refuse crediting one twice."""
+
+Touch = tuple[int, str, str, str, str]
+"""(ts_ms, event_type, channel, campaign_id, event_id), kept sorted by ts_ms."""
+
+INTERNAL_CHANNEL = "(internal)"
+"""Channel the flow gives to page views whose referrer is the tenant's own site."""
+
+JourneyOutput = CreditRow | ConversionRow | KpiDelta
+
+
+@dataclass(slots=True)
+class JourneyState:
+    """What is remembered of one person between events."""
+
+    touches: list[Touch] = field(default_factory=list)
+    consumed_until_ms: int = -1
+    """Touches at or before this event time were consumed by a conversion."""
+    last_event_ms: int = -1
+    """Event time of the person's newest event."""
+    last_seen_wall_s: float = 0.0
+    """Wall time (epoch seconds) of the last event processed, for the idle TTL."""
+    first_utm: Optional[tuple[int, Utm]] = None
+    last_utm: Optional[tuple[int, Utm]] = None
+    seen_conversions: list[tuple[str, int]] = field(default_factory=list)
+    """(conversion_id, conversion_ts_ms) of recent conversions, newest last."""
+    layout: int = STATE_LAYOUT_VERSION
+
+    def copy(self) -> "JourneyState":
+        return JourneyState(
+            touches=list(self.touches),
+            consumed_until_ms=self.consumed_until_ms,
+            last_event_ms=self.last_event_ms,
+            last_seen_wall_s=self.last_seen_wall_s,
+            first_utm=self.first_utm,
+            last_utm=self.last_utm,
+            seen_conversions=list(self.seen_conversions),
+            layout=self.layout,
+        )
+
+
+class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
+    """Bytewax stateful logic for one (tenant, person) key.
+
+    ``now`` returns the wall clock as epoch seconds; tests pass a fake.
+    """
+
+    def __init__(
+        self,
+        configs: TenantConfigs,
+        weights: WeightsProvider,
+        resume: Optional[JourneyState],
+        now: Callable[[], float],
+    ) -> None:
+        self._configs = configs
+        self._weights = weights
+        self._now = now
+        self.state = resume if resume is not None else JourneyState()
+        self._cfg: Optional[TenantConfig] = None
+
+    # -- bytewax hooks -------------------------------------------------
+    def on_item(self, value: PersonEvent) -> tuple[Iterable[JourneyOutput], bool]:
+        ev = value.event
+        cfg = self._cfg = self._configs.for_tenant(ev.tenant_id)
+        st = self.state
+        if st.last_event_ms >= 0 and ev.ts_ms - st.last_event_ms > cfg.idle_ttl_ms:
+            st = self.state = JourneyState()
+        st.last_seen_wall_s = self._now()
+        if ev.ts_ms > st.last_event_ms:
+            st.last_event_ms = ev.ts_ms
+        out: list[JourneyOutput] = []
+        if ev.is_touch:
+            self._add_touch(value, cfg)
+        elif ev.event_type == "conversion":
+            self._convert(value, cfg, out)
+        self._prune(cfg)
+        return out, False
+
+    def on_notify(self) -> tuple[Iterable[JourneyOutput], bool]:
+        return (), True  # idle TTL reached: forget the person
+
+    def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
+        return (), False
+
+    def notify_at(self) -> Optional[datetime]:
+        ttl_s = (self._cfg.idle_ttl_ms if self._cfg else TenantConfig().idle_ttl_ms) / 1000.0
+        return datetime.fromtimestamp(self.state.last_seen_wall_s, tz=timezone.utc) + timedelta(seconds=ttl_s)
+
+    def snapshot(self) -> JourneyState:
+        return self.state.copy()
+
+    # -- journey maintenance ---------------------------------------------
+    def _add_touch(self, pe: PersonEvent, cfg: TenantConfig) -> None:
+        ev = pe.event
+        st = self.state
+        if not ev.utm.is_empty():
+            if st.first_utm is None or ev.ts_ms < st.first_utm[0]:
+                st.first_utm = (ev.ts_ms, ev.utm)
+            if st.last_utm is None or ev.ts_ms >= st.last_utm[0]:
+                st.last_utm = (ev.ts_ms, ev.utm)
+        if not is_touchpoint(pe, cfg) or ev.ts_ms <= st.consumed_until_ms:
+            return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
+        if any(t[4] == ev.event_id for t in st.touches):
+            return  # duplicate delivery of the same touch
+        bisect.insort(st.touches, (ev.ts_ms, ev.event_type, ev.channel, ev.campaign_id, ev.event_id))
+        if len(st.touches) > cfg.max_touches:
+            del st.touches[: len(st.touches) - cfg.max_touches]
+
+    def _prune(self, cfg: TenantConfig) -> None:
+        st = self.state
+        horizon = st.last_event_ms - max(cfg.lookback_ms("click"), cfg.lookback_ms("impression"))
+        if st.touches and st.touches[0][0] < horizon:
+            st.touches = [t for t in st.touches if t[0] >= horizon]
+        if st.seen_conversions:
+            keep_after = st.last_event_ms - cfg.idle_ttl_ms
+            st.seen_conversions = [c for c in st.seen_conversions if c[1] >= keep_after][-MAX_SEEN_CONVERSIONS:]
+
+    def _convert(self, pe: PersonEvent, cfg: TenantConfig, out: list[JourneyOutput]) -> None:
+        ev = pe.event
+        conv = ev.conversion
+        assert conv is not None, "the decoder guarantees conversion events carry a conversion"
+        st = self.state
+        if any(c[0] == conv.conversion_id for c in st.seen_conversions):
+            return  # already credited: a retry or replay of the same conversion
+        st.seen_conversions.append((conv.conversion_id, ev.ts_ms))
+        eligible = eligible_touches(st.touches, ev.ts_ms, st.consumed_until_ms, cfg)
+        version, channel_weights = self._weights.current(ev.tenant_id)
+        rows = credit_rows(pe, eligible, cfg, version, channel_weights)
+        out.extend(rows)
+        out.extend(
+            KpiDelta.conversion(ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position)
+            for r in rows
+            if r.model == cfg.kpi_model
+        )
+        out.append(conversion_row(pe, eligible, st))
+        # Consume: a later conversion credits only later touches.
+        st.touches = [t for t in st.touches if t[0] > ev.ts_ms]
+        st.consumed_until_ms = max(st.consumed_until_ms, ev.ts_ms)
+
+
+def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:
+    """Whether a touch event may earn credit at all under this tenant's rules.
+
+    Impressions only with view-through; page views that are internal navigation
+    (the channel step marks them with the ``internal`` channel) never.
+    """
+    ev = pe.event
+    if ev.event_type == "impression":
+        return cfg.view_through
+    return not (ev.event_type == "page_view" and ev.channel == INTERNAL_CHANNEL)
+
+
+def eligible_touches(touches: list[Touch], conversion_ts_ms: int, consumed_until_ms: int, cfg: TenantConfig) -> list[Touch]:
+    """Touches that may be credited for a conversion at ``conversion_ts_ms``.
+
+    >>> cfg = TenantConfig()
+    >>> ts = [(0, "click", "email", "c", "a"), (10, "click", "email", "c", "b"), (99, "click", "email", "c", "z")]
+    >>> [t[4] for t in eligible_touches(ts, 50, 0, cfg)]
+    ['b']
+    """
+    return [
+        t
+        for t in touches
+        if consumed_until_ms < t[0] <= conversion_ts_ms and conversion_ts_ms - t[0] <= cfg.lookback_ms(t[1])
+    ]
+
+
+def credit_rows(
+    pe: PersonEvent,
+    eligible: list[Touch],
+    cfg: TenantConfig,
+    weights_version: int,
+    channel_weights: dict[str, float] | None,
+) -> list[CreditRow]:
+    """Credit rows of every configured model for one conversion.
+
+    A conversion without an eligible touch gets one ``(unattributed)`` row per
+    model holding the whole credit and value, so per-conversion sums stay 1.
+    """
+    ev = pe.event
+    conv = ev.conversion
+    assert conv is not None
+    rows: list[CreditRow] = []
+    if not eligible:
+        for model in cfg.models:
+            rows.append(
+                CreditRow(
+                    tenant_id=ev.tenant_id,
+                    conversion_id=conv.conversion_id,
+                    person_id=pe.person_id,
+                    model=model,
+                    model_version=weights_version if model == "data_driven" else 0,
+                    channel=UNATTRIBUTED_CHANNEL,
+                    campaign_id="",
+                    touch_event_id="",
+                    touch_ts_ms=ev.ts_ms,
+                    conversion_ts_ms=ev.ts_ms,
+                    credit=1.0,
+                    revenue_credit=conv.value,
+                )
+            )
+        return rows
+    ts = [t[0] for t in eligible]
+    channels = [t[2] for t in eligible]
+    for model in cfg.models:
+        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, channel_weights)
+        revenue = attribution.split_revenue(shares, conv.value)
+        version = weights_version if model == "data_driven" else 0
+        for t, share, rev in zip(eligible, shares, revenue, strict=True):
+            rows.append(
+                CreditRow(
+                    tenant_id=ev.tenant_id,
+                    conversion_id=conv.conversion_id,
+                    person_id=pe.person_id,
+                    model=model,
+                    model_version=version,
+                    channel=t[2],
+                    campaign_id=t[3],
+                    touch_event_id=t[4],
+                    touch_ts_ms=t[0],
+                    conversion_ts_ms=ev.ts_ms,
+                    credit=share,
+                    revenue_credit=rev,
+                )
+            )
+    return rows
+
+
+def _utm_at(st: JourneyState, ts_ms: int) -> Utm:
+    """The newest UTMs known at ``ts_ms`` (an out-of-order later touch does not count)."""
+    for known in (st.last_utm, st.first_utm):
+        if known is not None and known[0] <= ts_ms:
+            return known[1]
+    return EMPTY_UTM
+
+
+def conversion_row(pe: PersonEvent, eligible: list[Touch], st: JourneyState) -> ConversionRow:
+    ev = pe.event
+    conv = ev.conversion
+    assert conv is not None
+    return ConversionRow(
+        tenant_id=ev.tenant_id,
+        conversion_id=conv.conversion_id,
+        person_id=pe.person_id,
+        event_id=ev.event_id,
+        conversion_ts_ms=ev.ts_ms,
+        value=conv.value,
+        currency=conv.currency,
+        conversion_type=conv.type,
+        touch_count=len(eligible),
+        attributed=bool(eligible),
+        first_touch_channel=eligible[0][2] if eligible else "",
+        last_touch_channel=eligible[-1][2] if eligible else "",
+        first_utm=st.first_utm[1] if st.first_utm else EMPTY_UTM,
+        last_utm=_utm_at(st, ev.ts_ms),
+    )

@@ -1,0 +1,232 @@
+"""Event-time tumbling KPI windows for one tenant x channel x campaign key.
+
+Hand-written buckets in one stateful step: Bytewax's built-in windowing
+measured 8-16k events/s here, a plain bucket dict an order of magnitude more.
+
+Watermark. Each source partition that has fed this key contributes its own
+clock: the newest event time it delivered, advanced by the wall time elapsed
+since (so windows still close when traffic stops). The key's watermark is the
+slowest of those clocks minus the allowed lateness, as in Flink's per-partition
+watermarks: a byte-range split of a file that starts days later, or a Redis
+stream that lags, does not make the other partitions' events late.
+
+A window [start, start + length) closes when the watermark passes its end; its
+row is emitted then. An event whose window already closed is a ``late_event``
+dead letter.
+
+Bounds: open windows per key are capped (``max_open_windows``; beyond it the
+oldest is closed early, with a warning); a key with no open window and no
+event for ``idle_ttl_s`` of wall time is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Optional
+
+import orjson
+from bytewax.operators import StatefulLogic
+
+from creditflow.errors import CreditflowError
+from creditflow.events import DeadLetter, KpiRow
+from creditflow.kpis import KpiDelta, ratios
+
+log = logging.getLogger("creditflow.kpi")
+
+STATE_LAYOUT_VERSION = 1
+
+KpiOutput = KpiRow | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSettings:
+    """How KPI windows are cut and closed."""
+
+    length_ms: int = 5_000
+    """Tumbling window length, aligned to the Unix epoch."""
+    allowed_lateness_ms: int = 2_000
+    """How far behind the watermark an event may arrive and still count."""
+    max_open_windows: int = 20_000
+    """Cap on open windows per key (memory bound)."""
+    idle_ttl_s: float = 3600.0
+    """Wall seconds after which a key with no open window is forgotten."""
+
+    def __post_init__(self) -> None:
+        if self.length_ms <= 0:
+            raise CreditflowError(f"KPI window length must be > 0 ms (got {self.length_ms})")
+        if self.allowed_lateness_ms < 0:
+            raise CreditflowError(f"allowed lateness must be >= 0 ms (got {self.allowed_lateness_ms})")
+        if self.max_open_windows < 1:
+            raise CreditflowError(f"max_open_windows must be >= 1 (got {self.max_open_windows})")
+
+
+@dataclass(slots=True)
+class KpiWindowState:
+    buckets: dict[int, list[float]] = field(default_factory=dict)
+    """window_start_ms -> [impressions, clicks, conversions, cost, revenue]."""
+    clocks: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """source partition -> (newest event ms, wall seconds when it arrived)."""
+    key: tuple[str, str, str] = ("", "", "")
+    """(tenant_id, channel, campaign_id), set by the first delta."""
+    closed_until_ms: int = -(2**62)
+    """Every window starting before this has been emitted."""
+    last_wall_s: float = 0.0
+    layout: int = STATE_LAYOUT_VERSION
+
+    def copy(self) -> "KpiWindowState":
+        return KpiWindowState(
+            buckets={k: list(v) for k, v in self.buckets.items()},
+            clocks=dict(self.clocks),
+            key=self.key,
+            closed_until_ms=self.closed_until_ms,
+            last_wall_s=self.last_wall_s,
+            layout=self.layout,
+        )
+
+
+class KpiWindowLogic(StatefulLogic[KpiDelta, KpiOutput, KpiWindowState]):
+    """Bytewax stateful logic for one tenant x channel x campaign key."""
+
+    def __init__(
+        self,
+        settings: WindowSettings,
+        resume: Optional[KpiWindowState],
+        now: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._now = now
+        self.state = resume if resume is not None else KpiWindowState()
+
+    def on_item(self, value: KpiDelta) -> tuple[Iterable[KpiOutput], bool]:
+        st = self.state
+        now = self._now()
+        st.last_wall_s = now
+        if not st.key[0]:
+            st.key = (value.tenant_id, value.channel, value.campaign_id)
+        if value.ts_ms < st.closed_until_ms:
+            return [self._late(value)], False
+        part = value.position.partition
+        clock = st.clocks.get(part)
+        if clock is None or value.ts_ms > clock[0]:
+            st.clocks[part] = (value.ts_ms, now)
+        length = self._settings.length_ms
+        start = value.ts_ms - value.ts_ms % length
+        bucket = st.buckets.get(start)
+        if bucket is None:
+            bucket = st.buckets[start] = [0, 0, 0.0, 0.0, 0.0]
+        bucket[0] += value.impressions
+        bucket[1] += value.clicks
+        bucket[2] += value.conversions
+        bucket[3] += value.cost
+        bucket[4] += value.revenue
+        return self._close(self.watermark(now)), False
+
+    def on_notify(self) -> tuple[Iterable[KpiOutput], bool]:
+        now = self._now()
+        out = self._close(self.watermark(now))
+        idle = not self.state.buckets and now - self.state.last_wall_s >= self._settings.idle_ttl_s
+        return out, idle
+
+    def on_eof(self) -> tuple[Iterable[KpiOutput], bool]:
+        return self._close(None), False
+
+    def notify_at(self) -> Optional[datetime]:
+        st = self.state
+        if not st.buckets:
+            return datetime.fromtimestamp(st.last_wall_s + self._settings.idle_ttl_s, tz=timezone.utc)
+        due_end = min(st.buckets) + self._settings.length_ms + self._settings.allowed_lateness_ms
+        # The watermark passes due_end once every partition clock has.
+        at = max(wall + (due_end - newest) / 1000.0 for newest, wall in st.clocks.values())
+        return datetime.fromtimestamp(at, tz=timezone.utc)
+
+    def snapshot(self) -> KpiWindowState:
+        return self.state.copy()
+
+    def watermark(self, now: float) -> int:
+        """Slowest partition clock at wall time ``now``, minus the allowed lateness."""
+        clocks = self.state.clocks.values()
+        if not clocks:
+            return self.state.closed_until_ms
+        slowest = min(newest + int((now - wall) * 1000) for newest, wall in clocks)
+        return slowest - self._settings.allowed_lateness_ms
+
+    # -- internals ---------------------------------------------------------
+    def _close(self, watermark: Optional[int]) -> list[KpiOutput]:
+        """Emit every window ending at or before ``watermark`` (all when None)."""
+        st = self.state
+        length = self._settings.length_ms
+        out: list[KpiOutput] = []
+        if watermark is not None:
+            boundary = watermark - watermark % length
+            if boundary > st.closed_until_ms:
+                st.closed_until_ms = boundary
+            over = len(st.buckets) - self._settings.max_open_windows
+            if over > 0:
+                forced = sorted(st.buckets)[over - 1] + length
+                log.warning(
+                    "KPI key %r held more than %d open windows; closing %d early up to %d ms "
+                    "(a source partition is far behind the others; raise max_open_windows to wait longer)",
+                    "/".join(st.key),
+                    self._settings.max_open_windows,
+                    over,
+                    forced,
+                )
+                st.closed_until_ms = max(st.closed_until_ms, forced)
+            due = sorted(s for s in st.buckets if s < st.closed_until_ms)
+        else:
+            due = sorted(st.buckets)
+            if due:
+                st.closed_until_ms = max(st.closed_until_ms, due[-1] + length)
+        tenant, channel, campaign = st.key
+        for start in due:
+            imps, clicks, conv, cost, rev = st.buckets.pop(start)
+            ctr, cvr, cpa, roas = ratios(int(imps), int(clicks), conv, cost, rev)
+            out.append(
+                KpiRow(
+                    tenant_id=tenant,
+                    window_start_ms=start,
+                    window_end_ms=start + length,
+                    channel=channel,
+                    campaign_id=campaign,
+                    impressions=int(imps),
+                    clicks=int(clicks),
+                    conversions=conv,
+                    cost=cost,
+                    revenue=rev,
+                    ctr=ctr,
+                    cvr=cvr,
+                    cpa=cpa,
+                    roas=roas,
+                )
+            )
+        return out
+
+    def _late(self, d: KpiDelta) -> DeadLetter:
+        raw = orjson.dumps(
+            {
+                "tenant_id": d.tenant_id,
+                "channel": d.channel,
+                "campaign_id": d.campaign_id,
+                "ts_ms": d.ts_ms,
+                "impressions": d.impressions,
+                "clicks": d.clicks,
+                "conversions": d.conversions,
+                "cost": d.cost,
+                "revenue": d.revenue,
+            }
+        )
+        return DeadLetter(
+            reason="late_event",
+            detail=(
+                f"event time {d.ts_ms} ms falls in a KPI window of {d.tenant_id}/{d.channel}/{d.campaign_id} "
+                f"that closed at {self.state.closed_until_ms} ms (allowed lateness "
+                f"{self._settings.allowed_lateness_ms} ms); deliver events sooner or raise --allowed-lateness"
+            ),
+            raw=raw,
+            position=d.position,
+            tenant_id=d.tenant_id,
+            event_id=d.event_id,
+            event_type="kpi_delta",
+        )

@@ -1,0 +1,96 @@
+"""KPI windows: tumbling buckets, per-partition watermarks, lateness and bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from creditflow.events import DeadLetter, KpiRow, SourcePosition
+from creditflow.kpis import KpiDelta
+from state.kpi_windows import KpiWindowLogic, WindowSettings
+
+T0 = 1_767_225_600_000  # aligned to 5 s
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 5000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def delta(ts: int, part: str = "p0", **kw) -> KpiDelta:
+    return KpiDelta("t1", "email", "c1", T0 + ts, SourcePosition("test", part, str(ts)), f"e{ts}", **kw)
+
+
+def feed(lg: KpiWindowLogic, *ds: KpiDelta) -> list:
+    out: list = []
+    for d in ds:
+        out.extend(lg.on_item(d)[0])
+    return out
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_window_closes_when_watermark_passes_its_end(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=1000), None, clock)
+    out = feed(lg, delta(0, impressions=1), delta(1000, clicks=1), delta(4999, impressions=1), delta(5500, cost=2.0))
+    assert out == []  # watermark 4500 < 5000
+    out = feed(lg, delta(6000, revenue=3.0, conversions=1.0))
+    (row,) = out
+    assert isinstance(row, KpiRow)
+    assert (row.window_start_ms, row.window_end_ms, row.impressions, row.clicks) == (T0, T0 + 5000, 2, 1)
+    assert (row.ctr, row.cvr, row.cpa, row.roas) == (0.5, 0.0, None, None)
+
+
+def test_late_event_goes_to_dead_letter(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=0), None, clock)
+    feed(lg, delta(0, clicks=1), delta(10_000, clicks=1))
+    (late,) = feed(lg, delta(100, clicks=1))
+    assert isinstance(late, DeadLetter) and late.reason == "late_event" and "allowed lateness" in late.detail
+
+
+def test_slow_partition_holds_the_watermark_back(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=0), None, clock)
+    feed(lg, delta(0, "p0", clicks=1))
+    # partition p1 starts days later (a byte-range split): p0's next events are not late
+    assert feed(lg, delta(86_400_000, "p1", clicks=1)) == []
+    out = feed(lg, delta(1000, "p0", clicks=1), delta(7000, "p0", clicks=1))
+    rows = [r for r in out if isinstance(r, KpiRow)]
+    assert [r.clicks for r in rows] == [2]
+    assert not [r for r in out if isinstance(r, DeadLetter)]
+
+
+def test_wall_time_advances_the_watermark_when_traffic_stops(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=1000), None, clock)
+    feed(lg, delta(0, clicks=1))
+    assert lg.notify_at().timestamp() == pytest.approx(clock.t + 6.0)
+    clock.t += 6.0
+    rows, discard = lg.on_notify()
+    assert [r.clicks for r in rows] == [1] and discard is False
+
+
+def test_eof_flushes_open_windows(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(), None, clock)
+    feed(lg, delta(0, clicks=1), delta(5000, clicks=2))
+    rows, _ = lg.on_eof()
+    assert [r.clicks for r in rows] == [1, 2]
+
+
+def test_open_windows_are_capped(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=1000, allowed_lateness_ms=0, max_open_windows=3), None, clock)
+    feed(lg, delta(0, "slow", clicks=1))
+    out = feed(lg, *(delta(1000 * i, "fast", clicks=1) for i in range(1, 8)))
+    assert len(lg.state.buckets) <= 3
+    assert sum(r.clicks for r in out if isinstance(r, KpiRow)) + sum(b[1] for b in lg.state.buckets.values()) == 8
+
+
+def test_idle_key_without_open_windows_is_discarded(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(idle_ttl_s=60), None, clock)
+    feed(lg, delta(0, clicks=1))
+    lg.on_eof()
+    clock.t += 61
+    assert lg.on_notify()[1] is True
