@@ -1,9 +1,9 @@
 """The ``creditflow`` command.
 
-    creditflow demo                      # generated traffic -> flow -> embedded ClickHouse -> summary
-    creditflow run --source file:events.jsonl --clickhouse chdb:///var/lib/creditflow/ch
-    creditflow generate --out events.jsonl --persons 1000
-    creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
+creditflow demo                      # generated traffic -> flow -> embedded ClickHouse -> summary
+creditflow run --source file:events.jsonl --clickhouse chdb:///var/lib/creditflow/ch
+creditflow generate --out events.jsonl --persons 1000
+creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from creditflow.errors import CreditflowError
 
@@ -28,11 +28,17 @@ def _default_dsn(data_dir: str) -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clickhouse", metavar="DSN", help="chdb:///path (embedded, default under --data-dir) or http://host:8123")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where embedded ClickHouse lives by default (%(default)s)")
+    p.add_argument(
+        "--clickhouse", metavar="DSN", help="chdb:///path (embedded, default under --data-dir) or http://host:8123"
+    )
+    p.add_argument(
+        "--data-dir", default=DEFAULT_DATA_DIR, help="where embedded ClickHouse lives by default (%(default)s)"
+    )
     p.add_argument("--tenants", metavar="FILE", help="tenant config file (.toml or .json)")
     p.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery store; resumes from it when it exists")
-    p.add_argument("--recovery-partitions", type=int, default=4, help="partitions of a new recovery store (%(default)s)")
+    p.add_argument(
+        "--recovery-partitions", type=int, default=4, help="partitions of a new recovery store (%(default)s)"
+    )
     p.add_argument("--processes", "-p", type=int, default=1, help="Bytewax processes (%(default)s)")
     p.add_argument("--snapshot-interval", type=int, default=5, help="seconds between snapshots (%(default)s)")
     p.add_argument("--window-seconds", type=float, default=5.0, help="KPI tumbling window length (%(default)s)")
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal
 
 from creditflow.errors import CreditflowError
 
@@ -55,11 +56,11 @@ class ChannelRule:
     """
 
     channel: str
-    utm_source: Optional[str] = None
-    utm_medium: Optional[str] = None
-    utm_campaign: Optional[str] = None
-    referrer_host: Optional[str] = None
-    click_id: Optional[str] = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    referrer_host: str | None = None
+    click_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class TenantConfigs:
         return self.tenants.get(tenant_id, self.defaults)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TenantConfigs":
+    def load(cls, path: str | Path) -> TenantConfigs:
         """Read a ``.toml`` or ``.json`` tenant config file."""
         p = Path(path)
         try:
@@ -152,7 +153,7 @@ class TenantConfigs:
         return cls.from_dict(data, origin=str(p))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], origin: str = "<dict>") -> "TenantConfigs":
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "<dict>") -> TenantConfigs:
         unknown_top = set(data) - {"defaults", "tenants"}
         if unknown_top:
             raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown_top)}; use [defaults] and [tenants.<id>]")

@@ -20,8 +20,9 @@ frozen dataclasses with ``slots``. Timestamps are integer epoch milliseconds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal
 
 EventType = Literal[
     "impression",
@@ -77,7 +78,7 @@ class RawRecord:
     payload: bytes
     position: SourcePosition
     format: PayloadFormat = "json"
-    schema_version: Optional[int] = None
+    schema_version: int | None = None
     """For schemaless Avro payloads: the writer schema version. None = latest."""
 
 
@@ -126,7 +127,7 @@ class SpendMetrics:
     impressions: int = 0
     clicks: int = 0
     cost: float = 0.0
-    conversions: Optional[int] = None
+    conversions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +148,10 @@ class Event:
     utm: Utm = EMPTY_UTM
     click_ids: Mapping[str, str] = field(default_factory=dict)
     referrer: str = ""
-    context: Optional[Context] = None
-    conversion: Optional[Conversion] = None
-    metrics: Optional[SpendMetrics] = None
-    metadata: Optional[Mapping[str, Any]] = None
+    context: Context | None = None
+    conversion: Conversion | None = None
+    metrics: SpendMetrics | None = None
+    metadata: Mapping[str, Any] | None = None
     schema_version: int = 1
 
     @property
@@ -252,10 +253,10 @@ class KpiRow:
     conversions: float
     cost: float
     revenue: float
-    ctr: Optional[float]
-    cvr: Optional[float]
-    cpa: Optional[float]
-    roas: Optional[float]
+    ctr: float | None
+    cvr: float | None
+    cpa: float | None
+    roas: float | None
 
     table = "kpi_windows"
 

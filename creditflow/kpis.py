@@ -13,7 +13,6 @@ conversions and revenue that the tenant's KPI model credited to a channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from creditflow.events import Event, SourcePosition
 
@@ -52,11 +51,11 @@ class KpiDelta:
         credit: float,
         revenue: float,
         position: SourcePosition,
-    ) -> "KpiDelta":
+    ) -> KpiDelta:
         return cls(tenant_id, channel, campaign_id, ts_ms, position, conversions=credit, revenue=revenue)
 
 
-def delta_of(event: Event, volume_source: str) -> Optional[KpiDelta]:
+def delta_of(event: Event, volume_source: str) -> KpiDelta | None:
     """The KPI increment of a validated event, or None when it moves no KPI.
 
     ``volume_source`` decides whether impressions/clicks are counted from
@@ -96,7 +95,7 @@ def delta_of(event: Event, volume_source: str) -> Optional[KpiDelta]:
 
 def ratios(
     impressions: int, clicks: int, conversions: float, cost: float, revenue: float
-) -> tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
+) -> tuple[float | None, float | None, float | None, float | None]:
     """(CTR, CVR, CPA, ROAS); None where the denominator is zero.
 
     CTR = clicks / impressions, CVR = conversions / clicks,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from creditflow.config import MODELS
+from creditflow.events import UNATTRIBUTED_CHANNEL
 
 
 def credit_by_channel(client: Any) -> dict[str, dict[str, tuple[float, float]]]:
@@ -19,23 +20,29 @@ def credit_by_channel(client: Any) -> dict[str, dict[str, tuple[float, float]]]:
     return out
 
 
+def _table(title: str, table: dict[str, dict[str, tuple[float, float]]], models: list[str], idx: int) -> list[str]:
+    header = f"{'channel':<16}" + "".join(f"{m:>15}" for m in models)
+    lines = [title, header, "-" * len(header)]
+
+    def order(channel: str) -> tuple[bool, float]:
+        return channel == UNATTRIBUTED_CHANNEL, -table[channel].get("last_touch", (0.0, 0.0))[idx]
+
+    for channel in sorted(table, key=order):
+        cells = "".join(f"{table[channel].get(m, (0.0, 0.0))[idx]:>15,.1f}" for m in models)
+        lines.append(f"{channel:<16}{cells}")
+    return lines
+
+
 def render_summary(client: Any) -> str:
-    """A plain-text report: credited conversions per channel and model, totals, dead letters."""
+    """A plain-text report: credited conversions and revenue per channel and model, totals, dead letters."""
     table = credit_by_channel(client)
     models = [m for m in MODELS if any(m in by_model for by_model in table.values())]
-    lines = ["Conversions credited per channel and model (revenue in brackets):", ""]
-    header = f"{'channel':<18}" + "".join(f"{m:>24}" for m in models)
-    lines += [header, "-" * len(header)]
-    for channel in sorted(table, key=lambda c: -max(v[0] for v in table[c].values())):
-        cells = "".join(
-            f"{table[channel].get(m, (0.0, 0.0))[0]:>10.1f} ({table[channel].get(m, (0.0, 0.0))[1]:>10.0f})" + " " * 1
-            for m in models
-        )
-        lines.append(f"{channel:<18}{cells}")
-    (conversions, attributed, revenue), = client.query(
+    lines = _table("Conversions credited per channel and model", table, models, 0)
+    lines += [""] + _table("Revenue credited per channel and model", table, models, 1)
+    ((conversions, attributed, revenue),) = client.query(
         "SELECT count(), countIf(attributed = 1), sum(value) FROM conversions FINAL"
     ).result_rows
-    (kpi_rows, clicks, cost), = client.query(
+    ((kpi_rows, clicks, cost),) = client.query(
         "SELECT count(), sum(clicks), sum(cost) FROM kpi_windows FINAL"
     ).result_rows
     dead = client.query(

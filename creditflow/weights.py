@@ -14,7 +14,8 @@ carry ``model_version`` 0.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 from creditflow.errors import CreditflowError
 

@@ -27,8 +27,9 @@ step (``attribute.journey``, ``kpi.windows``) or the flow id resets its state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -90,9 +91,7 @@ def build_flow(
     event_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _kpi_delta(ev, settings.configs))
     kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, journeys.kpi_deltas), settings.windows)
 
-    rows: Any = op.merge(
-        "rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late
-    )
+    rows: Any = op.merge("rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late)
     if isinstance(sink, FixedPartitionedSink):
         rows = op.map("route", rows, _route)
     op.output("sink", rows, sink)

@@ -18,10 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -44,8 +44,8 @@ class RunSettings:
 
     source: str
     clickhouse_dsn: str
-    tenants_file: Optional[str] = None
-    recovery_dir: Optional[str] = None
+    tenants_file: str | None = None
+    recovery_dir: str | None = None
     """Bytewax recovery store; None runs without recovery."""
     recovery_partitions: int = 4
     """Partitions created in a new recovery store: at least the most processes you will ever run."""
@@ -61,7 +61,9 @@ class RunSettings:
         if self.processes < 1:
             raise CreditflowError(f"--processes must be >= 1 (got {self.processes})")
         if self.snapshot_interval_s < 1:
-            raise CreditflowError(f"--snapshot-interval must be a whole number of seconds >= 1 (got {self.snapshot_interval_s})")
+            raise CreditflowError(
+                f"--snapshot-interval must be a whole number of seconds >= 1 (got {self.snapshot_interval_s})"
+            )
         parse_source_spec(self.source)
 
     def flow_settings(self) -> FlowSettings:
@@ -73,7 +75,7 @@ class RunSettings:
         )
 
 
-def _recovery(settings: RunSettings) -> Optional[RecoveryConfig]:
+def _recovery(settings: RunSettings) -> RecoveryConfig | None:
     if settings.recovery_dir is None:
         return None
     path = Path(settings.recovery_dir)
@@ -92,7 +94,7 @@ def _recovery(settings: RunSettings) -> Optional[RecoveryConfig]:
     return RecoveryConfig(path, backup_interval=timedelta(seconds=settings.backup_interval_s))
 
 
-def run_worker(settings: RunSettings, process_id: Optional[int] = None, addresses: Optional[list[str]] = None) -> None:
+def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Build the flow and run it in this process (one Bytewax worker)."""
     spec = parse_source_spec(settings.source)
     flow = build_flow(
@@ -139,7 +141,7 @@ def run(settings: RunSettings) -> None:
     ]
     log.info("started %d processes on %s", len(procs), ", ".join(addresses))
     try:
-        codes = [p.wait() for p in procs]
+        codes = _wait_all(procs)
     except KeyboardInterrupt:
         for p in procs:
             p.send_signal(signal.SIGINT)
@@ -147,6 +149,27 @@ def run(settings: RunSettings) -> None:
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     if failed:
         raise CreditflowError(f"flow process(es) failed with exit codes {failed}; see their log lines above")
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> list[int]:
+    """Wait for every process; once one fails, stop the others (a cluster cannot go on without it)."""
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes):
+            return [int(c) for c in codes if c is not None]
+        if any(c not in (None, 0) for c in codes):
+            log.error("a flow process failed (exit codes %s); stopping the others", codes)
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            deadline = time.monotonic() + grace_s
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            return [p.wait() for p in procs]
+        time.sleep(0.2)
 
 
 def _worker_main(argv: list[str]) -> None:

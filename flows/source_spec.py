@@ -20,8 +20,9 @@ creditflow.errors.CreditflowError: unknown --source 'nonsense'; use file:PATH, r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bytewax.inputs import Source

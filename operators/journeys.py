@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -50,6 +50,6 @@ def attribute(
 
     out = op.stateful("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
-    credits = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
-    rest = op.branch("conversions", credits.falses, lambda x: isinstance(x, ConversionRow))
-    return AttributionOut(credits.trues, rest.trues, rest.falses)  # type: ignore[arg-type]
+    credit_split = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
+    rest = op.branch("conversions", credit_split.falses, lambda x: isinstance(x, ConversionRow))
+    return AttributionOut(credit_split.trues, rest.trues, rest.falses)  # type: ignore[arg-type]

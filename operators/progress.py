@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from creditflow.events import DeadLetter
 
@@ -35,5 +35,11 @@ class ProgressCounter:
         now = time.monotonic()
         if now - self._last >= self.every_s:
             rate = (self.events - self._last_events) / (now - self._last)
-            log.info("%d events decoded (%.0f/s), %d dead letters %s", self.events, rate, sum(self.dead.values()), dict(self.dead))
+            log.info(
+                "%d events decoded (%.0f/s), %d dead letters %s",
+                self.events,
+                rate,
+                sum(self.dead.values()),
+                dict(self.dead),
+            )
             self._last, self._last_events = now, self.events

@@ -8,7 +8,8 @@ number; a mismatch stops the flow with a message naming the step.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from creditflow.errors import CreditflowError
 
@@ -20,10 +21,10 @@ class StateLayoutError(CreditflowError):
     """A snapshot was written by an incompatible state layout."""
 
 
-def guarded_builder(step: str, layout: int, build: Callable[[Optional[S]], L]) -> Callable[[Optional[S]], L]:
+def guarded_builder(step: str, layout: int, build: Callable[[S | None], L]) -> Callable[[S | None], L]:
     """Wrap a stateful builder so that a resume state of another layout is refused."""
 
-    def builder(resume: Optional[S]) -> L:
+    def builder(resume: S | None) -> L:
         if resume is not None:
             found = getattr(resume, "layout", None)
             if found != layout:

@@ -1,0 +1,1 @@
+"""Versioned event contract (``event.v<N>.avsc``), its registry and the payload decoder."""

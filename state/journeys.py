@@ -22,9 +22,9 @@ The state is a small dataclass of tuples; ``snapshot()`` returns a copy.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Optional
+from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulLogic
 
@@ -32,10 +32,10 @@ from creditflow import attribution
 from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.events import (
     EMPTY_UTM,
+    UNATTRIBUTED_CHANNEL,
     ConversionRow,
     CreditRow,
     PersonEvent,
-    UNATTRIBUTED_CHANNEL,
     Utm,
 )
 from creditflow.kpis import KpiDelta
@@ -67,13 +67,13 @@ class JourneyState:
     """Event time of the person's newest event."""
     last_seen_wall_s: float = 0.0
     """Wall time (epoch seconds) of the last event processed, for the idle TTL."""
-    first_utm: Optional[tuple[int, Utm]] = None
-    last_utm: Optional[tuple[int, Utm]] = None
+    first_utm: tuple[int, Utm] | None = None
+    last_utm: tuple[int, Utm] | None = None
     seen_conversions: list[tuple[str, int]] = field(default_factory=list)
     """(conversion_id, conversion_ts_ms) of recent conversions, newest last."""
     layout: int = STATE_LAYOUT_VERSION
 
-    def copy(self) -> "JourneyState":
+    def copy(self) -> JourneyState:
         return JourneyState(
             touches=list(self.touches),
             consumed_until_ms=self.consumed_until_ms,
@@ -96,14 +96,14 @@ class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
         self,
         configs: TenantConfigs,
         weights: WeightsProvider,
-        resume: Optional[JourneyState],
+        resume: JourneyState | None,
         now: Callable[[], float],
     ) -> None:
         self._configs = configs
         self._weights = weights
         self._now = now
         self.state = resume if resume is not None else JourneyState()
-        self._cfg: Optional[TenantConfig] = None
+        self._cfg: TenantConfig | None = None
 
     # -- bytewax hooks -------------------------------------------------
     def on_item(self, value: PersonEvent) -> tuple[Iterable[JourneyOutput], bool]:
@@ -129,9 +129,9 @@ class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
     def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
         return (), False
 
-    def notify_at(self) -> Optional[datetime]:
+    def notify_at(self) -> datetime | None:
         ttl_s = (self._cfg.idle_ttl_ms if self._cfg else TenantConfig().idle_ttl_ms) / 1000.0
-        return datetime.fromtimestamp(self.state.last_seen_wall_s, tz=timezone.utc) + timedelta(seconds=ttl_s)
+        return datetime.fromtimestamp(self.state.last_seen_wall_s, tz=UTC) + timedelta(seconds=ttl_s)
 
     def snapshot(self) -> JourneyState:
         return self.state.copy()
@@ -175,9 +175,11 @@ class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
         rows = credit_rows(pe, eligible, cfg, version, channel_weights)
         out.extend(rows)
         out.extend(
-            KpiDelta.conversion(ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position)
+            KpiDelta.conversion(
+                ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position
+            )
             for r in rows
-            if r.model == cfg.kpi_model
+            if r.model == cfg.kpi_model and r.credit > 0
         )
         out.append(conversion_row(pe, eligible, st))
         # Consume: a later conversion credits only later touches.
@@ -197,7 +199,9 @@ def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:
     return not (ev.event_type == "page_view" and ev.channel == INTERNAL_CHANNEL)
 
 
-def eligible_touches(touches: list[Touch], conversion_ts_ms: int, consumed_until_ms: int, cfg: TenantConfig) -> list[Touch]:
+def eligible_touches(
+    touches: list[Touch], conversion_ts_ms: int, consumed_until_ms: int, cfg: TenantConfig
+) -> list[Touch]:
     """Touches that may be credited for a conversion at ``conversion_ts_ms``.
 
     >>> cfg = TenantConfig()

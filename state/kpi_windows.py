@@ -22,9 +22,9 @@ event for ``idle_ttl_s`` of wall time is discarded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Optional
+from datetime import UTC, datetime
 
 import orjson
 from bytewax.operators import StatefulLogic
@@ -75,7 +75,7 @@ class KpiWindowState:
     last_wall_s: float = 0.0
     layout: int = STATE_LAYOUT_VERSION
 
-    def copy(self) -> "KpiWindowState":
+    def copy(self) -> KpiWindowState:
         return KpiWindowState(
             buckets={k: list(v) for k, v in self.buckets.items()},
             clocks=dict(self.clocks),
@@ -92,7 +92,7 @@ class KpiWindowLogic(StatefulLogic[KpiDelta, KpiOutput, KpiWindowState]):
     def __init__(
         self,
         settings: WindowSettings,
-        resume: Optional[KpiWindowState],
+        resume: KpiWindowState | None,
         now: Callable[[], float],
     ) -> None:
         self._settings = settings
@@ -132,14 +132,14 @@ class KpiWindowLogic(StatefulLogic[KpiDelta, KpiOutput, KpiWindowState]):
     def on_eof(self) -> tuple[Iterable[KpiOutput], bool]:
         return self._close(None), False
 
-    def notify_at(self) -> Optional[datetime]:
+    def notify_at(self) -> datetime | None:
         st = self.state
         if not st.buckets:
-            return datetime.fromtimestamp(st.last_wall_s + self._settings.idle_ttl_s, tz=timezone.utc)
+            return datetime.fromtimestamp(st.last_wall_s + self._settings.idle_ttl_s, tz=UTC)
         due_end = min(st.buckets) + self._settings.length_ms + self._settings.allowed_lateness_ms
         # The watermark passes due_end once every partition clock has.
         at = max(wall + (due_end - newest) / 1000.0 for newest, wall in st.clocks.values())
-        return datetime.fromtimestamp(at, tz=timezone.utc)
+        return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> KpiWindowState:
         return self.state.copy()
@@ -153,7 +153,7 @@ class KpiWindowLogic(StatefulLogic[KpiDelta, KpiOutput, KpiWindowState]):
         return slowest - self._settings.allowed_lateness_ms
 
     # -- internals ---------------------------------------------------------
-    def _close(self, watermark: Optional[int]) -> list[KpiOutput]:
+    def _close(self, watermark: int | None) -> list[KpiOutput]:
         """Emit every window ending at or before ``watermark`` (all when None)."""
         st = self.state
         length = self._settings.length_ms

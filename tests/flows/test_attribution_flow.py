@@ -26,16 +26,42 @@ def ev(eid: str, tenant: str, etype: str, ts: int, **fields: object) -> bytes:
 def journeys(tenant: str = "t1") -> list[bytes]:
     """Two persons; u1 converts after three clicks, u2 after one; plus ad spend and bad records."""
     return [
-        ev("a", tenant, "click", T0, user_id="u1", utm={"source": "newsletter", "medium": "email", "campaign": "spring"}),
-        ev("s1", tenant, "ad_spend", T0 + 1000, channel="paid_search", campaign_id="brand",
-           metrics={"impressions": 100, "clicks": 10, "cost": 25.0}),
+        ev(
+            "a",
+            tenant,
+            "click",
+            T0,
+            user_id="u1",
+            utm={"source": "newsletter", "medium": "email", "campaign": "spring"},
+        ),
+        ev(
+            "s1",
+            tenant,
+            "ad_spend",
+            T0 + 1000,
+            channel="paid_search",
+            campaign_id="brand",
+            metrics={"impressions": 100, "clicks": 10, "cost": 25.0},
+        ),
         ev("b", tenant, "click", T0 + 7 * DAY_MS, user_id="u1", click_ids={"gclid": "g1"}, campaign_id="brand"),
         ev("x", tenant, "click", T0 + 7 * DAY_MS + 10, anonymous_id="anon2", channel="display", campaign_id="banner"),
         ev("c", tenant, "click", T0 + 14 * DAY_MS, user_id="u1", channel="display", campaign_id="banner"),
-        ev("v1", tenant, "conversion", T0 + 14 * DAY_MS + 5, user_id="u1",
-           conversion={"conversion_id": "o1", "value": 140.0, "currency": "EUR"}),
-        ev("v2", tenant, "conversion", T0 + 14 * DAY_MS + 9, anonymous_id="anon2",
-           conversion={"conversion_id": "o2", "value": 10.0, "currency": "EUR"}),
+        ev(
+            "v1",
+            tenant,
+            "conversion",
+            T0 + 14 * DAY_MS + 5,
+            user_id="u1",
+            conversion={"conversion_id": "o1", "value": 140.0, "currency": "EUR"},
+        ),
+        ev(
+            "v2",
+            tenant,
+            "conversion",
+            T0 + 14 * DAY_MS + 9,
+            anonymous_id="anon2",
+            conversion={"conversion_id": "o2", "value": 10.0, "currency": "EUR"},
+        ),
         b'{"event_id": "broken", ',
         ev("bad-ts", tenant, "click", 1234, user_id="u9"),
     ]
@@ -75,7 +101,9 @@ def test_one_worker_credits_kpis_and_dead_letters() -> None:
     assert table[("o2", "linear", "x")] == 1.0
     for conv in ("o1", "o2"):
         for model in TenantConfig().models:
-            assert sum(r.credit for r in got[CreditRow] if (r.conversion_id, r.model) == (conv, model)) == pytest.approx(1)
+            assert sum(
+                r.credit for r in got[CreditRow] if (r.conversion_id, r.model) == (conv, model)
+            ) == pytest.approx(1)
     assert {(c.conversion_id, c.touch_count) for c in got[ConversionRow]} == {("o1", 3), ("o2", 1)}
     o1 = next(c for c in got[ConversionRow] if c.conversion_id == "o1")
     assert o1.first_utm.source == "newsletter"
@@ -104,7 +132,11 @@ def test_two_workers_give_the_same_result_as_one() -> None:
 
     def kpi_totals(out: list) -> tuple:
         rows = by_type(out)[KpiRow]
-        return (sum(r.clicks for r in rows), round(sum(r.cost for r in rows), 6), round(sum(r.revenue for r in rows), 6))
+        return (
+            sum(r.clicks for r in rows),
+            round(sum(r.cost for r in rows), 6),
+            round(sum(r.revenue for r in rows), 6),
+        )
 
     assert kpi_totals(one) == kpi_totals(two)
 
@@ -112,9 +144,9 @@ def test_two_workers_give_the_same_result_as_one() -> None:
 def test_tenants_never_share_state() -> None:
     out: list = []
     run_main(build_flow(TestingSource(records(journeys("t1") + journeys("t2"))), TestingSink(out), settings()))
-    credits = by_type(out)[CreditRow]
+    credit_rows = by_type(out)[CreditRow]
     for tenant in ("t1", "t2"):
-        mine = [r for r in credits if r.tenant_id == tenant and r.model == "linear" and r.conversion_id == "o1"]
+        mine = [r for r in credit_rows if r.tenant_id == tenant and r.model == "linear" and r.conversion_id == "o1"]
         assert sum(r.credit for r in mine) == pytest.approx(1.0)
         assert len(mine) == 3
 

@@ -6,6 +6,7 @@ import pytest
 
 from creditflow.config import DAY_MS, TenantConfig, TenantConfigs
 from creditflow.events import (
+    EMPTY_UTM,
     UNATTRIBUTED_CHANNEL,
     Conversion,
     ConversionRow,
@@ -23,18 +24,24 @@ T0 = 1_767_225_600_000
 POS = SourcePosition("test", "p0", "0")
 
 
-def touch(eid: str, day: float, channel: str, etype: str = "click", campaign: str = "", utm: Utm = Utm()) -> PersonEvent:
-    ev = Event(eid, "t1", etype, T0 + int(day * DAY_MS), POS, user_id="u1", channel=channel, campaign_id=campaign, utm=utm)
+def touch(
+    eid: str, day: float, channel: str, etype: str = "click", campaign: str = "", utm: Utm = EMPTY_UTM
+) -> PersonEvent:
+    ev = Event(
+        eid, "t1", etype, T0 + int(day * DAY_MS), POS, user_id="u1", channel=channel, campaign_id=campaign, utm=utm
+    )
     return PersonEvent("u:u1", ev)
 
 
 def conversion(eid: str, day: float, cid: str, value: float = 100.0) -> PersonEvent:
-    ev = Event(eid, "t1", "conversion", T0 + int(day * DAY_MS), POS, user_id="u1", conversion=Conversion(cid, value, "EUR"))
+    ev = Event(
+        eid, "t1", "conversion", T0 + int(day * DAY_MS), POS, user_id="u1", conversion=Conversion(cid, value, "EUR")
+    )
     return PersonEvent("u:u1", ev)
 
 
-def logic(cfg: TenantConfig = TenantConfig(), weights=None) -> JourneyLogic:
-    return JourneyLogic(TenantConfigs(defaults=cfg), weights or NoWeights(), None, now=lambda: 1000.0)
+def logic(cfg: TenantConfig | None = None, weights=None) -> JourneyLogic:
+    return JourneyLogic(TenantConfigs(defaults=cfg or TenantConfig()), weights or NoWeights(), None, now=lambda: 1000.0)
 
 
 def feed(lg: JourneyLogic, *items: PersonEvent) -> list:
@@ -46,8 +53,10 @@ def feed(lg: JourneyLogic, *items: PersonEvent) -> list:
     return out
 
 
-def credits(out: list, model: str) -> dict[str, tuple[float, float]]:
-    return {r.touch_event_id: (r.credit, r.revenue_credit) for r in out if isinstance(r, CreditRow) and r.model == model}
+def credit_of(out: list, model: str) -> dict[str, tuple[float, float]]:
+    return {
+        r.touch_event_id: (r.credit, r.revenue_credit) for r in out if isinstance(r, CreditRow) and r.model == model
+    }
 
 
 def test_three_touches_every_model_matches_hand_computed_values() -> None:
@@ -60,14 +69,14 @@ def test_three_touches_every_model_matches_hand_computed_values() -> None:
         conversion("v", 14, "o1", 100.0),
     )
     approx = pytest.approx
-    assert credits(out, "first_touch") == {"a": (1.0, 100.0), "b": (0.0, 0.0), "c": (0.0, 0.0)}
-    assert credits(out, "last_touch") == {"a": (0.0, 0.0), "b": (0.0, 0.0), "c": (1.0, 100.0)}
-    lin = credits(out, "linear")
+    assert credit_of(out, "first_touch") == {"a": (1.0, 100.0), "b": (0.0, 0.0), "c": (0.0, 0.0)}
+    assert credit_of(out, "last_touch") == {"a": (0.0, 0.0), "b": (0.0, 0.0), "c": (1.0, 100.0)}
+    lin = credit_of(out, "linear")
     assert {k: v[0] for k, v in lin.items()} == approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
-    td = credits(out, "time_decay")
+    td = credit_of(out, "time_decay")
     assert {k: v[0] for k, v in td.items()} == approx({"a": 1 / 7, "b": 2 / 7, "c": 4 / 7})
     assert {k: v[1] for k, v in td.items()} == approx({"a": 100 / 7, "b": 200 / 7, "c": 400 / 7})
-    pb = credits(out, "position_based")
+    pb = credit_of(out, "position_based")
     assert {k: v[0] for k, v in pb.items()} == approx({"a": 0.4, "b": 0.2, "c": 0.4})
     dd = [r for r in out if isinstance(r, CreditRow) and r.model == "data_driven"]
     assert {r.model_version for r in dd} == {0}
@@ -84,22 +93,22 @@ def test_three_touches_every_model_matches_hand_computed_values() -> None:
 def test_out_of_order_touch_is_inserted_in_event_time_order() -> None:
     lg = logic()
     out = feed(lg, touch("late", 5, "display"), touch("early", 1, "email"), conversion("v", 6, "o1"))
-    assert credits(out, "first_touch")["early"][0] == 1.0
-    assert credits(out, "last_touch")["late"][0] == 1.0
+    assert credit_of(out, "first_touch")["early"][0] == 1.0
+    assert credit_of(out, "last_touch")["late"][0] == 1.0
 
 
 def test_touches_are_consumed_and_a_later_conversion_credits_only_later_touches() -> None:
     lg = logic()
     feed(lg, touch("a", 0, "email"), conversion("v1", 1, "o1"))
     out = feed(lg, touch("b", 2, "display"), conversion("v2", 3, "o2"))
-    assert set(credits(out, "linear")) == {"b"}
+    assert set(credit_of(out, "linear")) == {"b"}
 
 
 def test_a_touch_arriving_after_the_conversion_that_covered_its_time_is_not_credited_later() -> None:
     lg = logic()
     feed(lg, touch("a", 0, "email"), conversion("v1", 2, "o1"))
     out = feed(lg, touch("late", 1, "display"), touch("b", 3, "video"), conversion("v2", 4, "o2"))
-    assert set(credits(out, "linear")) == {"b"}
+    assert set(credit_of(out, "linear")) == {"b"}
 
 
 def test_same_conversion_id_is_not_credited_twice() -> None:
@@ -123,7 +132,7 @@ def test_conversion_without_eligible_touch_is_recorded_unattributed() -> None:
 def test_lookback_excludes_old_clicks_and_impressions_need_view_through() -> None:
     out = feed(logic(), touch("old", 0, "email"), touch("imp", 30.5, "display", "impression"), conversion("v", 31, "o"))
     # click older than 30 days; impression without view-through: nothing eligible, so unattributed
-    assert credits(out, "linear") == {"": (1.0, 100.0)}
+    assert credit_of(out, "linear") == {"": (1.0, 100.0)}
     vt = TenantConfig(view_through=True)
     out = feed(
         logic(vt),
@@ -131,7 +140,7 @@ def test_lookback_excludes_old_clicks_and_impressions_need_view_through() -> Non
         touch("imp", 30.5, "display", "impression"),
         conversion("v", 31, "o"),
     )
-    assert set(credits(out, "linear")) == {"imp"}  # impressions count for 1 day only
+    assert set(credit_of(out, "linear")) == {"imp"}  # impressions count for 1 day only
 
 
 def test_touch_cap_keeps_the_newest() -> None:

@@ -1,0 +1,396 @@
+"""Connecting to ClickHouse, classifying its errors, and retrying transient ones.
+
+ClickHouse is always reached through clickhouse-connect, so the same SQL and the
+same client API serve both deployments:
+
+* ``chdb:///abs/path`` - embedded ClickHouse (chDB) storing its data in a local
+  directory, created if missing. chDB allows ONE data path per process (a second
+  path in the same process fails while the first has an open client) and one
+  process per path (a second process fails with "Cannot lock file").
+* ``http://user:password@host:8123[/database]`` or ``https://...`` - a ClickHouse
+  server. Query parameters are passed to clickhouse-connect
+  (e.g. ``?connect_timeout=5``).
+
+The database named in an HTTP DSN path is used; otherwise ``database`` (default
+``"default"``). It is created if it does not exist.
+
+>>> mask_dsn("http://writer:s3cret@ch.internal:8123/analytics")
+'http://writer:***@ch.internal:8123/analytics'
+>>> ClickHouseSettings("http://writer:s3cret@ch:8123", max_retries=3)  # doctest: +ELLIPSIS
+ClickHouseSettings(dsn='http://writer:***@ch:8123', database='default', max_retries=3, ...)
+>>> backoff_s(1, 0.5, 30.0), backoff_s(4, 0.5, 30.0), backoff_s(20, 0.5, 30.0)
+(0.5, 4.0, 30.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.binding import quote_identifier
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from creditflow.errors import CreditflowError
+
+__all__ = [
+    "ClickHouseSettings",
+    "ClickHouseSinkError",
+    "backoff_s",
+    "connect",
+    "describe_error",
+    "fix_for",
+    "is_transient",
+    "mask_dsn",
+    "retry_call",
+]
+
+logger = logging.getLogger("creditflow.sinks.clickhouse")
+
+T = TypeVar("T")
+
+
+class ClickHouseSinkError(CreditflowError):
+    """ClickHouse could not be reached or refused a write; the message says what to fix.
+
+    ``transient`` is True when retrying later may succeed (the server was
+    unreachable, overloaded, out of memory, ...) and retries ran out.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_PASSWORD_RE = re.compile(r"(//[^:/@?#]*:)[^@/]*@")
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, safe for logs and messages."""
+    return _PASSWORD_RE.sub(r"\1***@", dsn)
+
+
+_SCHEMES = ("chdb", "http", "https")
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """Where and how the ClickHouse sink writes.
+
+    ``max_retries`` counts retries after the first attempt of one insert (or of
+    connecting); waits double from ``initial_backoff_s`` up to ``max_backoff_s``.
+    ``block_rows`` caps the rows of one insert (one deduplication token each).
+    The repr masks the DSN password.
+    """
+
+    dsn: str = field(repr=False)
+    database: str = "default"
+    max_retries: int = 5
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    block_rows: int = 50_000
+
+    def __post_init__(self) -> None:
+        scheme = self.dsn.partition("://")[0].lower() if "://" in self.dsn else ""
+        if scheme not in _SCHEMES:
+            raise ClickHouseSinkError(
+                f"ClickHouse DSN {mask_dsn(self.dsn)!r} is not supported: use chdb:///absolute/path "
+                "(embedded chDB) or http(s)://user:password@host:8123[/database] (a ClickHouse server)"
+            )
+        if not self.database:
+            raise ClickHouseSinkError("ClickHouseSettings.database is empty: name a database, e.g. 'default'")
+        if self.max_retries < 0:
+            raise ClickHouseSinkError(f"ClickHouseSettings.max_retries={self.max_retries} must be >= 0")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
+            raise ClickHouseSinkError(
+                f"ClickHouseSettings backoff must satisfy 0 <= initial_backoff_s ({self.initial_backoff_s}) "
+                f"<= max_backoff_s ({self.max_backoff_s})"
+            )
+        if self.block_rows < 1:
+            raise ClickHouseSinkError(f"ClickHouseSettings.block_rows={self.block_rows} must be >= 1")
+
+    def __repr__(self) -> str:
+        return (
+            f"ClickHouseSettings(dsn={mask_dsn(self.dsn)!r}, database={self.database!r}, "
+            f"max_retries={self.max_retries}, initial_backoff_s={self.initial_backoff_s}, "
+            f"max_backoff_s={self.max_backoff_s}, block_rows={self.block_rows})"
+        )
+
+
+# --- error classification ----------------------------------------------------
+
+TRANSIENT_CODES: frozenset[int] = frozenset(
+    {
+        3,  # UNEXPECTED_END_OF_FILE
+        23,  # CANNOT_READ_FROM_ISTREAM
+        24,  # CANNOT_WRITE_TO_OSTREAM
+        32,  # ATTEMPT_TO_READ_AFTER_EOF
+        159,  # TIMEOUT_EXCEEDED
+        160,  # TOO_SLOW
+        173,  # CANNOT_ALLOCATE_MEMORY
+        198,  # DNS_ERROR
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        999,  # KEEPER_EXCEPTION
+        1000,  # POCO_EXCEPTION
+    }
+)
+"""ClickHouse error codes worth retrying: overload, memory, network, timeouts."""
+
+_TRANSIENT_TEXT = re.compile(
+    r"TOO_MANY_PARTS|MEMORY_LIMIT_EXCEEDED|TIMEOUT_EXCEEDED|SOCKET_TIMEOUT|NETWORK_ERROR|"
+    r"TOO_MANY_SIMULTANEOUS_QUERIES|CANNOT_ALLOCATE_MEMORY|KEEPER_EXCEPTION|TABLE_IS_READ_ONLY|"
+    r"connection refused|connection reset|connection aborted|broken pipe|timed out|"
+    r"max retries exceeded|temporarily unavailable|service unavailable",
+    re.IGNORECASE,
+)
+
+_FIX_BY_NAME: dict[str, str] = {
+    "UNKNOWN_TABLE": "the table is missing: run the sink's migrations (sinks.clickhouse_migrations.migrate)",
+    "UNKNOWN_DATABASE": "the database is missing: create it or fix the database in the DSN/settings",
+    "NO_SUCH_COLUMN_IN_TABLE": "the table's columns differ from the sink's: apply the missing migrations",
+    "UNKNOWN_IDENTIFIER": "the table's columns differ from the sink's: apply the missing migrations",
+    "THERE_IS_NO_COLUMN": "the table's columns differ from the sink's: apply the missing migrations",
+    "SYNTAX_ERROR": "the SQL is invalid: this is a bug in the sink or a migration file",
+    "AUTHENTICATION_FAILED": "check the user and password in the DSN",
+    "REQUIRED_PASSWORD": "put the password in the DSN: http://user:password@host:8123",
+    "ACCESS_DENIED": "grant the DSN's user INSERT/SELECT/CREATE on the database",
+    "READONLY": "the DSN's user is read-only: use a user allowed to write",
+    "TYPE_MISMATCH": "a value does not fit its column type: check the row conversion (sinks.clickhouse_rows)",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True if retrying the same call later may succeed.
+
+    Connection, network and timeout failures and server overload (too many
+    parts, memory limit, too many queries) are transient; anything else with a
+    ClickHouse error code (syntax, unknown table or column, authentication,
+    type mismatch) and any other exception is terminal.
+
+    >>> is_transient(ConnectionRefusedError())
+    True
+    >>> is_transient(DatabaseError("Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)", code=252))
+    True
+    >>> is_transient(DatabaseError("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)", code=60))
+    False
+    >>> is_transient(ValueError("bad value"))
+    False
+    """
+    if isinstance(exc, ClickHouseSinkError):
+        return exc.transient
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, DatabaseError):
+        code = exc.code
+        if code is not None:
+            return code in TRANSIENT_CODES
+        if _TRANSIENT_TEXT.search(str(exc)):
+            return True
+        # No code: transport failures (OperationalError), e.g. HTTP 502/503/504 after retries.
+        return isinstance(exc, OperationalError)
+    if isinstance(exc, OSError):
+        return True
+    return False
+
+
+def fix_for(exc: BaseException) -> str | None:
+    """What to do about a ClickHouse error, if the error is a known kind."""
+    name = getattr(exc, "name", None)
+    if name in _FIX_BY_NAME:
+        return _FIX_BY_NAME[name]
+    text = str(exc)
+    for known, hint in _FIX_BY_NAME.items():
+        if known in text:
+            return hint
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error text plus, when known, what to do about it."""
+    text = str(exc).strip() or type(exc).__name__
+    fix = fix_for(exc)
+    return f"{text} -> fix: {fix}" if fix else text
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Wait before retry number ``attempt`` (1-based): doubling from ``initial_s``, capped at ``max_s``."""
+    return min(max_s, initial_s * (2 ** min(attempt - 1, 62)))
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    settings: ClickHouseSettings,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn``; retry transient errors with exponential backoff.
+
+    Each retry logs a warning naming ``what`` and the attempt. A terminal error,
+    or a transient one after ``settings.max_retries`` retries, raises
+    :class:`ClickHouseSinkError` naming ``what`` and the fix.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except ClickHouseSinkError as exc:
+            if not exc.transient or attempt > settings.max_retries:
+                raise
+            error: BaseException = exc
+        except Exception as exc:
+            if not is_transient(exc):
+                raise ClickHouseSinkError(f"{what} failed: {describe_error(exc)}") from exc
+            if attempt > settings.max_retries:
+                raise ClickHouseSinkError(
+                    f"{what} failed after {attempt} attempts ({settings.max_retries} retries) with transient "
+                    f"errors, last: {describe_error(exc)} -> fix: check that ClickHouse at "
+                    f"{mask_dsn(settings.dsn)} is reachable and not overloaded, or raise max_retries",
+                    transient=True,
+                ) from exc
+            error = exc
+        wait = backoff_s(attempt, settings.initial_backoff_s, settings.max_backoff_s)
+        logger.warning(
+            "%s: transient error on attempt %d of %d, retrying in %.3fs: %s",
+            what,
+            attempt,
+            settings.max_retries + 1,
+            wait,
+            error,
+        )
+        sleep(wait)
+
+
+# --- connecting ----------------------------------------------------------------
+
+
+def _chdb_path(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    path = unquote(parts.path)
+    if parts.netloc or not path.startswith("/") or parts.query or parts.fragment:
+        raise ClickHouseSinkError(
+            f"chDB DSN {dsn!r} must be chdb:///absolute/path (three slashes, an absolute directory, "
+            "no query string); e.g. chdb:///var/lib/creditflow/chdb"
+        )
+    return path
+
+
+def _dsn_database(dsn: str) -> str:
+    path = urlsplit(dsn).path.strip("/")
+    if "/" in path:
+        raise ClickHouseSinkError(
+            f"ClickHouse DSN {mask_dsn(dsn)!r} has a path {path!r}: the path can only name one database, "
+            "e.g. http://host:8123/analytics"
+        )
+    return unquote(path)
+
+
+def _open_chdb(dsn: str) -> Client:
+    path = _chdb_path(dsn)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ClickHouseSinkError(
+            f"cannot create the chDB data directory for {dsn!r}: {exc} -> fix: point the DSN at a writable directory"
+        ) from exc
+    try:
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    except Exception as exc:
+        text = str(exc)
+        if "already initialized with path" in text:
+            fix = (
+                "this process already has another chDB data path open and chDB allows one path per "
+                "process: close every client of the other path first, or use the same path"
+            )
+        elif "initializing EmbeddedServer" in text or "Cannot lock" in text:
+            fix = (
+                "another process probably holds this path (chDB allows one process per data path): "
+                "stop it, give each process its own path, or use a ClickHouse server (http://...)"
+            )
+        else:
+            fix = "check the path and the chdb installation"
+        raise ClickHouseSinkError(f"cannot open chDB at {dsn!r}: {text} -> fix: {fix}") from exc
+
+
+def _open_http(dsn: str) -> Client:
+    parts = urlsplit(dsn)
+    if not parts.hostname:
+        raise ClickHouseSinkError(
+            f"ClickHouse DSN {mask_dsn(dsn)!r} names no host: use http(s)://user:password@host:8123[/database]"
+        )
+    server_dsn = urlunsplit((parts.scheme, parts.netloc, "", parts.query, ""))
+    try:
+        return clickhouse_connect.get_client(dsn=server_dsn)
+    except Exception as exc:
+        transient = is_transient(exc)
+        if transient:
+            fix = "check that the server is running and reachable from here (host, port, TLS, firewall)"
+        else:
+            fix = fix_for(exc) or "check the DSN (scheme, host, port, user, password)"
+        raise ClickHouseSinkError(
+            f"cannot connect to ClickHouse at {mask_dsn(dsn)}: {exc} -> fix: {fix}", transient=transient
+        ) from exc
+
+
+def connect(dsn: str, database: str = "default") -> Client:
+    """Open a clickhouse-connect client for ``dsn`` and select the database.
+
+    ``chdb:///abs/path`` opens embedded chDB (creating the directory);
+    ``http(s)://user:password@host:port[/database]`` a server. The database in an
+    HTTP DSN path wins over ``database``; naming two different non-default ones is
+    an error. The database is created if missing. Errors are
+    :class:`ClickHouseSinkError` naming the DSN (password masked) and the fix;
+    ``transient`` is set when retrying may help (server unreachable).
+    """
+    scheme = urlsplit(dsn).scheme.lower()
+    if scheme == "chdb":
+        client = _open_chdb(dsn)
+        db = database
+    elif scheme in ("http", "https"):
+        dsn_db = _dsn_database(dsn)
+        if dsn_db and database not in ("default", dsn_db):
+            raise ClickHouseSinkError(
+                f"ClickHouse DSN {mask_dsn(dsn)} names database {dsn_db!r} but the settings name {database!r}: "
+                "name it in one place only"
+            )
+        client = _open_http(dsn)
+        db = dsn_db or database
+    else:
+        raise ClickHouseSinkError(
+            f"ClickHouse DSN {mask_dsn(dsn)!r} is not supported: use chdb:///absolute/path "
+            "or http(s)://user:password@host:8123[/database]"
+        )
+    try:
+        exists = client.command("SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": db})
+        if not exists:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(db)}")
+            logger.info("created ClickHouse database %s at %s", db, mask_dsn(dsn))
+        client.database = db
+    except Exception as exc:
+        client.close()
+        raise ClickHouseSinkError(
+            f"cannot select database {db!r} at {mask_dsn(dsn)}: {describe_error(exc)}",
+            transient=is_transient(exc),
+        ) from exc
+    return client

@@ -1,0 +1,258 @@
+"""Turning sink rows (``creditflow.events.SinkRow``) into ClickHouse insert tuples.
+
+``COLUMNS[table]`` lists a table's insert columns; ``to_row(item, now_ms)``
+gives the matching tuple. Timestamps stay integer epoch milliseconds:
+clickhouse-connect writes an ``int`` into a ``DateTime64(3, 'UTC')`` column as
+raw ticks, i.e. milliseconds (checked against chDB in the tests), which skips a
+datetime conversion per value. ``now_ms`` fills the version column of each table
+(``scored_at``, ``emitted_at``, ``received_at``).
+
+``row_key(item)`` is the table's ORDER BY values joined with ``\\x1f``: two rows
+with the same key are the same row to ReplacingMergeTree. ``row_fingerprint``
+adds every other value except the write time; the sink hashes fingerprints into
+insert deduplication tokens.
+
+>>> from creditflow.events import KpiRow
+>>> kpi = KpiRow("t1", 0, 60_000, "search", "c9", 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0)
+>>> to_row(kpi, now_ms=123)
+('t1', 0, 60000, 'search', 'c9', 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0, 123)
+>>> len(to_row(kpi, 0)) == len(COLUMNS["kpi_windows"])
+True
+>>> row_key(kpi).split(KEY_SEPARATOR)
+['t1', '0', 'search', 'c9']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow
+
+__all__ = ["COLUMNS", "KEY_SEPARATOR", "ROW_TYPES", "TABLES", "row_fingerprint", "row_key", "table_of", "to_row"]
+
+KEY_SEPARATOR = "\x1f"
+"""Joins the key values of ``row_key`` (ASCII unit separator: never in normal text)."""
+
+COLUMNS: dict[str, list[str]] = {
+    CreditRow.table: [
+        "tenant_id",
+        "conversion_id",
+        "person_id",
+        "model",
+        "model_version",
+        "channel",
+        "campaign_id",
+        "touch_event_id",
+        "touch_ts",
+        "conversion_ts",
+        "credit",
+        "revenue_credit",
+        "scored_at",
+    ],
+    ConversionRow.table: [
+        "tenant_id",
+        "conversion_id",
+        "person_id",
+        "event_id",
+        "conversion_ts",
+        "value",
+        "currency",
+        "conversion_type",
+        "touch_count",
+        "attributed",
+        "first_touch_channel",
+        "last_touch_channel",
+        "first_utm_source",
+        "first_utm_medium",
+        "first_utm_campaign",
+        "first_utm_content",
+        "first_utm_term",
+        "last_utm_source",
+        "last_utm_medium",
+        "last_utm_campaign",
+        "last_utm_content",
+        "last_utm_term",
+        "scored_at",
+    ],
+    KpiRow.table: [
+        "tenant_id",
+        "window_start",
+        "window_end",
+        "channel",
+        "campaign_id",
+        "impressions",
+        "clicks",
+        "conversions",
+        "cost",
+        "revenue",
+        "ctr",
+        "cvr",
+        "cpa",
+        "roas",
+        "emitted_at",
+    ],
+    DeadLetter.table: [
+        "reason",
+        "detail",
+        "raw",
+        "source",
+        "partition",
+        "position",
+        "tenant_id",
+        "event_id",
+        "event_type",
+        "received_at",
+    ],
+}
+"""Insert columns per table, in ``to_row`` order; the write time is always last."""
+
+TABLES: tuple[str, ...] = tuple(COLUMNS)
+
+ROW_TYPES: dict[type, str] = {
+    CreditRow: CreditRow.table,
+    ConversionRow: ConversionRow.table,
+    KpiRow: KpiRow.table,
+    DeadLetter: DeadLetter.table,
+}
+"""Sink row type -> table."""
+
+
+def _credit(r: CreditRow, now_ms: int) -> tuple[Any, ...]:
+    return (
+        r.tenant_id,
+        r.conversion_id,
+        r.person_id,
+        r.model,
+        r.model_version,
+        r.channel,
+        r.campaign_id,
+        r.touch_event_id,
+        r.touch_ts_ms,
+        r.conversion_ts_ms,
+        r.credit,
+        r.revenue_credit,
+        now_ms,
+    )
+
+
+def _conversion(r: ConversionRow, now_ms: int) -> tuple[Any, ...]:
+    f, last = r.first_utm, r.last_utm
+    return (
+        r.tenant_id,
+        r.conversion_id,
+        r.person_id,
+        r.event_id,
+        r.conversion_ts_ms,
+        r.value,
+        r.currency,
+        r.conversion_type,
+        r.touch_count,
+        1 if r.attributed else 0,
+        r.first_touch_channel,
+        r.last_touch_channel,
+        f.source,
+        f.medium,
+        f.campaign,
+        f.content,
+        f.term,
+        last.source,
+        last.medium,
+        last.campaign,
+        last.content,
+        last.term,
+        now_ms,
+    )
+
+
+def _kpi(r: KpiRow, now_ms: int) -> tuple[Any, ...]:
+    return (
+        r.tenant_id,
+        r.window_start_ms,
+        r.window_end_ms,
+        r.channel,
+        r.campaign_id,
+        r.impressions,
+        r.clicks,
+        r.conversions,
+        r.cost,
+        r.revenue,
+        r.ctr,
+        r.cvr,
+        r.cpa,
+        r.roas,
+        now_ms,
+    )
+
+
+def _dead_letter(r: DeadLetter, now_ms: int) -> tuple[Any, ...]:
+    p = r.position
+    return (
+        r.reason,
+        r.detail,
+        r.raw,
+        p.source,
+        p.partition,
+        p.offset,
+        r.tenant_id,
+        r.event_id,
+        r.event_type,
+        now_ms,
+    )
+
+
+_CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
+    CreditRow: _credit,
+    ConversionRow: _conversion,
+    KpiRow: _kpi,
+    DeadLetter: _dead_letter,
+}
+
+
+def _unsupported(item: object) -> TypeError:
+    return TypeError(
+        f"the ClickHouse sink cannot write a {type(item).__name__}: send CreditRow, ConversionRow, "
+        "KpiRow or DeadLetter (creditflow.events.SinkRow)"
+    )
+
+
+def table_of(item: SinkRow) -> str:
+    """The table ``item`` goes to; TypeError for anything that is not a SinkRow."""
+    try:
+        return ROW_TYPES[type(item)]
+    except KeyError:
+        raise _unsupported(item) from None
+
+
+def to_row(item: SinkRow, now_ms: int) -> tuple[Any, ...]:
+    """The insert tuple of ``item`` in ``COLUMNS[item.table]`` order; ``now_ms`` is the write time."""
+    try:
+        convert = _CONVERTERS[type(item)]
+    except KeyError:
+        raise _unsupported(item) from None
+    return convert(item, now_ms)
+
+
+def row_key(item: SinkRow) -> str:
+    """The table's ORDER BY values of ``item`` joined with ``KEY_SEPARATOR``."""
+    if type(item) is CreditRow:
+        parts: tuple[Any, ...] = (item.tenant_id, item.conversion_id, item.model, item.touch_event_id)
+    elif type(item) is ConversionRow:
+        parts = (item.tenant_id, item.conversion_id)
+    elif type(item) is KpiRow:
+        parts = (item.tenant_id, item.window_start_ms, item.channel, item.campaign_id)
+    elif type(item) is DeadLetter:
+        p = item.position
+        parts = (p.source, p.partition, p.offset, item.reason)
+    else:
+        raise _unsupported(item)
+    return KEY_SEPARATOR.join(map(str, parts))
+
+
+def row_fingerprint(key: str, row: tuple[Any, ...]) -> str:
+    """``key`` plus every value of ``row`` except the trailing write time.
+
+    Identical replays give identical fingerprints; a changed value (a corrected
+    KPI, a re-scored conversion) gives a new one.
+    """
+    return f"{key}{KEY_SEPARATOR}{row[:-1]!r}"

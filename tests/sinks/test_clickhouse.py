@@ -1,0 +1,512 @@
+"""ClickHouse sink against real embedded ClickHouse (chDB), no server.
+
+chDB allows one data path per process *while a client is open*: every test
+here uses its own ``tmp_path`` and closes every client it opens (fixtures do it
+in ``finally``), which lets the next test open a different path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from creditflow.errors import CreditflowError
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SourcePosition, Utm
+from sinks.clickhouse import (
+    SINK_PARTITION,
+    ClickHouseSink,
+    ClickHouseSinkPartition,
+    key_for_sink,
+)
+from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
+from sinks.clickhouse_migrations import load_migrations, migrate
+from sinks.clickhouse_rows import COLUMNS, TABLES, row_key, to_row
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
+
+
+def credit(i: int = 0, *, credit: float = 0.5, model: str = "linear") -> CreditRow:
+    return CreditRow(
+        tenant_id="t1",
+        conversion_id=f"conv{i}",
+        person_id=f"p{i}",
+        model=model,
+        model_version=3,
+        channel="paid_search",
+        campaign_id="camp-1",
+        touch_event_id=f"touch{i}",
+        touch_ts_ms=T0 - 60_000,
+        conversion_ts_ms=T0,
+        credit=credit,
+        revenue_credit=credit * 100.0,
+    )
+
+
+def conversion(i: int = 0) -> ConversionRow:
+    return ConversionRow(
+        tenant_id="t1",
+        conversion_id=f"conv{i}",
+        person_id=f"p{i}",
+        event_id=f"ev{i}",
+        conversion_ts_ms=T0,
+        value=100.0,
+        currency="EUR",
+        conversion_type="purchase",
+        touch_count=2,
+        attributed=True,
+        first_touch_channel="social",
+        last_touch_channel="paid_search",
+        first_utm=Utm("facebook", "cpc", "spring", "ad1", "shoes"),
+        last_utm=Utm(source="google", medium="cpc"),
+    )
+
+
+def kpi(i: int = 0, *, clicks: int = 2) -> KpiRow:
+    return KpiRow(
+        tenant_id="t1",
+        window_start_ms=T0 - 123 + i * 60_000,
+        window_end_ms=T0 - 123 + (i + 1) * 60_000,
+        channel="paid_search",
+        campaign_id="camp-1",
+        impressions=100,
+        clicks=clicks,
+        conversions=0.5,
+        cost=3.25,
+        revenue=50.0,
+        ctr=clicks / 100,
+        cvr=None,
+        cpa=6.5,
+        roas=None,
+    )
+
+
+def dead_letter(i: int = 0) -> DeadLetter:
+    return DeadLetter(
+        reason="parse_error",
+        detail="invalid JSON at byte 3: fix the producer",
+        raw=b'{"bad\xff\x00',
+        position=SourcePosition("redis", "events:0", f"1700000000000-{i}"),
+        tenant_id="t1",
+        event_id="",
+        event_type="",
+    )
+
+
+SAMPLES: list[SinkRow] = [credit(), conversion(), kpi(), dead_letter()]
+
+
+# --- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ClickHouseSettings:
+    return ClickHouseSettings(f"chdb://{tmp_path}/chdb", initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+@pytest.fixture
+def part(settings: ClickHouseSettings) -> Iterator[ClickHouseSinkPartition]:
+    partition = ClickHouseSink(settings).build_part("clickhouse_out", SINK_PARTITION, None)
+    try:
+        yield partition
+    finally:
+        partition.close()
+
+
+@pytest.fixture
+def client(settings: ClickHouseSettings) -> Iterator[Client]:
+    c = connect(settings.dsn)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def scalar(client: Client, sql: str) -> Any:
+    """The single value of ``sql``, typed (``Client.command`` returns some types as text)."""
+    return client.query(sql).result_rows[0][0]
+
+
+def count(client: Client, table: str, final: bool = False) -> int:
+    return int(scalar(client, f"SELECT count() FROM {table}{' FINAL' if final else ''}"))
+
+
+class FlakyClient:
+    """Delegates to a real client; ``insert`` raises the queued errors first."""
+
+    def __init__(self, real: Client, errors: list[BaseException]) -> None:
+        self._real = real
+        self.errors = list(errors)
+        self.insert_calls = 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self.insert_calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self._real.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+# --- migrations ------------------------------------------------------------------
+
+
+def test_migrate_fresh_then_idempotent(client: Client) -> None:
+    assert migrate(client) == [m.version for m in load_migrations()] == [1]
+    assert migrate(client) == []
+    assert client.query("SELECT version, name FROM schema_migrations").result_rows == [(1, "0001_init")]
+    for table in TABLES:
+        cols = client.query(
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+            "ORDER BY position",
+            parameters={"t": table},
+        ).result_rows
+        assert [name for name, _ in cols] == COLUMNS[table], table
+        engine = client.command(
+            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": table},
+        )
+        assert str(engine).startswith("ReplacingMergeTree"), engine
+        assert "non_replicated_deduplication_window = 10000" in str(engine)
+    types = dict(client.query("SELECT name, type FROM system.columns WHERE table = 'kpi_windows'").result_rows)
+    assert types["window_start"] == "DateTime64(3, 'UTC')"
+    assert types["roas"] == "Nullable(Float64)"
+    assert types["impressions"] == "UInt64"
+    credit_types = dict(
+        client.query("SELECT name, type FROM system.columns WHERE table = 'attribution_credits'").result_rows
+    )
+    assert credit_types["model"] == "LowCardinality(String)"
+    assert credit_types["model_version"] == "UInt32"
+    sorting = client.command("SELECT sorting_key FROM system.tables WHERE name = 'attribution_credits'")
+    assert sorting == "tenant_id, conversion_id, model, touch_event_id"
+
+
+def test_migrate_applies_only_new_files_in_order(client: Client, tmp_path: Path) -> None:
+    mig_dir = tmp_path / "migrations"
+    mig_dir.mkdir()
+    packaged = Path(__file__).resolve().parents[2] / "sinks" / "migrations" / "0001_init.sql"
+    shutil.copy(packaged, mig_dir / "0001_init.sql")
+    assert migrate(client, mig_dir) == [1]
+    (mig_dir / "0003_note.sql").write_text(
+        "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS note String AFTER received_at;\n"
+    )
+    (mig_dir / "0002_probe.sql").write_text(
+        "-- two statements\nCREATE TABLE IF NOT EXISTS probe (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO probe VALUES (7)\n;\n"
+    )
+    assert migrate(client, mig_dir) == [2, 3]
+    assert migrate(client, mig_dir) == []
+    assert scalar(client, "SELECT x FROM probe") == 7
+    assert "note" in client.query("SELECT * FROM dead_letters LIMIT 0").column_names
+
+
+def test_bad_migration_files_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "1_init.sql").write_text("SELECT 1;\n")
+    with pytest.raises(ClickHouseSinkError, match="NNNN_name.sql"):
+        load_migrations(tmp_path)
+    (tmp_path / "1_init.sql").unlink()
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;\n")
+    (tmp_path / "0001_b.sql").write_text("SELECT 1;\n")
+    with pytest.raises(ClickHouseSinkError, match="used twice"):
+        load_migrations(tmp_path)
+
+
+def test_failing_migration_names_the_file(client: Client, tmp_path: Path) -> None:
+    (tmp_path / "0001_broken.sql").write_text("CREATE TABLEX nope;\n")
+    with pytest.raises(ClickHouseSinkError, match="0001_broken") as info:
+        migrate(client, tmp_path)
+    assert "SYNTAX_ERROR" in str(info.value)
+    assert scalar(client, "SELECT count() FROM schema_migrations") == 0
+
+
+# --- row round trips -------------------------------------------------------------
+
+
+def _select_as_written(client: Client, table: str) -> list[tuple[Any, ...]]:
+    """Rows of ``table`` with DateTime64 columns as epoch ms and strings as bytes-safe values."""
+    types = dict(
+        client.query(
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+            parameters={"t": table},
+        ).result_rows
+    )
+    exprs = [
+        f"toUnixTimestamp64Milli(`{c}`)" if types[c].startswith("DateTime64") else f"`{c}`" for c in COLUMNS[table]
+    ]
+    result = client.query(
+        f"SELECT {', '.join(exprs)} FROM {table} FINAL",
+        column_formats={"raw": "bytes"} if table == "dead_letters" else None,
+    )
+    return [tuple(row) for row in result.result_rows]
+
+
+@pytest.mark.parametrize("item", SAMPLES, ids=lambda r: type(r).__name__)
+def test_each_row_type_round_trips(part: ClickHouseSinkPartition, item: SinkRow) -> None:
+    before = dt.datetime.now(dt.UTC)
+    part.write_batch([item])
+    after_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    (row,) = _select_as_written(part.client, item.table)
+    expected = to_row(item, now_ms=row[-1])
+    if isinstance(item, ConversionRow):
+        expected = expected[:9] + (1,) + expected[10:]
+    assert row == expected
+    assert int(before.timestamp() * 1000) - 1 <= row[-1] <= after_ms + 1
+
+
+def test_int_milliseconds_land_as_the_right_utc_instant(part: ClickHouseSinkPartition) -> None:
+    part.write_batch([credit()])
+    assert part.client.command("SELECT toString(conversion_ts) FROM attribution_credits") == "2023-11-14 22:13:20.123"
+    got = part.client.query("SELECT conversion_ts FROM attribution_credits").result_rows[0][0]
+    assert got.replace(tzinfo=dt.UTC) == dt.datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=dt.UTC)
+
+
+# --- idempotence -----------------------------------------------------------------
+
+
+def test_replaying_the_same_batch_adds_no_rows(part: ClickHouseSinkPartition) -> None:
+    batch: list[SinkRow] = [credit(i) for i in range(50)] + [conversion(1), kpi(1), kpi(2), dead_letter(1)]
+    part.write_batch(batch)
+    counts = {t: count(part.client, t) for t in TABLES}
+    assert counts == {"attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1}
+    part.write_batch(batch)
+    part.write_batch(list(reversed(batch)))  # same rows, other order: same blocks, same tokens
+    assert {t: count(part.client, t) for t in TABLES} == counts
+
+
+def test_chunking_is_deterministic(settings: ClickHouseSettings) -> None:
+    small = ClickHouseSettings(settings.dsn, block_rows=7, initial_backoff_s=0.001, max_backoff_s=0.002)
+    counting: list[FlakyClient] = []
+
+    def factory(s: ClickHouseSettings) -> Any:
+        counting.append(FlakyClient(connect(s.dsn), []))
+        return counting[0]
+
+    part = ClickHouseSink(small, client_factory=factory).build_part("out", SINK_PARTITION, None)
+    try:
+        rows: list[SinkRow] = [credit(i) for i in range(30)]
+        part.write_batch(rows)
+        assert counting[0].insert_calls == 5  # 7+7+7+7+2
+        part.write_batch(rows[::-1])  # same rows in another order: same blocks, same tokens
+        assert counting[0].insert_calls == 10
+        assert count(part.client, "attribution_credits") == 30
+    finally:
+        part.close()
+
+
+def test_changed_values_replace_the_row(part: ClickHouseSinkPartition) -> None:
+    part.write_batch([kpi(0, clicks=2)])
+    part.write_batch([kpi(0, clicks=9)])  # corrected window: new token, written
+    assert count(part.client, "kpi_windows") == 2
+    assert count(part.client, "kpi_windows", final=True) == 1
+    assert scalar(part.client, "SELECT clicks FROM kpi_windows FINAL") == 9
+
+
+def test_last_row_per_key_wins_within_a_batch(part: ClickHouseSinkPartition) -> None:
+    part.write_batch([credit(0, credit=0.1), credit(0, credit=0.9), credit(0, credit=0.4)])
+    assert count(part.client, "attribution_credits") == 1
+    assert scalar(part.client, "SELECT credit FROM attribution_credits") == 0.4
+
+
+def test_row_key_is_the_order_by(client: Client) -> None:
+    migrate(client)
+    for item in SAMPLES:
+        keys = str(client.command(f"SELECT sorting_key FROM system.tables WHERE name = '{item.table}'")).split(", ")
+        assert len(row_key(item).split("\x1f")) == len(keys)
+
+
+# --- errors and retries ----------------------------------------------------------
+
+
+def test_transient_errors_are_retried_then_written_once(
+    settings: ClickHouseSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky: list[FlakyClient] = []
+
+    def factory(s: ClickHouseSettings) -> Any:
+        c = FlakyClient(
+            connect(s.dsn),
+            [
+                OperationalError("Error HTTPConnectionPool: Connection refused executing HTTP request"),
+                DatabaseError("Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)", code=252),
+            ],
+        )
+        flaky.append(c)
+        return c
+
+    part = ClickHouseSink(settings, client_factory=factory).build_part("out", SINK_PARTITION, None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="creditflow.sinks.clickhouse"):
+            part.write_batch([credit(1), credit(2)])
+        assert flaky[0].insert_calls == 3
+        assert count(part.client, "attribution_credits") == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 2
+        assert all("attribution_credits" in w for w in warnings)
+        assert "attempt 1 of 6" in warnings[0] and "attempt 2 of 6" in warnings[1]
+    finally:
+        part.close()
+
+
+def test_transient_errors_give_up_after_max_retries(settings: ClickHouseSettings) -> None:
+    two = ClickHouseSettings(settings.dsn, max_retries=2, initial_backoff_s=0.001, max_backoff_s=0.001)
+    real = connect(two.dsn)
+    flaky = FlakyClient(real, [TimeoutError("read timed out")] * 5)
+    part = ClickHouseSink(two, client_factory=lambda s: flaky).build_part("out", SINK_PARTITION, None)  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(ClickHouseSinkError, match="kpi_windows.*after 3 attempts") as info:
+            part.write_batch([kpi()])
+        assert info.value.transient
+        assert flaky.insert_calls == 3
+    finally:
+        part.close()
+
+
+def test_terminal_error_raises_naming_the_table(settings: ClickHouseSettings) -> None:
+    real = connect(settings.dsn)
+    flaky = FlakyClient(real, [DatabaseError("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)", code=60)])
+    part = ClickHouseSink(settings, client_factory=lambda s: flaky).build_part("out", SINK_PARTITION, None)  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(ClickHouseSinkError, match="conversions") as info:
+            part.write_batch([conversion()])
+        assert isinstance(info.value, CreditflowError)
+        assert not info.value.transient
+        assert "run the sink's migrations" in str(info.value)
+        assert flaky.insert_calls == 1
+    finally:
+        part.close()
+
+
+def test_real_terminal_error_from_chdb(part: ClickHouseSinkPartition, caplog: pytest.LogCaptureFixture) -> None:
+    part.client.command("DROP TABLE dead_letters")
+    with caplog.at_level(logging.WARNING, logger="creditflow.sinks.clickhouse"):
+        with pytest.raises(ClickHouseSinkError, match="dead_letters") as info:
+            part.write_batch([dead_letter()])
+    assert "UNKNOWN_TABLE" in str(info.value)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_non_sink_rows_are_rejected(part: ClickHouseSinkPartition) -> None:
+    with pytest.raises(ClickHouseSinkError, match="got a tuple"):
+        part.write_batch([("clickhouse", credit())])  # type: ignore[list-item]
+
+
+def test_connecting_is_retried_in_build_part(settings: ClickHouseSettings) -> None:
+    attempts: list[int] = []
+
+    def factory(s: ClickHouseSettings) -> Client:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ClickHouseSinkError("cannot connect: Connection refused", transient=True)
+        return connect(s.dsn)
+
+    part = ClickHouseSink(settings, client_factory=factory).build_part("out", SINK_PARTITION, None)
+    try:
+        assert len(attempts) == 3
+        part.write_batch([kpi()])
+        assert count(part.client, "kpi_windows") == 1
+    finally:
+        part.close()
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionResetError(), True),
+        (OperationalError("Error executing HTTP request"), True),
+        (DatabaseError("Code: 241. DB::Exception: (MEMORY_LIMIT_EXCEEDED)", code=241), True),
+        (DatabaseError("server said MEMORY_LIMIT_EXCEEDED"), True),
+        (DatabaseError("Code: 62. DB::Exception: Syntax error (SYNTAX_ERROR)", code=62), False),
+        (DatabaseError("Code: 16. DB::Exception: (NO_SUCH_COLUMN_IN_TABLE)", code=16), False),
+        (DatabaseError("Code: 516. DB::Exception: (AUTHENTICATION_FAILED)", code=516), False),
+        (ClickHouseSinkError("bad DSN"), False),
+        (TypeError("bad value"), False),
+    ],
+)
+def test_error_classification(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+# --- connecting ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dsn", ["chdb://relative/path", "chdb:///abs?x=1", "clickhouse://h:9000", "h:8123", "http:///nohost"]
+)
+def test_bad_dsns_are_explained(dsn: str) -> None:
+    with pytest.raises(ClickHouseSinkError, match="DSN"):
+        if dsn.startswith("chdb") or dsn.startswith("http"):
+            connect(dsn)
+        else:
+            ClickHouseSettings(dsn)
+
+
+def test_unreachable_server_is_transient_and_masks_the_password() -> None:
+    with pytest.raises(ClickHouseSinkError) as info:
+        connect("http://writer:s3cret@127.0.0.1:1/analytics?connect_timeout=2")
+    assert info.value.transient
+    assert "s3cret" not in str(info.value)
+    assert "writer:***@127.0.0.1:1" in str(info.value)
+    assert "s3cret" not in repr(ClickHouseSettings("https://writer:s3cret@ch:8443"))
+
+
+def test_conflicting_databases_are_rejected() -> None:
+    with pytest.raises(ClickHouseSinkError, match="name it in one place"):
+        connect("http://ch:8123/analytics", database="other")
+
+
+def test_database_is_created_and_selected(settings: ClickHouseSettings) -> None:
+    other = ClickHouseSettings(settings.dsn, database="creditflow")
+    part = ClickHouseSink(other).build_part("out", SINK_PARTITION, None)
+    try:
+        part.write_batch([kpi()])
+        assert scalar(part.client, "SELECT count() FROM creditflow.kpi_windows") == 1
+        assert scalar(part.client, "SELECT count() FROM system.tables WHERE database = 'default'") == 0
+    finally:
+        part.close()
+
+
+def test_chdb_allows_one_open_path_per_process(tmp_path: Path) -> None:
+    """The chDB limit the test suite lives with: a second path fails while the first is open."""
+    first = connect(f"chdb://{tmp_path}/a")
+    try:
+        with pytest.raises(ClickHouseSinkError, match="one path per process"):
+            connect(f"chdb://{tmp_path}/b")
+        second_on_same_path = connect(f"chdb://{tmp_path}/a")
+        second_on_same_path.close()
+    finally:
+        first.close()
+    reopened = connect(f"chdb://{tmp_path}/b")  # fine once every client of /a is closed
+    reopened.close()
+
+
+# --- bytewax end to end ----------------------------------------------------------
+
+
+def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
+    items: list[SinkRow] = [credit(i) for i in range(20)] + [conversion(i) for i in range(5)] + [kpi(0), dead_letter(0)]
+    flow = Dataflow("clickhouse_sink_test")
+    rows = op.input("rows", flow, TestingSource(items, batch_size=4))
+    keyed = op.map("key", rows, key_for_sink)
+    op.output("clickhouse", keyed, ClickHouseSink(settings))
+    run_main(flow)  # finite input: bytewax closes the partition, releasing the chDB path
+    with connect(settings.dsn) as c:
+        assert {t: count(c, t, final=True) for t in TABLES} == {
+            "attribution_credits": 20,
+            "conversions": 5,
+            "kpi_windows": 1,
+            "dead_letters": 1,
+        }
+        assert scalar(c, "SELECT sum(credit) FROM attribution_credits FINAL") == pytest.approx(10.0)
