@@ -52,6 +52,7 @@ DeadLetterReason = Literal[
     "invalid_timestamp",
     "quality_violation",
     "late_event",
+    "source_error",
 ]
 DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # type: ignore[attr-defined]
 
@@ -188,6 +189,9 @@ class DeadLetter:
 
     table = "dead_letters"
 
+
+SOURCE_ERROR_KEY = "_source_error"
+"""Key of the JSON payload a source emits for what it could not read; dead-lettered as ``source_error``."""
 
 RAW_CAP_BYTES = 4096
 """Dead letters keep at most this many bytes of the raw payload."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from flows.attribution import FlowSettings, build_flow
@@ -68,6 +69,8 @@ class RunSettings:
 
     def flow_settings(self) -> FlowSettings:
         configs = TenantConfigs.load(self.tenants_file) if self.tenants_file else TenantConfigs()
+        for cfg in (configs.defaults, *configs.tenants.values()):
+            compile_rules(cfg.channel_rules)  # a bad regex stops the run here, not mid-stream
         return FlowSettings(
             configs=configs,
             windows=WindowSettings(length_ms=self.window_ms, allowed_lateness_ms=self.allowed_lateness_ms),

@@ -34,7 +34,7 @@ def kpi_windows(
     def build(resume: KpiWindowState | None) -> KpiWindowLogic:
         return KpiWindowLogic(settings, resume, now)
 
-    out = op.stateful("windows", keyed, guarded_builder("windows", STATE_LAYOUT_VERSION, build))
+    out = op.stateful_batch("windows", keyed, guarded_builder("windows", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
     split = op.branch("split", values, lambda x: isinstance(x, KpiRow))
     return KpiOut(split.trues, split.falses)  # type: ignore[arg-type]

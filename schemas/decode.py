@@ -46,6 +46,7 @@ from creditflow.events import (
     EVENT_TYPES,
     PERSON_EVENT_TYPES,
     RAW_CAP_BYTES,
+    SOURCE_ERROR_KEY,
     Context,
     Conversion,
     DeadLetter,
@@ -756,6 +757,10 @@ def decode(record: RawRecord, now_ms: int) -> Event | DeadLetter:
             return _dead(record, "parse_error", f"unknown payload format {_show(fmt)}; use 'json' or 'avro'")
     except Exception as exc:
         return _dead(record, "parse_error", f"payload could not be read ({type(exc).__name__}); send bytes")
+    if SOURCE_ERROR_KEY in obj:
+        return _dead(
+            record, "source_error", f"the source could not deliver this record: {str(obj[SOURCE_ERROR_KEY])[:500]}"
+        )
     return decode_mapping(obj, record, now_ms)
 
 

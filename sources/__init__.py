@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from creditflow.errors import CreditflowError
+from creditflow.events import SOURCE_ERROR_KEY
 
 __all__ = [
     "SOURCE_ERROR_KEY",
@@ -47,9 +48,6 @@ __all__ = [
     "publish",
     "write_jsonl",
 ]
-
-SOURCE_ERROR_KEY = "_source_error"
-"""Top-level key of payloads that describe a record the source could not read."""
 
 
 class SourceError(CreditflowError):

@@ -173,3 +173,22 @@ def test_abort_and_resume_credits_every_conversion(tmp_path: Path) -> None:
     # u1's first two clicks were only in the journey state snapshotted before the abort.
     assert table[("o1", "first_touch", "a")] == 1.0
     assert table[("o1", "linear", "b")] == round(1 / 3, 9)
+
+
+def test_fast_replay_with_zero_lateness_loses_no_conversion_from_kpis() -> None:
+    """Conversion deltas take a longer path than touches; within an epoch they must not count as late."""
+    from sources.generator import generate_events
+
+    events = list(generate_events(seed=5, n_persons=400, tenants=("acme",)))
+    out: list = []
+    run_main(
+        build_flow(
+            TestingSource(records([orjson.dumps(e) for e in events]), batch_size=500), TestingSink(out), settings()
+        ),
+        epoch_interval=timedelta(seconds=10),
+    )
+    got = by_type(out)
+    assert not [d for d in got[DeadLetter] if d.reason == "late_event"]
+    conversions = {e["conversion"]["conversion_id"] for e in events if e["event_type"] == "conversion"}
+    assert len(got[ConversionRow]) == len(conversions)
+    assert sum(r.conversions for r in got[KpiRow]) == pytest.approx(len(conversions))

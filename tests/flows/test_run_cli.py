@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from tests_support import query
 
 pytestmark = pytest.mark.integration
 
@@ -67,17 +67,6 @@ def creditflow(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "creditflow.cli", *args], capture_output=True, text=True, timeout=300, check=False
     )
-
-
-def query(dsn: str, sql: str) -> list[list]:
-    """Query in a child process: chDB lets one process open a data path, and this one may hold another."""
-    code = (
-        "import json,sys; from sinks.clickhouse_client import connect; "
-        "rows = connect(sys.argv[1]).query(sys.argv[2]).result_rows; print(json.dumps(rows, default=str))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, dsn, sql], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -598,3 +598,17 @@ def test_corrupted_avro_never_raises(event_type: str, edits: list[tuple[int, int
     for pos, byte in edits:
         payload[pos % len(payload)] = byte
     _assert_result(decode(RawRecord(bytes(payload), POS, format="avro", schema_version=version), NOW))
+
+
+def test_source_error_payload_is_dead_lettered_with_the_sources_message() -> None:
+    from creditflow.events import RawRecord, SourcePosition
+    from schemas.decode import decode
+    from sources import error_payload
+
+    rec = RawRecord(
+        error_payload("redis stream entry has neither a 'data' nor an 'avro' field"),
+        SourcePosition("redis", "s", "1-0"),
+    )
+    dead = decode(rec, 1_767_225_600_000)
+    assert dead.reason == "source_error"
+    assert "neither a 'data' nor an 'avro' field" in dead.detail

@@ -1,0 +1,45 @@
+"""`creditflow run` on Redis Streams (a real redis-server), two streams as partitions, into chDB."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from tests_support import query
+
+from sources.generator import generate_events
+from sources.redis_streams import publish
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_on_two_redis_streams_credits_every_generated_conversion(redis_url: str, tmp_path: Path) -> None:
+    events = list(generate_events(seed=3, n_persons=150, tenants=("acme", "globex")))
+    client = redis.Redis.from_url(redis_url)
+    # partition by person, as a producer keyed by person would
+    for ev in events:
+        stream = "ev0" if hash(ev.get("anonymous_id", ev["event_id"])) % 2 == 0 else "ev1"
+        publish(client, stream, [ev])
+    conversions = {
+        (e["tenant_id"], e["conversion"]["conversion_id"]) for e in events if e["event_type"] == "conversion"
+    }
+    assert conversions
+
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "creditflow.cli", "run", "--no-summary", "--clickhouse", dsn,
+         "--source", f"{redis_url}?streams=ev0,ev1&stop_at_end=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    credited = query(dsn, "SELECT tenant_id, conversion_id, model, sum(credit) FROM attribution_credits "
+                          "GROUP BY tenant_id, conversion_id, model")  # fmt: skip
+    assert {(t, c) for t, c, _, _ in credited} == conversions
+    assert all(abs(total - 1.0) < 1e-9 for *_, total in credited)
+    assert len(credited) == len(conversions) * 6
+    positions = query(dsn, "SELECT DISTINCT partition FROM dead_letters")
+    assert all(p[0] in ("ev0", "ev1") for p in positions)
