@@ -61,11 +61,19 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
     )
 
 
-def _print_summary(dsn: str) -> None:
+def _print_summary(dsn: str, picture: Path | None = None) -> None:
     from creditflow.summary import render_summary
     from sinks.clickhouse_client import connect
 
-    print(render_summary(connect(dsn)))
+    client = connect(dsn)
+    try:
+        print(render_summary(client))
+        if picture is not None:
+            from creditflow.plots import plot_credit_by_channel
+
+            print(f"\nchart: {plot_credit_by_channel(client, picture)}")
+    finally:
+        client.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     run(settings)
     print(f"flow finished in {time.monotonic() - started:.1f} s\n", flush=True)
-    _print_summary(settings.clickhouse_dsn)
+    _print_summary(settings.clickhouse_dsn, Path(args.data_dir, "demo-credit-by-channel.png"))
     return 0
 
 

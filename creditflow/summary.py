@@ -48,8 +48,17 @@ def render_summary(client: Any) -> str:
     dead = client.query(
         "SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY count() DESC"
     ).result_rows
+    ((dd_version,),) = client.query(
+        "SELECT max(model_version) FROM attribution_credits WHERE model = 'data_driven'"
+    ).result_rows
     lines += [
         "",
+        "data_driven: "
+        + (
+            f"trained weights up to version {dd_version}"
+            if dd_version
+            else "no trained weights yet (version 0 = linear)"
+        ),
         f"conversions: {conversions} ({attributed} attributed), revenue {float(revenue or 0):,.2f}",
         f"KPI windows: {kpi_rows} rows, {int(clicks or 0)} clicks, cost {float(cost or 0):,.2f}",
         "dead letters: " + (", ".join(f"{r} {n}" for r, n in dead) if dead else "none"),

@@ -100,10 +100,11 @@ def _recovery(settings: RunSettings) -> RecoveryConfig | None:
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Build the flow and run it in this process (one Bytewax worker)."""
     spec = parse_source_spec(settings.source)
+    flow_settings = settings.flow_settings()
     flow = build_flow(
         spec.build(),
         ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn)),
-        settings.flow_settings(),
+        flow_settings,
         adapt=spec.adapter(),
     )
     cli_main(
@@ -114,6 +115,8 @@ def run_worker(settings: RunSettings, process_id: int | None = None, addresses: 
         epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
         recovery_config=_recovery(settings),
     )
+    if flow_settings.progress is not None:
+        flow_settings.progress.log_totals()
 
 
 def _free_ports(n: int) -> list[int]:

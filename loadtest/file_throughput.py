@@ -109,9 +109,10 @@ def main() -> None:
     results = {}
     for procs in counts:
         paths, n_events = _write_partitioned(args.seed, args.persons, max(counts))
-        empty = OUT / "empty.jsonl"
-        empty.write_bytes(b"")
-        startup = statistics.median(_run_once([empty] * len(paths), procs)[0] for _ in range(2))
+        empties = [OUT / f"empty-{i}.jsonl" for i in range(len(paths))]
+        for e in empties:
+            e.write_bytes(b"")
+        startup = statistics.median(_run_once(empties, procs)[0] for _ in range(2))
         walls, peaks = [], []
         for i in range(args.repeats):
             wall, peak = _run_once(paths, procs)

@@ -43,3 +43,14 @@ class ProgressCounter:
                 dict(self.dead),
             )
             self._last, self._last_events = now, self.events
+
+    def log_totals(self) -> None:
+        """One closing line with this process's totals."""
+        elapsed = time.monotonic() - self._started
+        log.info(
+            "run totals: %d events decoded in %.1f s, %d dead letters %s",
+            self.events,
+            elapsed,
+            sum(self.dead.values()),
+            dict(self.dead),
+        )

@@ -134,3 +134,63 @@ def test_bad_source_is_refused_with_a_message() -> None:
     done = creditflow("run", "--source", "ftp://nowhere")
     assert done.returncode == 2
     assert "unknown --source" in done.stderr
+
+
+def test_rerun_with_recovery_resumes_after_what_was_read(events_file: Path, tmp_path: Path) -> None:
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(events_file.read_bytes())
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    args = [
+        "run",
+        "--source",
+        f"file:{data}",
+        "--clickhouse",
+        dsn,
+        "--recovery-dir",
+        str(tmp_path / "rec"),
+        "--no-summary",
+    ]
+    first = creditflow(*args)
+    assert first.returncode == 0, first.stderr
+    assert f"run totals: {len(EVENTS) - 1} events decoded" in first.stderr
+    with data.open("ab") as f:  # new traffic arrives after the first run
+        f.write(line("d", "click", T0 + 20 * DAY, user_id="u1", channel="email") + b"\n")
+        f.write(
+            line("w", "conversion", T0 + 21 * DAY, user_id="u1", conversion={"conversion_id": "o4", "value": 1}) + b"\n"
+        )
+    second = creditflow(*args)
+    assert second.returncode == 0, second.stderr
+    assert "run totals: 2 events decoded" in second.stderr, second.stderr
+    check_credits_from_o1_to_o3 = query(dsn, "SELECT count() FROM attribution_credits WHERE conversion_id != 'o4'")
+    assert check_credits_from_o1_to_o3 == [[3 * 6 + 2 * 6 + 6]]
+    assert query(
+        dsn, "SELECT touch_event_id, credit FROM attribution_credits WHERE model = 'linear' AND conversion_id = 'o4'"
+    ) == [["d", 1.0]]
+
+
+def test_avro_container_file_runs_through_the_same_path(tmp_path: Path) -> None:
+    import fastavro
+
+    from schemas.registry import LATEST_VERSION, load_schema
+
+    def rec(eid: str, etype: str, ts: int, **fields: object) -> dict:
+        return {"event_id": eid, "tenant_id": "acme", "event_type": etype, "timestamp": ts, **fields}
+
+    path = tmp_path / "events.avro"
+    with path.open("wb") as f:
+        fastavro.writer(
+            f,
+            load_schema(LATEST_VERSION),
+            [
+                rec("a", "click", T0, user_id="u1", channel="email"),
+                rec("b", "click", T0 + DAY, user_id="u1", channel="display"),
+                rec("v", "conversion", T0 + 2 * DAY, user_id="u1", conversion={"conversion_id": "o1", "value": 10.0}),
+            ],
+        )
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    done = creditflow("run", "--source", f"file:{path}", "--clickhouse", dsn, "--no-summary")
+    assert done.returncode == 0, done.stderr
+    rows = query(
+        dsn, "SELECT touch_event_id, credit FROM attribution_credits WHERE model = 'position_based' ORDER BY 1"
+    )
+    assert rows == [["a", 0.5], ["b", 0.5]]
