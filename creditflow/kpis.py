@@ -64,33 +64,29 @@ def delta_of(event: Event, volume_source: str) -> KpiDelta | None:
     journeys step credits them to channels first.
     """
     et = event.event_type
+    impressions = clicks = 0
+    cost = 0.0
     if et == "ad_spend":
         m = event.metrics
         assert m is not None, "the decoder guarantees ad_spend events carry metrics"
-        use_volume = volume_source == "ad_spend"
-        return KpiDelta(
-            event.tenant_id,
-            event.channel,
-            event.campaign_id,
-            event.ts_ms,
-            event.position,
-            event.event_id,
-            impressions=m.impressions if use_volume else 0,
-            clicks=m.clicks if use_volume else 0,
-            cost=m.cost,
-        )
-    if volume_source == "events" and et in ("impression", "click"):
-        return KpiDelta(
-            event.tenant_id,
-            event.channel,
-            event.campaign_id,
-            event.ts_ms,
-            event.position,
-            event.event_id,
-            impressions=1 if et == "impression" else 0,
-            clicks=1 if et == "click" else 0,
-        )
-    return None
+        cost = m.cost
+        if volume_source == "ad_spend":
+            impressions, clicks = m.impressions, m.clicks
+    elif volume_source == "events" and et in ("impression", "click"):
+        impressions, clicks = (1, 0) if et == "impression" else (0, 1)
+    else:
+        return None
+    return KpiDelta(
+        event.tenant_id,
+        event.channel,
+        event.campaign_id,
+        event.ts_ms,
+        event.position,
+        event.event_id,
+        impressions=impressions,
+        clicks=clicks,
+        cost=cost,
+    )
 
 
 def ratios(

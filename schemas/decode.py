@@ -434,37 +434,34 @@ def _metadata(v: Any) -> dict[str, Any]:
     return v
 
 
-def _consent(v: Any) -> dict[str, bool]:
-    c = _mapping(v, "consent", None)
-    out: dict[str, bool] = {}
-    for k, x in c.items():
+def _keyed_map(v: Any, field: str, key_noun: str, example: str) -> dict[str, Any]:
+    """A JSON object whose keys are short, clean names; values are checked by the caller."""
+    m = _mapping(v, field, None)
+    for k in m:
         if type(k) is not str or not k or len(k) > MAX_ID_CHARS:
             _violation(
-                f"field 'consent' has the purpose {_show(k)}; purposes must be non-empty strings of "
-                f"at most {MAX_ID_CHARS} characters, e.g. 'analytics'"
+                f"field {field!r} has the key {_show(k)}; {key_noun} must be non-empty strings of "
+                f"at most {MAX_ID_CHARS} characters, e.g. {example!r}"
             )
-        _check_ctrl(k, "consent." + k)
+        _check_ctrl(k, f"{field}.{k}")
+    return dict(m)
+
+
+def _consent(v: Any) -> dict[str, bool]:
+    out = _keyed_map(v, "consent", "purposes", "analytics")
+    for k, x in out.items():
         if type(x) is not bool:
             _type_error("consent." + k, "a boolean (true = granted)", x)
-        out[k] = x
     return out
 
 
 def _traits(v: Any) -> dict[str, str]:
-    t = _mapping(v, "traits", None)
-    out: dict[str, str] = {}
-    for k, x in t.items():
-        if type(k) is not str or not k or len(k) > MAX_ID_CHARS:
-            _violation(
-                f"field 'traits' has the key {_show(k)}; trait names must be non-empty strings of "
-                f"at most {MAX_ID_CHARS} characters, e.g. 'email'"
-            )
-        _check_ctrl(k, "traits." + k)
+    out = _keyed_map(v, "traits", "trait names", "email")
+    for k, x in out.items():
         if type(x) is not str:
             _type_error("traits." + k, "a string", x)
         if len(x) > MAX_STRING_CHARS:
             _too_long("traits." + k, x, MAX_STRING_CHARS)
-        out[k] = x
     return out
 
 

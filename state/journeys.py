@@ -231,33 +231,16 @@ def credit_rows(
     ev = pe.event
     conv = ev.conversion
     assert conv is not None
+    # No eligible touch: one pseudo-touch of the unattributed channel takes it all.
+    touches = eligible or [(ev.ts_ms, "", UNATTRIBUTED_CHANNEL, "", "")]
+    ts = [t[0] for t in touches]
+    channels = [t[2] for t in touches]
     rows: list[CreditRow] = []
-    if not eligible:
-        for model in cfg.models:
-            rows.append(
-                CreditRow(
-                    tenant_id=ev.tenant_id,
-                    conversion_id=conv.conversion_id,
-                    person_id=pe.person_id,
-                    model=model,
-                    model_version=weights_version if model == "data_driven" else 0,
-                    channel=UNATTRIBUTED_CHANNEL,
-                    campaign_id="",
-                    touch_event_id="",
-                    touch_ts_ms=ev.ts_ms,
-                    conversion_ts_ms=ev.ts_ms,
-                    credit=1.0,
-                    revenue_credit=conv.value,
-                )
-            )
-        return rows
-    ts = [t[0] for t in eligible]
-    channels = [t[2] for t in eligible]
     for model in cfg.models:
-        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, channel_weights)
+        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, channel_weights) if eligible else [1.0]
         revenue = attribution.split_revenue(shares, conv.value)
         version = weights_version if model == "data_driven" else 0
-        for t, share, rev in zip(eligible, shares, revenue, strict=True):
+        for t, share, rev in zip(touches, shares, revenue, strict=True):
             rows.append(
                 CreditRow(
                     tenant_id=ev.tenant_id,
