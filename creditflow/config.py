@@ -77,6 +77,8 @@ class TenantConfig:
     """Cap on touches kept per person; the oldest are dropped first."""
     idle_ttl_days: float = 30.0
     """A person with no event for this long (event time or wall time) is forgotten."""
+    conversion_dedup_days: float = 30.0
+    """A conversion_id seen again within this long is a duplicate and earns no credit."""
     half_life_days: float = 7.0
     """Time-decay half-life: weight = 2 ** (-age / half_life)."""
     position_first: float = 0.4
@@ -93,7 +95,13 @@ class TenantConfig:
     """Models scored at each conversion."""
 
     def __post_init__(self) -> None:
-        for name in ("lookback_days", "impression_lookback_days", "idle_ttl_days", "half_life_days"):
+        for name in (
+            "lookback_days",
+            "impression_lookback_days",
+            "idle_ttl_days",
+            "half_life_days",
+            "conversion_dedup_days",
+        ):
             value = getattr(self, name)
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0 (got {value}); set a positive number of days")

@@ -53,6 +53,7 @@ DeadLetterReason = Literal[
     "quality_violation",
     "late_event",
     "source_error",
+    "duplicate_conversion",
 ]
 DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # type: ignore[attr-defined]
 

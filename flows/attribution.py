@@ -1,7 +1,7 @@
 """The attribution dataflow: raw records in, credit, conversions, KPIs and dead letters out.
 
     source -> decode_events --errs--------------------------------------+
-                  | oks                                                 |
+                  | oks              (conversions: dedupe_conversions --dups--+)
                   +--> resolve_person -> attribute --credits------------+--> sink
                   |                          |  conversions ------------+
                   |                          |  kpi deltas --+          |
@@ -10,7 +10,8 @@
                                                                  late --+
 
 Every step id below is part of the recovery contract: renaming a stateful
-step (``attribute.journey``, ``kpi.windows``) or the flow id resets its state.
+step (``dedup.seen``, ``attribute.journey``, ``kpi.windows``) or the flow id
+resets its state.
 
 >>> from bytewax.testing import TestingSource, TestingSink, run_main
 >>> from creditflow.events import RawRecord, SourcePosition
@@ -41,6 +42,7 @@ from creditflow.events import PERSON_EVENT_TYPES, Event, RawRecord, SinkRow
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import NoWeights, WeightsProvider
 from operators.decode import decode_events
+from operators.dedup import dedupe_conversions
 from operators.identity import resolve_person
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
@@ -86,12 +88,18 @@ def build_flow(
 
     # identify / consent / deletion_request validate now and are acted on by the identity issue.
     person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in PERSON_EVENT_TYPES)
-    journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
+    by_kind = op.branch("conversions", person_events, lambda ev: ev.event_type == "conversion")
+    deduped = dedupe_conversions("dedup", by_kind.trues, settings.configs)
+    touches_and_conversions = op.merge("journey_in", by_kind.falses, deduped.firsts)
+    people = resolve_person("identity", touches_and_conversions)
+    journeys = attribute("attribute", people, settings.configs, settings.weights)
 
     event_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _kpi_delta(ev, settings.configs))
     kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, journeys.kpi_deltas), settings.windows)
 
-    rows: Any = op.merge("rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late)
+    rows: Any = op.merge(
+        "rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late, deduped.duplicates
+    )
     if isinstance(sink, FixedPartitionedSink):
         rows = op.map("route", rows, _route)
     op.output("sink", rows, sink)

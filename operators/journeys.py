@@ -48,7 +48,7 @@ def attribute(
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(configs, weights, resume, now)
 
-    out = op.stateful("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
+    out = op.stateful_batch("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
     credit_split = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
     rest = op.branch("conversions", credit_split.falses, lambda x: isinstance(x, ConversionRow))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 
 from creditflow import attribution
 from creditflow.config import TenantConfig, TenantConfigs
@@ -86,10 +86,13 @@ class JourneyState:
         )
 
 
-class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
-    """Bytewax stateful logic for one (tenant, person) key.
+class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState]):
+    """Bytewax stateful batch logic for one (tenant, person) key.
 
-    ``now`` returns the wall clock as epoch seconds; tests pass a fake.
+    Each batch is applied in event-time order (a conversion after the touches
+    of the same instant): Bytewax does not order items that reached this step
+    on different paths within an epoch, and in a fast replay one epoch spans
+    hours of event time. ``now`` returns the wall clock as epoch seconds.
     """
 
     def __init__(
@@ -106,7 +109,14 @@ class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
         self._cfg: TenantConfig | None = None
 
     # -- bytewax hooks -------------------------------------------------
+    def on_batch(self, values: list[PersonEvent]) -> tuple[Iterable[JourneyOutput], bool]:
+        out: list[JourneyOutput] = []
+        for value in sorted(values, key=_journey_order) if len(values) > 1 else values:
+            out.extend(self.on_item(value)[0])
+        return out, False
+
     def on_item(self, value: PersonEvent) -> tuple[Iterable[JourneyOutput], bool]:
+        """Apply one event (also used directly by tests and tools)."""
         ev = value.event
         cfg = self._cfg = self._configs.for_tenant(ev.tenant_id)
         st = self.state
@@ -185,6 +195,10 @@ class JourneyLogic(StatefulLogic[PersonEvent, JourneyOutput, JourneyState]):
         # Consume: a later conversion credits only later touches.
         st.touches = [t for t in st.touches if t[0] > ev.ts_ms]
         st.consumed_until_ms = max(st.consumed_until_ms, ev.ts_ms)
+
+
+def _journey_order(pe: PersonEvent) -> tuple[int, bool]:
+    return pe.event.ts_ms, pe.event.event_type == "conversion"
 
 
 def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:

@@ -192,3 +192,24 @@ def test_fast_replay_with_zero_lateness_loses_no_conversion_from_kpis() -> None:
     conversions = {e["conversion"]["conversion_id"] for e in events if e["event_type"] == "conversion"}
     assert len(got[ConversionRow]) == len(conversions)
     assert sum(r.conversions for r in got[KpiRow]) == pytest.approx(len(conversions))
+
+
+def test_same_conversion_from_two_persons_is_credited_once_and_the_copy_dead_lettered() -> None:
+    purchase = {"conversion_id": "o9", "value": 30.0}
+    payloads = [
+        ev("t-a", "t1", "click", T0, anonymous_id="anon", channel="email"),
+        ev("t-b", "t1", "click", T0 + 1000, user_id="u5", channel="display"),
+        ev("c-anon", "t1", "conversion", T0 + 2000, anonymous_id="anon", conversion=purchase),
+        ev("c-user", "t1", "conversion", T0 + 2500, user_id="u5", conversion=purchase),
+        ev("c-other-tenant", "t2", "conversion", T0 + 2500, user_id="u5", conversion=purchase),
+    ]
+    out: list = []
+    run_main(build_flow(TestingSource(records(payloads)), TestingSink(out), settings()))
+    got = by_type(out)
+    linear = [r for r in got[CreditRow] if r.model == "linear"]
+    assert sorted((r.tenant_id, r.conversion_id, r.touch_event_id) for r in linear) == [
+        ("t1", "o9", "t-a"),
+        ("t2", "o9", ""),
+    ]
+    (dup,) = [d for d in got[DeadLetter] if d.reason == "duplicate_conversion"]
+    assert dup.event_id == "c-user" and "already credited" in dup.detail

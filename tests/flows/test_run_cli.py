@@ -109,8 +109,8 @@ def check_credits(dsn: str) -> None:
         dsn, "SELECT conversion_id, attributed, first_utm_source FROM conversions ORDER BY conversion_id"
     )
     assert conversions == [["o1", 1, "newsletter"], ["o2", 1, "newsletter"], ["o3", 0, "newsletter"]]
-    dead = query(dsn, "SELECT reason, position FROM dead_letters")
-    assert [d[0] for d in dead] == ["parse_error"]
+    dead = query(dsn, "SELECT reason, event_id FROM dead_letters ORDER BY reason")
+    assert dead == [["duplicate_conversion", "u2-v-again"], ["parse_error", ""]]
 
 
 def test_run_on_jsonl_writes_hand_computed_credits(events_file: Path, tmp_path: Path) -> None:
