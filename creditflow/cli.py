@@ -35,9 +35,28 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--data-dir", default=DEFAULT_DATA_DIR, help="where embedded ClickHouse lives by default (%(default)s)"
     )
     p.add_argument("--tenants", metavar="FILE", help="tenant config file (.toml or .json)")
-    p.add_argument("--recovery-dir", metavar="DIR", help="Bytewax recovery store; resumes from it when it exists")
     p.add_argument(
-        "--recovery-partitions", type=int, default=4, help="partitions of a new recovery store (%(default)s)"
+        "--recovery-dir",
+        metavar="DIR",
+        help="Bytewax recovery store (default <data dir>/recovery); a run resumes from it when it exists",
+    )
+    p.add_argument(
+        "--no-recovery",
+        dest="recovery",
+        action="store_false",
+        help="run without snapshots: a crash then replays the source from its start",
+    )
+    p.add_argument(
+        "--recovery-partitions",
+        type=int,
+        default=4,
+        help="partitions of a new recovery store: at least the most processes you will ever run (%(default)s)",
+    )
+    p.add_argument(
+        "--backup-interval",
+        type=int,
+        default=30,
+        help="seconds superseded snapshots are kept (%(default)s)",
     )
     p.add_argument("--processes", "-p", type=int, default=1, help="Bytewax processes (%(default)s)")
     p.add_argument("--snapshot-interval", type=int, default=5, help="seconds between snapshots (%(default)s)")
@@ -52,8 +71,9 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
         source=source,
         clickhouse_dsn=args.clickhouse or _default_dsn(args.data_dir),
         tenants_file=args.tenants,
-        recovery_dir=args.recovery_dir,
+        recovery_dir=(args.recovery_dir or str(Path(args.data_dir, "recovery"))) if args.recovery else None,
         recovery_partitions=args.recovery_partitions,
+        backup_interval_s=args.backup_interval,
         processes=args.processes,
         snapshot_interval_s=args.snapshot_interval,
         window_ms=int(args.window_seconds * 1000),
@@ -91,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.run import run
 
-    ch_dir = Path(args.data_dir, "clickhouse")
-    if ch_dir.exists() and not args.keep:
-        shutil.rmtree(ch_dir)  # the demo starts from an empty embedded ClickHouse each time
+    if not args.keep:  # the demo starts from empty ClickHouse tables and empty flow state each time
+        for folder in (Path(args.data_dir, "clickhouse"), Path(args.recovery_dir or Path(args.data_dir, "recovery"))):
+            if folder.exists():
+                shutil.rmtree(folder)
     source = f"generator:seed={args.seed},persons={args.persons},partitions={args.processes},bad_fraction=0.002"
     settings = _run_settings(args, source)
     print(f"creditflow demo: {args.persons} persons of generated traffic -> {settings.clickhouse_dsn}", flush=True)

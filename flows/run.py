@@ -53,7 +53,8 @@ class RunSettings:
     processes: int = 1
     snapshot_interval_s: int = 5
     """Seconds between snapshots (Bytewax epochs). 1 s halves throughput here; 5 s costs little."""
-    backup_interval_s: int = 0
+    backup_interval_s: int = 30
+    """Seconds Bytewax keeps superseded snapshots (lets a lagging partition still find a consistent epoch)."""
     window_ms: int = 5_000
     allowed_lateness_ms: int = 2_000
     progress_every_s: float = 2.0
@@ -88,6 +89,7 @@ def _recovery(settings: RunSettings) -> RecoveryConfig | None:
         init_db_dir(path, parts)
         log.info("created recovery store %s with %d partitions", path, parts)
     else:
+        log.info("resuming from recovery store %s", path)
         found = len(list(path.glob("part-*.sqlite3")))
         if found < settings.processes:
             raise CreditflowError(

@@ -109,6 +109,12 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         self._settings = settings
         self._now = now
         self.state = resume if resume is not None else KpiWindowState()
+        if resume is not None:
+            # Downtime is not event time: after a restart the source replays what came after
+            # the snapshot, so partition clocks restart from now instead of jumping ahead.
+            restart = now()
+            self.state.clocks = {part: (newest, restart) for part, (newest, _) in self.state.clocks.items()}
+            self.state.last_wall_s = restart
 
     def on_batch(self, values: list[KpiDelta]) -> tuple[Iterable[KpiOutput], bool]:
         now = self._now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -64,8 +65,14 @@ CHANNELS = {"a": "email", "b": "paid_search", "c": "display", "u2-a": "paid_soci
 
 
 def creditflow(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh working directory, so its default data dir (and recovery store) is new."""
     return subprocess.run(
-        [sys.executable, "-m", "creditflow.cli", *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "creditflow.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tempfile.mkdtemp(prefix="creditflow-cli-"),
     )
 
 

@@ -31,7 +31,7 @@ def test_run_on_two_redis_streams_credits_every_generated_conversion(redis_url: 
     dsn = f"chdb://{tmp_path / 'ch'}"
     done = subprocess.run(
         [sys.executable, "-m", "creditflow.cli", "run", "--no-summary", "--clickhouse", dsn,
-         "--source", f"{redis_url}?streams=ev0,ev1&stop_at_end=1"],
+         "--source", f"{redis_url}?streams=ev0,ev1&stop_at_end=1", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

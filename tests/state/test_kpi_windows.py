@@ -94,3 +94,15 @@ def test_idle_key_without_open_windows_is_discarded(clock: Clock) -> None:
     lg.on_eof()
     clock.t += 61
     assert lg.on_notify()[1] is True
+
+
+def test_downtime_before_a_resume_does_not_close_windows_early(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=1000), None, clock)
+    feed(lg, delta(0, clicks=1), delta(3000, clicks=1))
+    snap = lg.snapshot()
+    clock.t += 3600  # the process was down for an hour
+    resumed = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=1000), snap, clock)
+    out = feed(resumed, delta(4000, clicks=1))  # replayed after the snapshot: not late
+    assert not [r for r in out if isinstance(r, DeadLetter)]
+    rows, _ = resumed.on_eof()
+    assert [r.clicks for r in rows] == [3]
