@@ -1,10 +1,10 @@
 """The attribution dataflow: raw records in, credit, conversions, KPIs and dead letters out.
 
     source -> decode_events --errs--------------------------------------+
-                  | oks              (conversions: dedupe_conversions --dups--+)
-                  +--> resolve_person -> attribute --credits------------+--> sink
-                  |                          |  conversions ------------+
-                  |                          |  kpi deltas --+          |
+                  | oks                                                 |
+                  +--> resolve_person -> attribute -> dedupe_conversions+--> sink
+                  |                   (dups)--+   credits, conversions --+
+                  |                               kpi deltas --+         |
                   +--> kpi deltas (touches, ad spend) -------+-> kpi_windows
                                                                  rows --+
                                                                  late --+
@@ -87,18 +87,23 @@ def build_flow(
     decoded = decode_events("decode", raw, settings.configs, progress=settings.progress)
 
     # identify / consent / deletion_request validate now and are acted on by the identity issue.
+    # A person's touches and conversions travel one path, in order, to their journey.
     person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in PERSON_EVENT_TYPES)
-    by_kind = op.branch("conversions", person_events, lambda ev: ev.event_type == "conversion")
-    deduped = dedupe_conversions("dedup", by_kind.trues, settings.configs)
-    touches_and_conversions = op.merge("journey_in", by_kind.falses, deduped.firsts)
-    people = resolve_person("identity", touches_and_conversions)
-    journeys = attribute("attribute", people, settings.configs, settings.weights)
+    journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
+    credited = dedupe_conversions("dedup", journeys.scored, settings.configs)
 
     event_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _kpi_delta(ev, settings.configs))
-    kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, journeys.kpi_deltas), settings.windows)
+    kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, credited.kpi_deltas), settings.windows)
 
     rows: Any = op.merge(
-        "rows", journeys.credits, journeys.conversions, kpis.rows, decoded.errs, kpis.late, deduped.duplicates
+        "rows",
+        credited.credits,
+        credited.conversions,
+        kpis.rows,
+        decoded.errs,
+        kpis.late,
+        journeys.duplicates,
+        credited.duplicates,
     )
     if isinstance(sink, FixedPartitionedSink):
         rows = op.map("route", rows, _route)

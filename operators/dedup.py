@@ -1,4 +1,4 @@
-"""De-duplicate conversions by tenant x conversion_id, across persons."""
+"""De-duplicate scored conversions by tenant x conversion_id, across persons."""
 
 from __future__ import annotations
 
@@ -10,28 +10,30 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import DeadLetter, Event
-from creditflow.kpis import KEY_SEP
+from creditflow.events import ConversionRow, CreditRow, DeadLetter
+from creditflow.kpis import KEY_SEP, KpiDelta
 from operators.state_guard import guarded_builder
 from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
+from state.journeys import ScoredConversion
 
 
 @dataclass(frozen=True)
 class DedupOut:
-    firsts: Stream[Event]
+    credits: Stream[CreditRow]
+    conversions: Stream[ConversionRow]
+    kpi_deltas: Stream[KpiDelta]
     duplicates: Stream[DeadLetter]
 
 
-def conversion_key(ev: Event) -> str:
-    assert ev.conversion is not None
-    return f"{ev.tenant_id}{KEY_SEP}{ev.conversion.conversion_id}"
+def conversion_key(sc: ScoredConversion) -> str:
+    return f"{sc.conversion.tenant_id}{KEY_SEP}{sc.conversion.conversion_id}"
 
 
 @operator
 def dedupe_conversions(
-    step_id: str, up: Stream[Event], configs: TenantConfigs, now: Callable[[], float] = time.time
+    step_id: str, up: Stream[ScoredConversion], configs: TenantConfigs, now: Callable[[], float] = time.time
 ) -> DedupOut:
-    """First event of each conversion id passes; later copies become ``duplicate_conversion`` dead letters."""
+    """The first scored copy of each conversion id becomes rows; later copies become dead letters."""
     keyed = op.key_on("key", up, conversion_key)
 
     def build(resume: SeenConversion | None) -> ConversionDedupLogic:
@@ -39,5 +41,7 @@ def dedupe_conversions(
 
     out = op.stateful("seen", keyed, guarded_builder("seen", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
-    split = op.branch("split", values, lambda x: isinstance(x, Event))
-    return DedupOut(split.trues, split.falses)  # type: ignore[arg-type]
+    credit_rows = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
+    conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
+    deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
+    return DedupOut(credit_rows.trues, conversions.trues, deltas.trues, deltas.falses)  # type: ignore[arg-type]

@@ -10,19 +10,19 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import ConversionRow, CreditRow, PersonEvent
-from creditflow.kpis import KEY_SEP, KpiDelta
+from creditflow.events import DeadLetter, PersonEvent
+from creditflow.kpis import KEY_SEP
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_builder
-from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState
+from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState, ScoredConversion
 
 
 @dataclass(frozen=True)
 class AttributionOut:
-    credits: Stream[CreditRow]
-    conversions: Stream[ConversionRow]
-    kpi_deltas: Stream[KpiDelta]
-    """Conversions and revenue of the tenant's KPI model, per channel and campaign."""
+    scored: Stream[ScoredConversion]
+    """One item per credited conversion: its row, credit rows and KPI deltas."""
+    duplicates: Stream[DeadLetter]
+    """Conversions this person had already converted with the same id."""
 
 
 def person_key(pe: PersonEvent) -> str:
@@ -50,6 +50,5 @@ def attribute(
 
     out = op.stateful_batch("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
-    credit_split = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
-    rest = op.branch("conversions", credit_split.falses, lambda x: isinstance(x, ConversionRow))
-    return AttributionOut(credit_split.trues, rest.trues, rest.falses)  # type: ignore[arg-type]
+    split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
+    return AttributionOut(split.trues, split.falses)  # type: ignore[arg-type]

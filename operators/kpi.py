@@ -12,7 +12,13 @@ from bytewax.dataflow import Stream, operator
 from creditflow.events import DeadLetter, KpiRow
 from creditflow.kpis import KpiDelta
 from operators.state_guard import guarded_builder
-from state.kpi_windows import STATE_LAYOUT_VERSION, KpiWindowLogic, KpiWindowState, WindowSettings
+from state.kpi_windows import (
+    STATE_LAYOUT_VERSION,
+    KpiWindowLogic,
+    KpiWindowState,
+    PartitionClocks,
+    WindowSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,10 @@ def kpi_windows(
     """Closed windows as ``KpiRow``; events too late for their window as dead letters."""
     keyed = op.key_on("key", up, lambda d: d.key)
 
+    shared = PartitionClocks()  # one per worker process: every key of the step sees every partition's clock
+
     def build(resume: KpiWindowState | None) -> KpiWindowLogic:
-        return KpiWindowLogic(settings, resume, now)
+        return KpiWindowLogic(settings, resume, now, shared)
 
     out = op.stateful_batch("windows", keyed, guarded_builder("windows", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])

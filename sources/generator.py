@@ -443,6 +443,27 @@ def generate_events(
     yield from _generate(_plan(seed, n_persons, tenants, start_ms, days))
 
 
+def generate_partitioned_events(
+    seed: int,
+    n_persons: int,
+    partitions: int,
+    tenants: Sequence[str] = DEFAULT_TENANTS,
+    start_ms: int = DEFAULT_START_MS,
+    days: float = 7.0,
+) -> list[list[dict[str, Any]]]:
+    """The events of ``generate_events`` split into ``partitions`` lists, each person's in one list.
+
+    This is how a producer keyed by person spreads traffic over Kafka partitions
+    or Redis streams; each list is sorted by ``timestamp``.
+
+    >>> parts = generate_partitioned_events(seed=1, n_persons=20, partitions=2)
+    >>> sum(map(len, parts)) == len(list(generate_events(seed=1, n_persons=20)))
+    True
+    """
+    plan = _plan(seed, n_persons, tenants, start_ms, days)
+    return [_generate(plan, i, partitions) for i in range(partitions)]
+
+
 _BAD_KINDS = ("truncated_json", "missing_tenant", "bad_timestamp")
 
 

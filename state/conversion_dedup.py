@@ -1,9 +1,13 @@
-"""Remembers which conversion ids a tenant has already credited.
+"""Remembers which conversion ids a tenant has already credited, across persons.
 
-Keyed by tenant x conversion_id (not by person), so the same purchase sent
-once before login (anonymous id) and again after (user id) is credited once.
-The second copy becomes a ``duplicate_conversion`` dead letter: counted and
-visible, never silently dropped.
+Keyed by tenant x conversion_id, this step sits after the journeys: each
+person's events reach their journey on one path, in order, and every
+conversion is scored there; this step then keeps the first ``ScoredConversion``
+of each id and turns later copies into ``duplicate_conversion`` dead letters
+(counted and visible, never silently dropped). So the same purchase sent once
+before login (anonymous id) and again after (user id) is credited once. (The
+copy still consumed its own person's touches; stitching identities, a later
+issue, makes such copies the same person, caught in the journey itself.)
 
 Bound: one small record per conversion id, discarded after
 ``TenantConfig.conversion_dedup_days`` of wall time (``notify_at``); a copy
@@ -15,79 +19,101 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 from bytewax.operators import StatefulLogic
 
 from creditflow.config import DAY_MS, TenantConfigs
-from creditflow.events import DeadLetter, Event
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event
+from creditflow.kpis import KpiDelta
+
+if TYPE_CHECKING:
+    from state.journeys import ScoredConversion
 
 STATE_LAYOUT_VERSION = 1
+
+DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
 class SeenConversion:
+    person_id: str
     event_id: str
     ts_ms: int
     seen_wall_s: float
+    window_ms: int
     layout: int = STATE_LAYOUT_VERSION
 
 
-class ConversionDedupLogic(StatefulLogic[Event, Event | DeadLetter, SeenConversion]):
-    """Passes the first event of a conversion id; dead-letters later copies."""
+def duplicate_conversion(event: Event, first: str) -> DeadLetter:
+    """The dead letter of a conversion whose id was already credited (``first`` says where)."""
+    conv = event.conversion
+    assert conv is not None
+    return DeadLetter(
+        reason="duplicate_conversion",
+        detail=(
+            f"conversion_id {conv.conversion_id!r} of tenant {event.tenant_id!r} was already credited from "
+            f"{first}; this copy earns no credit. Send each conversion once, or rely on this de-duplication"
+        ),
+        raw=orjson.dumps(
+            {"event_id": event.event_id, "conversion_id": conv.conversion_id, "value": conv.value, "ts_ms": event.ts_ms}
+        ),
+        position=event.position,
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+    )
+
+
+class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenConversion]):
+    """Passes the first scored copy of a conversion id as rows; dead-letters later copies."""
 
     def __init__(self, configs: TenantConfigs, resume: SeenConversion | None, now: Callable[[], float]) -> None:
         self._configs = configs
         self._now = now
         self.seen = resume
-        self._window_ms = int(configs.defaults.conversion_dedup_days * DAY_MS)
 
-    def on_item(self, value: Event) -> tuple[Iterable[Event | DeadLetter], bool]:
-        window_ms = int(self._configs.for_tenant(value.tenant_id).conversion_dedup_days * DAY_MS)
-        self._window_ms = window_ms
+    def on_item(self, value: ScoredConversion) -> tuple[Iterable[DedupOutput], bool]:
+        conv = value.conversion
+        window_ms = int(self._configs.for_tenant(conv.tenant_id).conversion_dedup_days * DAY_MS)
         seen = self.seen
-        if seen is None or abs(value.ts_ms - seen.ts_ms) > window_ms:
-            self.seen = SeenConversion(value.event_id, value.ts_ms, self._now())
-            return [value], False
+        if seen is None or abs(conv.conversion_ts_ms - seen.ts_ms) > window_ms:
+            self.seen = SeenConversion(value.person_id, value.event_id, conv.conversion_ts_ms, self._now(), window_ms)
+            return value.rows(), False
         return [self._duplicate(value, seen)], False
 
-    def on_notify(self) -> tuple[Iterable[Event | DeadLetter], bool]:
+    def on_notify(self) -> tuple[Iterable[DedupOutput], bool]:
         return (), True
 
-    def on_eof(self) -> tuple[Iterable[Event | DeadLetter], bool]:
+    def on_eof(self) -> tuple[Iterable[DedupOutput], bool]:
         return (), False
 
     def notify_at(self) -> datetime | None:
         if self.seen is None:
             return None
-        return datetime.fromtimestamp(self.seen.seen_wall_s + self._window_ms / 1000.0, tz=UTC)
+        return datetime.fromtimestamp(self.seen.seen_wall_s + self.seen.window_ms / 1000.0, tz=UTC)
 
     def snapshot(self) -> SeenConversion:
         assert self.seen is not None
         return self.seen  # immutable
 
     @staticmethod
-    def _duplicate(value: Event, seen: SeenConversion) -> DeadLetter:
+    def _duplicate(value: ScoredConversion, seen: SeenConversion) -> DeadLetter:
         conv = value.conversion
-        assert conv is not None
-        same = "the same event" if value.event_id == seen.event_id else f"event {seen.event_id!r}"
+        raw = orjson.dumps(
+            {"event_id": value.event_id, "conversion_id": conv.conversion_id, "person_id": value.person_id}
+        )
         return DeadLetter(
             reason="duplicate_conversion",
             detail=(
-                f"conversion_id {conv.conversion_id!r} of tenant {value.tenant_id!r} was already credited from "
-                f"{same} (event time {seen.ts_ms} ms); this copy earns no credit. Send each conversion once, "
-                "or rely on this de-duplication"
+                f"conversion_id {conv.conversion_id!r} of tenant {conv.tenant_id!r} was already credited from "
+                f"event {seen.event_id!r} of person {seen.person_id!r} (event time {seen.ts_ms} ms); this copy "
+                "earns no credit. Send each conversion once, or rely on this de-duplication"
             ),
-            raw=orjson.dumps(
-                {
-                    "event_id": value.event_id,
-                    "conversion_id": conv.conversion_id,
-                    "value": conv.value,
-                    "ts_ms": value.ts_ms,
-                }
-            ),
+            raw=raw,
             position=value.position,
-            tenant_id=value.tenant_id,
+            tenant_id=conv.tenant_id,
             event_id=value.event_id,
-            event_type=value.event_type,
+            event_type="conversion",
         )

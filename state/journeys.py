@@ -35,11 +35,14 @@ from creditflow.events import (
     UNATTRIBUTED_CHANNEL,
     ConversionRow,
     CreditRow,
+    DeadLetter,
     PersonEvent,
+    SourcePosition,
     Utm,
 )
 from creditflow.kpis import KpiDelta
 from creditflow.weights import WeightsProvider
+from state.conversion_dedup import duplicate_conversion
 
 STATE_LAYOUT_VERSION = 1
 """Bump when ``JourneyState`` changes shape; snapshots of another layout are refused."""
@@ -53,7 +56,27 @@ Touch = tuple[int, str, str, str, str]
 INTERNAL_CHANNEL = "(internal)"
 """Channel the flow gives to page views whose referrer is the tenant's own site."""
 
-JourneyOutput = CreditRow | ConversionRow | KpiDelta
+
+@dataclass(frozen=True, slots=True)
+class ScoredConversion:
+    """Everything one conversion produced: its row, every model's credit rows and its KPI deltas.
+
+    It travels as one item so that the cross-person de-duplication step
+    (``state.conversion_dedup``) keeps or drops a conversion whole.
+    """
+
+    person_id: str
+    event_id: str
+    conversion: ConversionRow
+    credits: tuple[CreditRow, ...]
+    kpi_deltas: tuple[KpiDelta, ...]
+    position: SourcePosition
+
+    def rows(self) -> list[CreditRow | ConversionRow | KpiDelta]:
+        return [*self.credits, self.conversion, *self.kpi_deltas]
+
+
+JourneyOutput = ScoredConversion | DeadLetter
 
 
 @dataclass(slots=True)
@@ -89,10 +112,11 @@ class JourneyState:
 class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState]):
     """Bytewax stateful batch logic for one (tenant, person) key.
 
-    Each batch is applied in event-time order (a conversion after the touches
-    of the same instant): Bytewax does not order items that reached this step
-    on different paths within an epoch, and in a fast replay one epoch spans
-    hours of event time. ``now`` returns the wall clock as epoch seconds.
+    Items are applied in arrival order: a person's events reach this step on
+    one path from one source partition, so that order is the partition's
+    order, the same in a replay after a crash (batch boundaries may differ,
+    the result may not). Touches arriving out of event-time order are still
+    inserted in place. ``now`` returns the wall clock as epoch seconds.
     """
 
     def __init__(
@@ -111,7 +135,7 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
     # -- bytewax hooks -------------------------------------------------
     def on_batch(self, values: list[PersonEvent]) -> tuple[Iterable[JourneyOutput], bool]:
         out: list[JourneyOutput] = []
-        for value in sorted(values, key=_journey_order) if len(values) > 1 else values:
+        for value in values:
             out.extend(self.on_item(value)[0])
         return out, False
 
@@ -177,28 +201,29 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
         conv = ev.conversion
         assert conv is not None, "the decoder guarantees conversion events carry a conversion"
         st = self.state
-        if any(c[0] == conv.conversion_id for c in st.seen_conversions):
-            return  # already credited: a retry or replay of the same conversion
+        first = next((c for c in st.seen_conversions if c[0] == conv.conversion_id), None)
+        if first is not None:  # already credited for this person: a retry; touches stay for later conversions
+            out.append(duplicate_conversion(ev, f"this person's conversion at event time {first[1]} ms"))
+            return
         st.seen_conversions.append((conv.conversion_id, ev.ts_ms))
         eligible = eligible_touches(st.touches, ev.ts_ms, st.consumed_until_ms, cfg)
         version, channel_weights = self._weights.current(ev.tenant_id)
         rows = credit_rows(pe, eligible, cfg, version, channel_weights)
-        out.extend(rows)
-        out.extend(
+        deltas = tuple(
             KpiDelta.conversion(
                 ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position
             )
             for r in rows
             if r.model == cfg.kpi_model and r.credit > 0
         )
-        out.append(conversion_row(pe, eligible, st))
+        out.append(
+            ScoredConversion(
+                pe.person_id, ev.event_id, conversion_row(pe, eligible, st), tuple(rows), deltas, ev.position
+            )
+        )
         # Consume: a later conversion credits only later touches.
         st.touches = [t for t in st.touches if t[0] > ev.ts_ms]
         st.consumed_until_ms = max(st.consumed_until_ms, ev.ts_ms)
-
-
-def _journey_order(pe: PersonEvent) -> tuple[int, bool]:
-    return pe.event.ts_ms, pe.event.event_type == "conversion"
 
 
 def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:

@@ -3,12 +3,19 @@
 Hand-written buckets in one stateful step: Bytewax's built-in windowing
 measured 8-16k events/s here, a plain bucket dict an order of magnitude more.
 
-Watermark. Each source partition that has fed this key contributes its own
-clock: the newest event time it delivered, advanced by the wall time elapsed
-since (so windows still close when traffic stops). The key's watermark is the
-slowest of those clocks minus the allowed lateness, as in Flink's per-partition
-watermarks: a byte-range split of a file that starts days later, or a Redis
-stream that lags, does not make the other partitions' events late.
+Watermark. Each source partition that has fed this key keeps its own clock:
+the newest event time it delivered and the wall time it arrived. While any
+partition is active (heard from within ``idle_timeout_s``), the watermark is
+the slowest active clock minus the allowed lateness, as with Flink's
+per-partition watermarks: a byte-range split of a file that starts days later,
+a lagging Redis stream, or a process still starting after a restart does not
+make the other partitions' events late. A partition silent for longer is idle
+and no longer holds the watermark back; when every partition is idle, the
+watermark moves on with the wall clock, so windows still close when traffic
+stops (Flink's ``withIdleness``). Clocks are kept per key and, shared by all
+keys of a worker, in a ``PartitionClocks`` table: a partition that has not yet
+fed this key but is behind still holds its windows back (Flink keeps
+watermarks per source partition for the whole operator instance, not per key).
 
 A window [start, start + length) closes when the watermark passes its end; its
 row is emitted then. An event whose window already closed is a ``late_event``
@@ -56,14 +63,34 @@ class WindowSettings:
     """Cap on open windows per key (memory bound)."""
     idle_ttl_s: float = 3600.0
     """Wall seconds after which a key with no open window is forgotten."""
+    idle_timeout_s: float = 5.0
+    """A source partition silent this long stops holding the watermark back."""
 
     def __post_init__(self) -> None:
         if self.length_ms <= 0:
             raise CreditflowError(f"KPI window length must be > 0 ms (got {self.length_ms})")
         if self.allowed_lateness_ms < 0:
             raise CreditflowError(f"allowed lateness must be >= 0 ms (got {self.allowed_lateness_ms})")
+        if self.idle_timeout_s <= 0:
+            raise CreditflowError(f"idle_timeout_s must be > 0 (got {self.idle_timeout_s})")
         if self.max_open_windows < 1:
             raise CreditflowError(f"max_open_windows must be >= 1 (got {self.max_open_windows})")
+
+
+class PartitionClocks:
+    """Newest event time and its arrival (wall s) per source partition, for all keys of one worker.
+
+    Not snapshotted: after a restart it fills again from the replayed deltas,
+    while each key's own restored clocks hold its windows until then.
+    """
+
+    def __init__(self) -> None:
+        self.clocks: dict[str, tuple[int, float]] = {}
+
+    def observe(self, partition: str, ts_ms: int, now: float) -> None:
+        clock = self.clocks.get(partition)
+        if clock is None or ts_ms > clock[0]:
+            self.clocks[partition] = (ts_ms, now)
 
 
 @dataclass(slots=True)
@@ -105,9 +132,11 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         settings: WindowSettings,
         resume: KpiWindowState | None,
         now: Callable[[], float],
+        shared: PartitionClocks | None = None,
     ) -> None:
         self._settings = settings
         self._now = now
+        self._shared = shared if shared is not None else PartitionClocks()
         self.state = resume if resume is not None else KpiWindowState()
         if resume is not None:
             # Downtime is not event time: after a restart the source replays what came after
@@ -140,6 +169,7 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         clock = st.clocks.get(part)
         if clock is None or value.ts_ms > clock[0]:
             st.clocks[part] = (value.ts_ms, now)
+        self._shared.observe(part, value.ts_ms, now)
         length = self._settings.length_ms
         start = value.ts_ms - value.ts_ms % length
         bucket = st.buckets.get(start)
@@ -164,23 +194,42 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         st = self.state
         if not st.buckets:
             return datetime.fromtimestamp(st.last_wall_s + self._settings.idle_ttl_s, tz=UTC)
+        # Without new events the watermark moves only once every partition is idle,
+        # and then with the wall clock, past the earliest open window.
+        clocks = self._clocks()
+        walls = [wall for _, wall in clocks.values()]
+        all_idle_at = max(walls) + self._settings.idle_timeout_s
         due_end = min(st.buckets) + self._settings.length_ms + self._settings.allowed_lateness_ms
-        # The watermark passes due_end once every partition clock has.
-        at = max(wall + (due_end - newest) / 1000.0 for newest, wall in st.clocks.values())
-        return datetime.fromtimestamp(at, tz=UTC)
+        newest = max(clocks.values(), key=lambda c: c[1])[0]
+        closes_at = max(walls) + (due_end - newest) / 1000.0
+        return datetime.fromtimestamp(max(all_idle_at, closes_at), tz=UTC)
 
     def snapshot(self) -> KpiWindowState:
         return self.state.copy()
 
     def watermark(self, now: float) -> int:
-        """Slowest partition clock at wall time ``now``, minus the allowed lateness."""
-        clocks = self.state.clocks.values()
+        """Event time up to which this key's windows may close, at wall time ``now``."""
+        clocks = self._clocks().values()
         if not clocks:
             return self.state.closed_until_ms
-        slowest = min(newest + int((now - wall) * 1000) for newest, wall in clocks)
-        return slowest - self._settings.allowed_lateness_ms
+        lateness = self._settings.allowed_lateness_ms
+        idle_after = self._settings.idle_timeout_s
+        active = [newest for newest, wall in clocks if now - wall <= idle_after]
+        if active:
+            return min(active) - lateness
+        newest, wall = max(clocks, key=lambda c: c[1])  # the last partition heard from
+        return newest + int((now - wall) * 1000) - lateness
 
     # -- internals ---------------------------------------------------------
+    def _clocks(self) -> dict[str, tuple[int, float]]:
+        """This key's partition clocks, each replaced by the worker's newer one where known."""
+        merged = dict(self.state.clocks)
+        for part, clock in self._shared.clocks.items():
+            mine = merged.get(part)
+            if mine is None or clock[0] >= mine[0]:
+                merged[part] = clock
+        return merged
+
     def _close(self, watermark: int | None) -> list[KpiOutput]:
         """Emit every window ending at or before ``watermark`` (all when None)."""
         st = self.state

@@ -11,6 +11,7 @@ from creditflow.events import (
     Conversion,
     ConversionRow,
     CreditRow,
+    DeadLetter,
     Event,
     PersonEvent,
     SourcePosition,
@@ -18,7 +19,7 @@ from creditflow.events import (
 )
 from creditflow.kpis import KpiDelta
 from creditflow.weights import NoWeights, StaticWeights
-from state.journeys import JourneyLogic, JourneyState
+from state.journeys import JourneyLogic, JourneyState, ScoredConversion
 
 T0 = 1_767_225_600_000
 POS = SourcePosition("test", "p0", "0")
@@ -45,11 +46,13 @@ def logic(cfg: TenantConfig | None = None, weights=None) -> JourneyLogic:
 
 
 def feed(lg: JourneyLogic, *items: PersonEvent) -> list:
+    """Rows the journey emitted (a scored conversion flattened into its rows)."""
     out: list = []
     for it in items:
         emitted, discard = lg.on_item(it)
         assert discard is False
-        out.extend(emitted)
+        for e in emitted:
+            out.extend(e.rows() if isinstance(e, ScoredConversion) else [e])
     return out
 
 
@@ -116,7 +119,9 @@ def test_same_conversion_id_is_not_credited_twice() -> None:
     first = feed(lg, touch("a", 0, "email"), conversion("v1", 1, "o1"))
     again = feed(lg, touch("b", 1.5, "email"), conversion("v1-retry", 2, "o1"))
     assert any(isinstance(r, CreditRow) for r in first)
-    assert again == []
+    (dup,) = again
+    assert isinstance(dup, DeadLetter) and dup.reason == "duplicate_conversion" and dup.event_id == "v1-retry"
+    assert [t[4] for t in lg.state.touches] == ["b"]  # the retry consumed nothing
 
 
 def test_conversion_without_eligible_touch_is_recorded_unattributed() -> None:

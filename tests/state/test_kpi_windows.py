@@ -106,3 +106,29 @@ def test_downtime_before_a_resume_does_not_close_windows_early(clock: Clock) -> 
     assert not [r for r in out if isinstance(r, DeadLetter)]
     rows, _ = resumed.on_eof()
     assert [r.clicks for r in rows] == [3]
+
+
+def test_a_silent_partition_holds_the_watermark_until_it_turns_idle(clock: Clock) -> None:
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0, idle_timeout_s=5.0)
+    lg = KpiWindowLogic(settings, None, clock)
+    feed(lg, delta(0, "p0", clicks=1), delta(0, "p1", clicks=1))
+    clock.t += 2.0  # p1 still active (a process restarting, say): p0 racing ahead closes nothing
+    assert feed(lg, delta(60_000, "p0", clicks=1)) == []
+    assert feed(lg, delta(1000, "p1", clicks=1)) == []  # p1's event is on time, not late
+    clock.t += 6.0  # now p1 has been silent longer than the idle timeout
+    out = feed(lg, delta(61_000, "p0", clicks=1))
+    assert [r.clicks for r in out if isinstance(r, KpiRow)] == [3]  # window [0, 5000) closed
+
+
+def test_a_partition_behind_holds_back_keys_it_has_not_fed_yet(clock: Clock) -> None:
+    from state.kpi_windows import PartitionClocks
+
+    shared = PartitionClocks()
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0)
+    email = KpiWindowLogic(settings, None, clock, shared)
+    other = KpiWindowLogic(settings, None, clock, shared)
+    feed(other, KpiDelta("t1", "display", "c2", T0 + 0, SourcePosition("test", "p1", "0"), "x", clicks=1))
+    # p0 races ahead on the email key; p1 (behind, at T0) has only fed another key so far
+    assert feed(email, delta(0, "p0", clicks=1), delta(60_000, "p0", clicks=1)) == []
+    out = feed(email, delta(1000, "p1", clicks=1))  # p1's first email event: on time, not late
+    assert not [r for r in out if isinstance(r, DeadLetter)]

@@ -1,0 +1,349 @@
+"""Kill -9 harness: exactly-once effects of the whole system, proven on real processes.
+
+It starts nothing itself but the flow: give it a Redis URL (tests pass their
+own ``redis-server``; the soak entry point below starts one). Then it
+
+1. generates a known event set (two tenants, a little deliberately bad input),
+   split over two Redis streams by person, as a producer keyed by person would;
+2. feeds the streams progressively from a thread while the flow runs;
+3. runs ``creditflow run`` (recovery on, snapshots every second) as its own
+   process group and SIGKILLs the whole group at a random moment — from before
+   the first snapshot to well into the stream, so kills land between
+   snapshots and during sink writes — then starts it again, with 1 or 2
+   processes per a plan (so two processes also resume as one);
+4. finally lets the flow drain the streams and exit, and
+5. compares ClickHouse with a batch recount of the same events (the same flow
+   run once in-process, without crashes): credits, conversions, KPI windows
+   and dead letters — counts without FINAL, so a duplicate row is a failure.
+
+    python -m loadtest.kill_harness --kills 50        # soak: its own redis-server, a report at the end
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from sources.generator import generate_partitioned_events, serialize_events
+
+STREAMS = ("ev0", "ev1")
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    redis_url: str
+    workdir: Path
+    kills: int = 20
+    process_plan: tuple[int, ...] = (1, 2, 2, 1)
+    """Processes of run i: ``process_plan[i % len]`` (2 then 1 = two processes resumed as one)."""
+    persons: int = 1500
+    seed: int = 7
+    alive_s: tuple[float, float] = (0.2, 4.0)
+    """Each killed run lives a uniform random time in this range (start-up included)."""
+    snapshot_interval_s: int = 1
+    feed_chunk: int = 50
+    """Events published per stream per tick; ticks are paced so event time keeps up with the wall clock."""
+    bad_fraction: float = 0.01
+    rng_seed: int = 0
+    final_timeout_s: float = 300.0
+
+
+@dataclass
+class HarnessReport:
+    events: int = 0
+    kills: int = 0
+    alive_times_s: list[float] = field(default_factory=list)
+    early_exits: list[str] = field(default_factory=list)
+    expected_credit_rows: int = 0
+    credit_rows: int = 0
+    duplicate_credit_rows: int = 0
+    duplicate_kpi_rows: int = 0
+    duplicate_dead_letters: int = 0
+    duplicate_conversions: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.mismatches
+            or self.early_exits
+            or self.duplicate_credit_rows
+            or self.duplicate_kpi_rows
+            or self.duplicate_dead_letters
+            or self.duplicate_conversions
+        )
+
+
+def feed_seconds(s: HarnessSettings) -> float:
+    """How long the feed lasts: most of the kill phase, so kills land mid-stream."""
+    return 0.8 * s.kills * (s.alive_s[0] + s.alive_s[1]) / 2
+
+
+def _payloads(s: HarnessSettings, start_ms: int) -> list[list[bytes]]:
+    """Events whose event times span the feed, starting at ``start_ms``: as live traffic, not a replay."""
+    days = feed_seconds(s) / 86_400
+    parts = generate_partitioned_events(
+        s.seed, s.persons, len(STREAMS), tenants=("acme", "globex"), start_ms=start_ms, days=days
+    )
+    return [list(serialize_events(part, bad_fraction=s.bad_fraction)) for part in parts]
+
+
+def _feed(client: redis.Redis, payloads: list[list[bytes]], s: HarnessSettings, done: threading.Event) -> None:
+    cursors = [0] * len(payloads)
+    ticks = max(len(p) for p in payloads) / s.feed_chunk
+    pause = feed_seconds(s) / max(ticks, 1)
+    while any(c < len(p) for c, p in zip(cursors, payloads, strict=True)):
+        for i, (stream, items) in enumerate(zip(STREAMS, payloads, strict=True)):
+            chunk = items[cursors[i] : cursors[i] + s.feed_chunk]
+            if chunk:
+                pipe = client.pipeline(transaction=False)
+                for payload in chunk:
+                    pipe.xadd(stream, {"data": payload})
+                pipe.execute()
+                cursors[i] += len(chunk)
+        time.sleep(pause)
+    done.set()
+
+
+def _run_cmd(s: HarnessSettings, processes: int, drain: bool) -> list[str]:
+    source = f"{s.redis_url}?streams={','.join(STREAMS)}" + ("&stop_at_end=1" if drain else "")
+    return [
+        sys.executable, "-m", "creditflow.cli", "run", "--no-summary",
+        "--source", source,
+        "--processes", str(processes),
+        "--snapshot-interval", str(s.snapshot_interval_s),
+        "--clickhouse", f"chdb://{s.workdir / 'clickhouse'}",
+        "--recovery-dir", str(s.workdir / "recovery"),
+        "--data-dir", str(s.workdir),
+    ]  # fmt: skip
+
+
+def _start(s: HarnessSettings, processes: int, drain: bool, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            _run_cmd(s, processes, drain), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def query(dsn: str, sql: str) -> list[list[Any]]:
+    """Query ClickHouse from a child process (chDB lets one process hold a path at a time)."""
+    code = (
+        "import json,sys; from sinks.clickhouse_client import connect; c = connect(sys.argv[1]); "
+        "print(json.dumps(c.query(sys.argv[2]).result_rows, default=str)); c.close()"
+    )
+    done = subprocess.run([sys.executable, "-c", code, dsn, sql], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"query failed: {sql}\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def recount(payloads: list[list[bytes]]) -> dict[str, Any]:
+    """The expected rows: the same flow over the same events, once, in-process, without crashes."""
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, RawRecord, SourcePosition
+    from flows.attribution import FlowSettings, build_flow
+
+    records = [
+        RawRecord(p, SourcePosition("redis", stream, str(i)))
+        for stream, items in zip(STREAMS, payloads, strict=True)
+        for i, p in enumerate(items)
+    ]
+    records.sort(key=lambda r: _ts_of(r.payload))
+    out: list[Any] = []
+    run_main(build_flow(TestingSource(records, batch_size=500), TestingSink(out), FlowSettings()))
+    return {
+        "credits": {
+            (r.tenant_id, r.conversion_id, r.model, r.touch_event_id): round(r.credit, 9)
+            for r in out
+            if isinstance(r, CreditRow)
+        },
+        "conversions": {(r.tenant_id, r.conversion_id) for r in out if isinstance(r, ConversionRow)},
+        "kpis": {
+            (r.tenant_id, r.window_start_ms, r.channel, r.campaign_id): _kpi_values(
+                r.impressions, r.clicks, r.conversions, r.cost, r.revenue
+            )
+            for r in out
+            if isinstance(r, KpiRow)
+        },
+        "dead": Counter(r.reason for r in out if isinstance(r, DeadLetter)),
+    }
+
+
+def _ts_of(payload: bytes) -> int:
+    try:
+        ts = orjson.loads(payload).get("timestamp")
+        return ts if isinstance(ts, int) else 0
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+
+
+def _kpi_values(imps: int, clicks: int, conv: float, cost: float, rev: float) -> tuple[int, int, float, float, float]:
+    return int(imps), int(clicks), round(float(conv), 6), round(float(cost), 6), round(float(rev), 6)
+
+
+def compare(dsn: str, expected: dict[str, Any], report: HarnessReport) -> None:
+    """Fill ``report`` with what ClickHouse holds against the recount (no FINAL anywhere)."""
+    rows = query(dsn, "SELECT tenant_id, conversion_id, model, touch_event_id, credit FROM attribution_credits")
+    got = {(t, c, m, k): round(float(v), 9) for t, c, m, k, v in rows}
+    report.credit_rows = len(rows)
+    report.expected_credit_rows = len(expected["credits"])
+    report.duplicate_credit_rows = len(rows) - len(got)
+    if got != expected["credits"]:
+        missing = expected["credits"].keys() - got.keys()
+        extra = got.keys() - expected["credits"].keys()
+        differ = [k for k in got.keys() & expected["credits"].keys() if got[k] != expected["credits"][k]]
+        report.mismatches.append(
+            f"credits: {len(missing)} missing, {len(extra)} unexpected, {len(differ)} with other values "
+            f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]} {differ[:2]})"
+        )
+    sums = query(
+        dsn,
+        "SELECT count() FROM (SELECT tenant_id, conversion_id, model, sum(credit) AS s FROM attribution_credits "
+        "GROUP BY tenant_id, conversion_id, model) WHERE abs(s - 1) > 1e-9",
+    )
+    if sums[0][0]:
+        report.mismatches.append(f"credits: {sums[0][0]} conversion x model groups do not sum to 1")
+
+    conv_rows = query(dsn, "SELECT tenant_id, conversion_id FROM conversions")
+    conversions = {(t, c) for t, c in conv_rows}
+    report.duplicate_conversions = len(conv_rows) - len(conversions)
+    if conversions != expected["conversions"]:
+        report.mismatches.append(
+            f"conversions: {len(expected['conversions'] - conversions)} missing, "
+            f"{len(conversions - expected['conversions'])} unexpected"
+        )
+
+    kpi_rows = query(
+        dsn,
+        "SELECT tenant_id, toUnixTimestamp64Milli(window_start), channel, campaign_id, impressions, clicks, "
+        "conversions, cost, revenue FROM kpi_windows",
+    )
+    kpis = {(t, int(w), ch, c): _kpi_values(*vals) for t, w, ch, c, *vals in kpi_rows}
+    report.duplicate_kpi_rows = len(kpi_rows) - len(kpis)
+    if kpis != expected["kpis"]:
+        differ = [k for k in kpis.keys() & expected["kpis"].keys() if kpis[k] != expected["kpis"][k]]
+        report.mismatches.append(
+            f"kpi_windows: {len(expected['kpis'].keys() - kpis.keys())} missing, "
+            f"{len(kpis.keys() - expected['kpis'].keys())} unexpected, {len(differ)} with other values "
+            f"(e.g. {[(k, kpis[k], expected['kpis'][k]) for k in differ[:2]]})"
+        )
+
+    dead = query(
+        dsn,
+        "SELECT reason, count(), uniqExact(source, `partition`, `position`, reason) FROM dead_letters GROUP BY reason",
+    )
+    report.duplicate_dead_letters = sum(n - u for _, n, u in dead)
+    got_dead = Counter({r: u for r, _, u in dead})
+    if got_dead != expected["dead"]:
+        report.mismatches.append(f"dead_letters by reason: {dict(got_dead)} != recount {dict(expected['dead'])}")
+
+
+def run_harness(s: HarnessSettings, say: Callable[[str], None] = print) -> HarnessReport:
+    """Feed, kill, restart, drain, compare. Bounded: ``kills`` runs plus one drain run."""
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    log = s.workdir / "flow.log"
+    payloads = _payloads(s, start_ms=int(time.time() * 1000))
+    report = HarnessReport(events=sum(map(len, payloads)))
+    say(f"harness: {report.events} events over {len(STREAMS)} streams, {s.kills} kills planned")
+    expected = recount(payloads)
+
+    client = redis.Redis.from_url(s.redis_url)
+    client.delete(*STREAMS)
+    fed = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(client, payloads, s, fed), daemon=True)
+    feeder.start()
+    rng = random.Random(s.rng_seed)
+    try:
+        for i in range(s.kills):
+            procs = s.process_plan[i % len(s.process_plan)]
+            alive = rng.uniform(*s.alive_s)
+            proc = _start(s, procs, drain=False, log=log)
+            time.sleep(alive)
+            if proc.poll() is not None:
+                report.early_exits.append(f"run {i} ({procs} processes) exited with {proc.returncode} before its kill")
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                report.kills += 1
+                report.alive_times_s.append(round(alive, 2))
+            say(f"  kill {i + 1}/{s.kills}: {procs} process(es) after {alive:.2f} s")
+        fed.wait(timeout=120)
+        procs = s.process_plan[s.kills % len(s.process_plan)]
+        say(f"  drain run: {procs} process(es)")
+        final = _start(s, procs, drain=True, log=log)
+        try:
+            code = final.wait(timeout=s.final_timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(final.pid, signal.SIGKILL)
+            code = -1
+        if code != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            report.mismatches.append(f"drain run exited with {code}; log tail:\n{tail}")
+            return report
+    finally:
+        client.close()
+    compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report)
+    return report
+
+
+def main() -> None:
+    from loadtest.redis_server import start_on_free_port
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=50)
+    ap.add_argument("--persons", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rng-seed", type=int, default=int(time.time()))
+    ap.add_argument("--json", type=Path, help="also write the report here")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="creditflow-soak-"))
+    server = start_on_free_port(work / "redis")
+    try:
+        report = run_harness(
+            HarnessSettings(
+                redis_url=server.url,
+                workdir=work / "flow",
+                kills=args.kills,
+                persons=args.persons,
+                seed=args.seed,
+                rng_seed=args.rng_seed,
+            )
+        )
+    finally:
+        server.stop()
+    summary = {k: v for k, v in report.__dict__.items() if k != "alive_times_s"}
+    summary["alive_s_min_median_max"] = (
+        [
+            min(report.alive_times_s),
+            sorted(report.alive_times_s)[len(report.alive_times_s) // 2],
+            max(report.alive_times_s),
+        ]
+        if report.alive_times_s
+        else []
+    )
+    summary["ok"] = report.ok
+    print(json.dumps(summary, indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
