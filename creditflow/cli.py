@@ -47,6 +47,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="run without snapshots: a crash then replays the source from its start",
     )
     p.add_argument(
+        "--fresh-state",
+        action="store_true",
+        help="move an existing recovery store aside to DIR.old-<timestamp> (nothing is deleted) and start every "
+        "stateful step empty; needed when the store was written for other steps or state layouts",
+    )
+    p.add_argument(
         "--recovery-partitions",
         type=int,
         default=4,
@@ -74,6 +80,7 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
         recovery_dir=(args.recovery_dir or str(Path(args.data_dir, "recovery"))) if args.recovery else None,
         recovery_partitions=args.recovery_partitions,
         backup_interval_s=args.backup_interval,
+        fresh_state=args.fresh_state,
         processes=args.processes,
         snapshot_interval_s=args.snapshot_interval,
         window_ms=int(args.window_seconds * 1000),

@@ -24,12 +24,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from bytewax._bytewax import cli_main
+from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from flows.attribution import FlowSettings, build_flow
+from flows.recovery_check import check_recovery_store, move_store_aside, record_store_layout
 from flows.source_spec import parse_source_spec
 from operators.progress import ProgressCounter
 from sinks.clickhouse import ClickHouseSink
@@ -58,6 +60,8 @@ class RunSettings:
     window_ms: int = 5_000
     allowed_lateness_ms: int = 2_000
     progress_every_s: float = 2.0
+    fresh_state: bool = False
+    """Move an existing recovery store aside to ``<dir>.old-<timestamp>`` and start every stateful step empty."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -79,7 +83,24 @@ class RunSettings:
         )
 
 
-def _recovery(settings: RunSettings) -> RecoveryConfig | None:
+def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
+    spec = parse_source_spec(settings.source)
+    sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn))
+    return build_flow(spec.build(), sink, flow_settings, adapt=spec.adapter())
+
+
+def _start_fresh(settings: RunSettings) -> RunSettings:
+    """``--fresh-state``: move the old store aside (never delete it); the run then creates a new one."""
+    if settings.recovery_dir is not None and Path(settings.recovery_dir).exists():
+        moved = move_store_aside(Path(settings.recovery_dir))
+        log.warning(
+            "--fresh-state: moved recovery store %s aside to %s; state starts empty", settings.recovery_dir, moved
+        )
+    return dataclasses.replace(settings, fresh_state=False)
+
+
+def _recovery(settings: RunSettings, flow: Dataflow | None = None) -> RecoveryConfig | None:
+    """The recovery config, creating the store when new; with ``flow``, check and record its layout."""
     if settings.recovery_dir is None:
         return None
     path = Path(settings.recovery_dir)
@@ -96,26 +117,24 @@ def _recovery(settings: RunSettings) -> RecoveryConfig | None:
                 f"recovery store {path} has {found} partitions but {settings.processes} processes were asked for; "
                 "run with at most that many processes, or start a new store"
             )
+    if flow is not None:
+        check_recovery_store(flow, path)  # a store of other steps or state layouts is refused, never silently reset
+        record_store_layout(flow, path)
     return RecoveryConfig(path, backup_interval=timedelta(seconds=settings.backup_interval_s))
 
 
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Build the flow and run it in this process (one Bytewax worker)."""
-    spec = parse_source_spec(settings.source)
     flow_settings = settings.flow_settings()
-    flow = build_flow(
-        spec.build(),
-        ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn)),
-        flow_settings,
-        adapt=spec.adapter(),
-    )
+    flow = _build_flow(settings, flow_settings)
     cli_main(
         flow,
         workers_per_process=1,
         process_id=process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
-        recovery_config=_recovery(settings),
+        # in a cluster, run() checked and recorded the store once, before starting the processes
+        recovery_config=_recovery(settings, flow if process_id is None else None),
     )
     if flow_settings.progress is not None:
         flow_settings.progress.log_totals()
@@ -134,10 +153,12 @@ def _free_ports(n: int) -> list[int]:
 
 def run(settings: RunSettings) -> None:
     """Run to completion (bounded sources) or until interrupted."""
+    if settings.fresh_state:
+        settings = _start_fresh(settings)
     if settings.processes == 1:
         run_worker(settings)
         return
-    _recovery(settings)  # create the store once, before the processes race to it
+    _recovery(settings, _build_flow(settings, settings.flow_settings()))  # create/check once, before the processes
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(settings.processes)]
     payload = json.dumps(dataclasses.asdict(settings))
     procs = [

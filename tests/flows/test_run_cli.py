@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -201,3 +202,24 @@ def test_avro_container_file_runs_through_the_same_path(tmp_path: Path) -> None:
         dsn, "SELECT touch_event_id, credit FROM attribution_credits WHERE model = 'position_based' ORDER BY 1"
     )
     assert rows == [["a", 0.5], ["b", 0.5]]
+
+
+def test_a_store_of_another_state_layout_is_refused_and_fresh_state_moves_it_aside(
+    events_file: Path, tmp_path: Path
+) -> None:
+    args = ["run", "--source", f"file:{events_file}", "--data-dir", str(tmp_path), "--no-summary"]
+    assert creditflow(*args).returncode == 0
+    sidecar = tmp_path / "recovery" / "creditflow-state.json"
+    recorded = json.loads(sidecar.read_text())
+    recorded["steps"]["creditflow.attribute.journey"]["layout"] = 0  # as if written by an older release
+    sidecar.write_text(json.dumps(recorded))
+
+    refused = creditflow(*args)
+    assert refused.returncode == 2
+    assert "creditflow.attribute.journey" in refused.stderr and "--fresh-state" in refused.stderr
+
+    fresh = creditflow(*args, "--fresh-state")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "moved recovery store" in fresh.stderr
+    assert [p.name.split(".old-")[0] for p in tmp_path.glob("recovery.old-*")] == ["recovery"]
+    assert f"run totals: {len(EVENTS) - 1} events decoded" in fresh.stderr  # started from the beginning

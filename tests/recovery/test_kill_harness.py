@@ -1,0 +1,37 @@
+"""SIGKILL the running flow 20 times and prove exactly-once effects against a batch recount.
+
+See ``loadtest/kill_harness.py`` for the method; ``python -m loadtest.kill_harness
+--kills 50`` is the longer soak of the same harness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtest.kill_harness import HarnessSettings, run_harness
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_twenty_kills_across_one_and_two_processes_leave_exactly_once_effects(redis_url: str, tmp_path: Path) -> None:
+    settings = HarnessSettings(
+        redis_url=redis_url,
+        workdir=tmp_path,
+        kills=20,
+        process_plan=(1, 2, 2, 1),  # one process, two, and two resumed as one
+        persons=800,
+        rng_seed=20261122,
+    )
+    report = run_harness(settings, say=print)
+    print(report)
+    assert report.kills == 20, report.early_exits
+    assert report.early_exits == []
+    assert report.duplicate_credit_rows == 0
+    assert report.duplicate_conversions == 0
+    assert report.duplicate_kpi_rows == 0
+    assert report.duplicate_dead_letters == 0
+    assert report.mismatches == []
+    assert report.credit_rows == report.expected_credit_rows > 1000
+    assert min(report.alive_times_s) < 1.0, "some kills must land before the first snapshot"
