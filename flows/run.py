@@ -86,7 +86,8 @@ class RunSettings:
 def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     spec = parse_source_spec(settings.source)
     sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn))
-    return build_flow(spec.build(), sink, flow_settings, adapt=spec.adapter())
+    recovery_dir = Path(settings.recovery_dir) if settings.recovery_dir else None
+    return build_flow(spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter())
 
 
 def _start_fresh(settings: RunSettings) -> RunSettings:

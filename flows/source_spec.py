@@ -4,8 +4,9 @@ Forms:
 
 - ``file:PATH[,PATH...]`` JSONL (one event per line) or Avro container files;
   ``file:big.jsonl?splits=4`` cuts one file into 4 byte ranges for 4 processes.
-- ``redis://HOST:PORT/DB?streams=a,b[&stop_at_end=1]`` Redis Streams, one
-  partition per stream.
+- ``redis://HOST:PORT/DB?streams=a,b[&stop_at_end=1][&trim=0][&trim_every_s=10]``
+  Redis Streams, one partition per stream; with recovery on, each stream is
+  trimmed behind the oldest position a resume could need (``trim=0`` keeps all).
 - ``kafka://BROKER[,BROKER]/TOPIC[,TOPIC]`` Kafka through Bytewax's connector.
 - ``generator:seed=1,persons=1000[,partitions=2,bad_fraction=0.01]`` seeded
   synthetic traffic.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,8 +46,12 @@ class SourceSpec:
             return kafka_message_to_record
         return None
 
-    def build(self) -> Source[Any]:
-        """Construct the source (nothing connects until the flow runs)."""
+    def build(self, recovery_dir: Path | None = None) -> Source[Any]:
+        """Construct the source (nothing connects until the flow runs).
+
+        With a ``recovery_dir``, Redis streams are trimmed behind the oldest
+        position a resume could need, unless the spec says ``trim=0``.
+        """
         if self.kind == "file":
             from sources.files import FileSource
 
@@ -61,7 +67,15 @@ class SourceSpec:
             streams = [s for s in q.get("streams", ["events"])[0].split(",") if s]
             base = url._replace(query="").geturl()
             stop = q.get("stop_at_end", ["0"])[0] in ("1", "true", "yes")
-            return RedisStreamSource(base, streams, stop_at_end=stop)
+            trim = q.get("trim", ["1"])[0] not in ("0", "false", "no")
+            trim_every = float(q.get("trim_every_s", ["10"])[0])
+            return RedisStreamSource(
+                base,
+                streams,
+                stop_at_end=stop,
+                trim_store=recovery_dir if trim else None,
+                trim_every_s=trim_every,
+            )
         if self.kind == "kafka":
             from sources.kafka import kafka_source
 

@@ -76,6 +76,8 @@ class HarnessReport:
     duplicate_kpi_rows: int = 0
     duplicate_dead_letters: int = 0
     duplicate_conversions: int = 0
+    stream_entries_left: int = 0
+    """Entries still in the streams at the end: trimming ran while kills happened."""
     mismatches: list[str] = field(default_factory=list)
 
     @property
@@ -122,7 +124,7 @@ def _feed(client: redis.Redis, payloads: list[list[bytes]], s: HarnessSettings, 
 
 
 def _run_cmd(s: HarnessSettings, processes: int, drain: bool) -> list[str]:
-    source = f"{s.redis_url}?streams={','.join(STREAMS)}" + ("&stop_at_end=1" if drain else "")
+    source = f"{s.redis_url}?streams={','.join(STREAMS)}&trim_every_s=1" + ("&stop_at_end=1" if drain else "")
     return [
         sys.executable, "-m", "creditflow.cli", "run", "--no-summary",
         "--source", source,
@@ -297,6 +299,7 @@ def run_harness(s: HarnessSettings, say: Callable[[str], None] = print) -> Harne
             tail = log.read_text(errors="replace")[-3000:]
             report.mismatches.append(f"drain run exited with {code}; log tail:\n{tail}")
             return report
+        report.stream_entries_left = sum(int(client.xlen(stream)) for stream in STREAMS)
     finally:
         client.close()
     compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report)

@@ -25,8 +25,11 @@ last id emitted, so no entry is skipped or repeated. Entries trimmed away
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +41,7 @@ from redis.retry import Retry
 
 from creditflow.events import RawRecord, SourcePosition
 from sources import SourceError, error_payload
+from sources.redis_trim import trimmable_ids
 
 __all__ = ["RedisStreamSource", "entry_to_record", "publish"]
 
@@ -129,7 +133,12 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         stop_at_end: bool = False,
         max_backoff_s: float = 5.0,
         socket_timeout_s: float = 2.0,
+        trim_store: Path | None = None,
+        trim_every_s: float = 10.0,
     ):
+        """``trim_store``: the flow's recovery directory; when given, each partition
+        trims its stream every ``trim_every_s`` behind the oldest position a
+        resume could need (see ``sources.redis_trim``)."""
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise SourceError(f"redis url must start with redis://, rediss:// or unix:// (got {url!r})")
         if isinstance(streams, str):
@@ -149,6 +158,8 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self._stop_at_end = stop_at_end
         self._max_backoff_s = max_backoff_s
         self._socket_timeout_s = socket_timeout_s
+        self._trim_store = trim_store
+        self._trim_every_s = trim_every_s
 
     def list_parts(self) -> list[str]:
         return list(self._streams)
@@ -176,7 +187,32 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             self._idle,
             self._stop_at_end,
             self._max_backoff_s,
+            _Trimmer(self._trim_store, step_id, self._trim_every_s) if self._trim_store is not None else None,
         )
+
+
+class _Trimmer:
+    """Trims a stream behind the oldest position a resume could need, at most every ``every_s``."""
+
+    def __init__(self, store: Path, step_id: str, every_s: float) -> None:
+        self.store = store
+        self.step_id = step_id
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def maybe_trim(self, client: redis.Redis, stream: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        try:
+            safe = trimmable_ids(self.store, self.step_id).get(stream)
+            if safe is not None:
+                removed = client.xtrim(stream, minid=safe, approximate=False)
+                if removed:
+                    log.debug("trimmed %d entries of stream %r before %s", removed, stream, safe)
+        except (sqlite3.Error, redis.RedisError, OSError) as exc:
+            log.warning("could not trim stream %r (%s); will retry in %.0f s", stream, exc, self.every_s)
 
 
 class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
@@ -189,7 +225,9 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         idle: timedelta,
         stop_at_end: bool,
         max_backoff_s: float,
+        trimmer: _Trimmer | None = None,
     ):
+        self._trimmer = trimmer
         self._client = client
         self._stream = stream
         self._last_id = last_id
@@ -203,6 +241,8 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         self._where = f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"  # no password in logs
 
     def next_batch(self) -> list[RawRecord]:
+        if self._trimmer is not None:
+            self._trimmer.maybe_trim(self._client, self._stream)
         try:
             response = self._client.xread({self._stream: self._last_id}, count=self._batch_size)
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -35,3 +35,4 @@ def test_twenty_kills_across_one_and_two_processes_leave_exactly_once_effects(re
     assert report.mismatches == []
     assert report.credit_rows == report.expected_credit_rows > 1000
     assert min(report.alive_times_s) < 1.0, "some kills must land before the first snapshot"
+    assert report.stream_entries_left < report.events / 2, "streams were trimmed behind the resumable position"
