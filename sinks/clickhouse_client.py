@@ -14,10 +14,25 @@ same client API serve both deployments:
 The database named in an HTTP DSN path is used; otherwise ``database`` (default
 ``"default"``). It is created if it does not exist.
 
+Errors and retries
+    :func:`is_transient` sorts errors: connection refused/reset, timeouts,
+    network errors and server or chDB overload (``TOO_MANY_PARTS``,
+    ``MEMORY_LIMIT_EXCEEDED``, too many queries, ...) are transient;
+    everything else (SQL errors, unknown table or column, authentication,
+    access, a bad DSN) is terminal. :func:`retry_call` retries transient
+    errors with capped exponential backoff - forever by default
+    (``ClickHouseSettings.max_retries=None``), or a finite number of times -
+    logging a warning per failed attempt (what failed, the attempt, the next
+    delay, the error) and an info line once the call succeeds again. Terminal
+    errors raise :class:`ClickHouseSinkError` at once, naming what failed and
+    the fix.
+
 >>> mask_dsn("http://writer:s3cret@ch.internal:8123/analytics")
 'http://writer:***@ch.internal:8123/analytics'
 >>> ClickHouseSettings("http://writer:s3cret@ch:8123", max_retries=3)  # doctest: +ELLIPSIS
 ClickHouseSettings(dsn='http://writer:***@ch:8123', database='default', max_retries=3, ...)
+>>> ClickHouseSettings("chdb:///tmp/x").max_retries is None  # retry transient errors forever
+True
 >>> backoff_s(1, 0.5, 30.0), backoff_s(4, 0.5, 30.0), backoff_s(20, 0.5, 30.0)
 (0.5, 4.0, 30.0)
 """
@@ -30,6 +45,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -84,18 +100,23 @@ _SCHEMES = ("chdb", "http", "https")
 class ClickHouseSettings:
     """Where and how the ClickHouse sink writes.
 
-    ``max_retries`` counts retries after the first attempt of one insert (or of
-    connecting); waits double from ``initial_backoff_s`` up to ``max_backoff_s``.
-    ``block_rows`` caps the rows of one insert (one deduplication token each).
+    ``max_retries`` counts retries after the first attempt of one call (an
+    insert, a key lookup, connecting, migrating) that failed with a transient
+    error; ``None`` (the default) retries until ClickHouse answers, so an
+    outage blocks the flow instead of crashing it. Waits double from
+    ``initial_backoff_s`` up to ``max_backoff_s``. ``block_rows`` caps the rows
+    of one insert (one deduplication token each). ``migrations_dir`` replaces
+    the packaged ``sinks/migrations`` (tests, or a deployment's own files).
     The repr masks the DSN password.
     """
 
     dsn: str = field(repr=False)
     database: str = "default"
-    max_retries: int = 5
+    max_retries: int | None = None
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     block_rows: int = 50_000
+    migrations_dir: Path | None = None
 
     def __post_init__(self) -> None:
         scheme = self.dsn.partition("://")[0].lower() if "://" in self.dsn else ""
@@ -106,8 +127,10 @@ class ClickHouseSettings:
             )
         if not self.database:
             raise ClickHouseSinkError("ClickHouseSettings.database is empty: name a database, e.g. 'default'")
-        if self.max_retries < 0:
-            raise ClickHouseSinkError(f"ClickHouseSettings.max_retries={self.max_retries} must be >= 0")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ClickHouseSinkError(
+                f"ClickHouseSettings.max_retries={self.max_retries} must be >= 0, or None to retry forever"
+            )
         if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
             raise ClickHouseSinkError(
                 f"ClickHouseSettings backoff must satisfy 0 <= initial_backoff_s ({self.initial_backoff_s}) "
@@ -120,7 +143,8 @@ class ClickHouseSettings:
         return (
             f"ClickHouseSettings(dsn={mask_dsn(self.dsn)!r}, database={self.database!r}, "
             f"max_retries={self.max_retries}, initial_backoff_s={self.initial_backoff_s}, "
-            f"max_backoff_s={self.max_backoff_s}, block_rows={self.block_rows})"
+            f"max_backoff_s={self.max_backoff_s}, block_rows={self.block_rows}, "
+            f"migrations_dir={self.migrations_dir!r})"
         )
 
 
@@ -171,7 +195,9 @@ _FIX_BY_NAME: dict[str, str] = {
     "UNKNOWN_IDENTIFIER": "the table's columns differ from the sink's: apply the missing migrations",
     "THERE_IS_NO_COLUMN": "the table's columns differ from the sink's: apply the missing migrations",
     "SYNTAX_ERROR": "the SQL is invalid: this is a bug in the sink or a migration file",
-    "AUTHENTICATION_FAILED": "check the user and password in the DSN",
+    "AUTHENTICATION_FAILED": "check the user and password in the DSN: http://user:password@host:8123",
+    "UNKNOWN_USER": "the DSN's user does not exist on the server: check the user in the DSN",
+    "WRONG_PASSWORD": "check the password in the DSN: http://user:password@host:8123",
     "REQUIRED_PASSWORD": "put the password in the DSN: http://user:password@host:8123",
     "ACCESS_DENIED": "grant the DSN's user INSERT/SELECT/CREATE on the database",
     "READONLY": "the DSN's user is read-only: use a user allowed to write",
@@ -243,41 +269,75 @@ def retry_call(
     what: str,
     settings: ClickHouseSettings,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Call ``fn``; retry transient errors with exponential backoff.
+    """Call ``fn``; retry transient errors with capped exponential backoff.
 
-    Each retry logs a warning naming ``what`` and the attempt. A terminal error,
-    or a transient one after ``settings.max_retries`` retries, raises
-    :class:`ClickHouseSinkError` naming ``what`` and the fix.
+    Waits ``backoff_s(attempt, settings.initial_backoff_s, settings.max_backoff_s)``
+    after failed attempt number ``attempt``. With ``settings.max_retries=None``
+    it retries for as long as the errors stay transient; otherwise it gives up
+    after that many retries with a *transient* :class:`ClickHouseSinkError`.
+
+    Each failed attempt logs a warning naming ``what`` (the table, the
+    migration, the DSN), the attempt, the next delay and the error; a success
+    after failures logs "ClickHouse writes resumed after N attempts / S
+    seconds". A terminal error raises :class:`ClickHouseSinkError` at once,
+    naming ``what`` and the fix.
+
+    >>> calls = []
+    >>> def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise ConnectionResetError("connection reset by peer")
+    ...     return "ok"
+    >>> retry_call(flaky, what="test", settings=ClickHouseSettings("chdb:///x"), sleep=lambda s: None), len(calls)
+    ('ok', 3)
     """
+    started = clock()
+    limit = settings.max_retries
     attempt = 0
     while True:
         attempt += 1
         try:
-            return fn()
+            result = fn()
         except ClickHouseSinkError as exc:
-            if not exc.transient or attempt > settings.max_retries:
+            if not exc.transient:
                 raise
             error: BaseException = exc
         except Exception as exc:
             if not is_transient(exc):
                 raise ClickHouseSinkError(f"{what} failed: {describe_error(exc)}") from exc
-            if attempt > settings.max_retries:
-                raise ClickHouseSinkError(
-                    f"{what} failed after {attempt} attempts ({settings.max_retries} retries) with transient "
-                    f"errors, last: {describe_error(exc)} -> fix: check that ClickHouse at "
-                    f"{mask_dsn(settings.dsn)} is reachable and not overloaded, or raise max_retries",
-                    transient=True,
-                ) from exc
             error = exc
+        else:
+            if attempt > 1:
+                logger.info(
+                    "ClickHouse writes resumed after %d attempts / %.1f seconds: %s succeeded",
+                    attempt,
+                    clock() - started,
+                    what,
+                )
+            return result
+        if limit is not None and attempt > limit:
+            # A ClickHouseSinkError (e.g. from connect) already says what to check.
+            check = (
+                ""
+                if isinstance(error, ClickHouseSinkError)
+                else f" -> fix: check that ClickHouse at {mask_dsn(settings.dsn)} is reachable and not overloaded"
+            )
+            raise ClickHouseSinkError(
+                f"{what} failed after {attempt} attempts ({limit} retries, {clock() - started:.1f} s) with "
+                f"transient errors, last: {describe_error(error)}{check}; or raise max_retries "
+                "(None retries forever)",
+                transient=True,
+            ) from error
         wait = backoff_s(attempt, settings.initial_backoff_s, settings.max_backoff_s)
         logger.warning(
-            "%s: transient error on attempt %d of %d, retrying in %.3fs: %s",
+            "%s: transient error on attempt %d %s, next attempt in %.3fs: %s",
             what,
             attempt,
-            settings.max_retries + 1,
+            f"of {limit + 1}" if limit is not None else "(retrying until ClickHouse answers)",
             wait,
-            error,
+            describe_error(error),
         )
         sleep(wait)
 

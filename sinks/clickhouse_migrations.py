@@ -57,11 +57,13 @@ _STATEMENT_END_RE = re.compile(r";[ \t]*(?:\n|\Z)")
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One migration file: its version, name (file stem) and statements."""
+    """One migration file: its version, name (file stem), statements and where it was read from."""
 
     version: int
     name: str
     statements: tuple[str, ...]
+    file: str = ""
+    """The file's path (or its place in the installed package), for error messages."""
 
 
 def split_statements(sql: str) -> list[str]:
@@ -70,16 +72,24 @@ def split_statements(sql: str) -> list[str]:
     return [part.strip() for part in _STATEMENT_END_RE.split(body) if part.strip()]
 
 
-def _files(directory: Path | None) -> Iterable[tuple[str, str]]:
+def _files(directory: Path | None) -> Iterable[tuple[str, str, str]]:
+    """``(file name, text, location)`` of each ``.sql`` file, by name."""
     if directory is not None:
-        for path in sorted(Path(directory).iterdir()):
+        try:
+            paths = sorted(Path(directory).iterdir())
+        except OSError as exc:
+            raise ClickHouseSinkError(
+                f"cannot read the migrations directory {str(directory)!r}: {exc} -> fix: point "
+                "ClickHouseSettings.migrations_dir at a readable directory of NNNN_name.sql files"
+            ) from exc
+        for path in paths:
             if path.suffix == ".sql":
-                yield path.name, path.read_text(encoding="utf-8")
+                yield path.name, path.read_text(encoding="utf-8"), str(path)
         return
     root = resources.files("sinks").joinpath("migrations")
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
-            yield entry.name, entry.read_text(encoding="utf-8")
+            yield entry.name, entry.read_text(encoding="utf-8"), f"sinks/migrations/{entry.name}"
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -89,7 +99,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     version or a file without statements.
     """
     found: dict[int, Migration] = {}
-    for filename, text in _files(directory):
+    for filename, text, location in _files(directory):
         match = _FILE_RE.match(filename)
         if not match:
             raise ClickHouseSinkError(
@@ -103,7 +113,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         statements = tuple(split_statements(text))
         if not statements:
             raise ClickHouseSinkError(f"migration {filename} has no statements: end each statement with ';'")
-        found[version] = Migration(version, filename.removesuffix(".sql"), statements)
+        found[version] = Migration(version, filename.removesuffix(".sql"), statements, location)
     return [found[v] for v in sorted(found)]
 
 
@@ -118,7 +128,9 @@ def migrate(client: Client, directory: Path | None = None) -> list[int]:
     """Apply the migrations not yet recorded, in version order; return their versions.
 
     Idempotent: a second run returns ``[]``. A failing statement raises
-    :class:`ClickHouseSinkError` naming the migration and the statement's start.
+    :class:`ClickHouseSinkError` naming the migration file, the statement's
+    start and the fix; it is ``transient`` only when retrying may help (the
+    server was unreachable or overloaded), never for bad SQL.
     """
     migrations = load_migrations(directory)
     done = applied_versions(client)
@@ -131,9 +143,17 @@ def migrate(client: Client, directory: Path | None = None) -> list[int]:
                 client.command(statement)
             except Exception as exc:
                 head = " ".join(statement.split())[:80]
+                transient = is_transient(exc)
+                advice = (
+                    ""
+                    if transient
+                    else f" -> the migration was not recorded: fix or replace the file {migration.file} "
+                    "(an applied file must never be edited; statements must be idempotent) and restart"
+                )
                 raise ClickHouseSinkError(
-                    f"migration {migration.name} failed on statement {head!r}: {describe_error(exc)}",
-                    transient=is_transient(exc),
+                    f"migration {migration.name} ({migration.file}) failed on statement {head!r}: "
+                    f"{describe_error(exc)}{advice}",
+                    transient=transient,
                 ) from exc
         client.command(
             f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) "

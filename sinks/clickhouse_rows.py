@@ -12,6 +12,12 @@ with the same key are the same row to ReplacingMergeTree. ``row_fingerprint``
 adds every other value except the write time; the sink hashes fingerprints into
 insert deduplication tokens.
 
+``KEY_COLUMNS[table]`` names the ORDER BY columns and ``key_values(table, row)``
+reads them out of an insert tuple, as the values a ``SELECT`` of those columns
+returns (DateTime64 keys as epoch milliseconds). The sink's existing-key lookup
+matches the first ``LOOKUP_WIDTH[table]`` key columns - a primary-key prefix -
+with a tuple ``IN``, so it reads only the granules of the batch's keys.
+
 >>> from creditflow.events import KpiRow
 >>> kpi = KpiRow("t1", 0, 60_000, "search", "c9", 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0)
 >>> to_row(kpi, now_ms=123)
@@ -20,16 +26,34 @@ insert deduplication tokens.
 True
 >>> row_key(kpi).split(KEY_SEPARATOR)
 ['t1', '0', 'search', 'c9']
+>>> key_values("kpi_windows", to_row(kpi, 123))
+('t1', 0, 'search', 'c9')
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow
 
-__all__ = ["COLUMNS", "KEY_SEPARATOR", "ROW_TYPES", "TABLES", "row_fingerprint", "row_key", "table_of", "to_row"]
+__all__ = [
+    "COLUMNS",
+    "KEY_COLUMNS",
+    "KEY_GETTERS",
+    "KEY_SEPARATOR",
+    "LOOKUP_TIME_COLUMN",
+    "LOOKUP_TIME_GETTERS",
+    "LOOKUP_WIDTH",
+    "ROW_TYPES",
+    "TABLES",
+    "key_values",
+    "row_fingerprint",
+    "row_key",
+    "table_of",
+    "to_row",
+]
 
 KEY_SEPARATOR = "\x1f"
 """Joins the key values of ``row_key`` (ASCII unit separator: never in normal text)."""
@@ -108,6 +132,44 @@ COLUMNS: dict[str, list[str]] = {
 """Insert columns per table, in ``to_row`` order; the write time is always last."""
 
 TABLES: tuple[str, ...] = tuple(COLUMNS)
+
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    CreditRow.table: ("tenant_id", "conversion_id", "model", "touch_event_id"),
+    ConversionRow.table: ("tenant_id", "conversion_id"),
+    KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id"),
+    DeadLetter.table: ("source", "partition", "position", "reason"),
+}
+"""Each table's ORDER BY (``sinks/migrations/0001_init.sql``): the row key, in ``row_key`` order."""
+
+LOOKUP_WIDTH: dict[str, int] = {
+    CreditRow.table: 2,  # (tenant_id, conversion_id) IN (...)
+    ConversionRow.table: 2,  # (tenant_id, conversion_id) IN (...)
+    KpiRow.table: 2,  # (tenant_id, window_start) IN (...)
+    DeadLetter.table: 3,  # (source, partition, position) IN (...)
+}
+"""How many leading key columns the existing-key lookup matches with a tuple ``IN`` (a primary-key prefix)."""
+
+LOOKUP_TIME_COLUMN: dict[str, str] = {
+    CreditRow.table: "conversion_ts",
+    ConversionRow.table: "conversion_ts",
+}
+"""Tables whose rows carry, with their key, the event time their partition comes from.
+
+A row key always comes with the same value of this column (the conversion's
+event time: ``PARTITION BY toYYYYMM(conversion_ts)`` relies on it too), so the
+existing-key lookup also bounds it to the batch's range, which lets ClickHouse
+skip the partitions and parts of other times (their min-max index). KPI windows
+have their time in the key; dead letters are looked up by source position.
+"""
+
+LOOKUP_TIME_GETTERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    table: itemgetter(COLUMNS[table].index(column)) for table, column in LOOKUP_TIME_COLUMN.items()
+}
+
+KEY_GETTERS: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
+    table: itemgetter(*(COLUMNS[table].index(column) for column in KEY_COLUMNS[table])) for table in TABLES
+}
+"""Per table: insert tuple -> ``KEY_COLUMNS`` values (every key has at least two columns, so a tuple)."""
 
 ROW_TYPES: dict[type, str] = {
     CreditRow: CreditRow.table,
@@ -247,6 +309,11 @@ def row_key(item: SinkRow) -> str:
     else:
         raise _unsupported(item)
     return KEY_SEPARATOR.join(map(str, parts))
+
+
+def key_values(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ``KEY_COLUMNS[table]`` values of the insert tuple ``row`` (as ``to_row`` made it)."""
+    return KEY_GETTERS[table](row)
 
 
 def row_fingerprint(key: str, row: tuple[Any, ...]) -> str:

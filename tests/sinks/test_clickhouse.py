@@ -31,7 +31,7 @@ from sinks.clickhouse import (
 )
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
 from sinks.clickhouse_migrations import load_migrations, migrate
-from sinks.clickhouse_rows import COLUMNS, TABLES, row_key, to_row
+from sinks.clickhouse_rows import COLUMNS, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, row_key, to_row
 
 pytestmark = pytest.mark.integration
 
@@ -144,17 +144,19 @@ def count(client: Client, table: str, final: bool = False) -> int:
 
 
 class FlakyClient:
-    """Delegates to a real client; ``insert`` raises the queued errors first."""
+    """Delegates to a real client; ``insert`` raises the queued errors first and records tokens."""
 
     def __init__(self, real: Client, errors: list[BaseException]) -> None:
         self._real = real
         self.errors = list(errors)
         self.insert_calls = 0
+        self.tokens: list[str] = []
 
     def insert(self, *args: Any, **kwargs: Any) -> Any:
         self.insert_calls += 1
         if self.errors:
             raise self.errors.pop(0)
+        self.tokens.append(kwargs["settings"]["insert_deduplication_token"])
         return self._real.insert(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -282,11 +284,12 @@ def test_replaying_the_same_batch_adds_no_rows(part: ClickHouseSinkPartition) ->
     counts = {t: count(part.client, t) for t in TABLES}
     assert counts == {"attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1}
     part.write_batch(batch)
-    part.write_batch(list(reversed(batch)))  # same rows, other order: same blocks, same tokens
+    part.write_batch(list(reversed(batch)))
     assert {t: count(part.client, t) for t in TABLES} == counts
+    assert part.replayed_rows == {"attribution_credits": 100, "conversions": 2, "kpi_windows": 4, "dead_letters": 2}
 
 
-def test_chunking_is_deterministic(settings: ClickHouseSettings) -> None:
+def test_chunking_and_tokens_are_deterministic(settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     small = ClickHouseSettings(settings.dsn, block_rows=7, initial_backoff_s=0.001, max_backoff_s=0.002)
     counting: list[FlakyClient] = []
 
@@ -299,19 +302,26 @@ def test_chunking_is_deterministic(settings: ClickHouseSettings) -> None:
         rows: list[SinkRow] = [credit(i) for i in range(30)]
         part.write_batch(rows)
         assert counting[0].insert_calls == 5  # 7+7+7+7+2
-        part.write_batch(rows[::-1])  # same rows in another order: same blocks, same tokens
+        first_tokens = list(counting[0].tokens)
+        part.write_batch(rows[::-1])  # every key is there already: nothing to insert
+        assert counting[0].insert_calls == 5
+        # Without the key check, the same rows in another order make the same blocks and
+        # tokens, and ClickHouse drops them: the tokens alone make a retried insert safe.
+        monkeypatch.setattr(part, "_existing_keys", lambda *args: set())
+        part.write_batch(rows[::-1])
         assert counting[0].insert_calls == 10
+        assert counting[0].tokens[5:] == first_tokens
         assert count(part.client, "attribution_credits") == 30
     finally:
         part.close()
 
 
-def test_changed_values_replace_the_row(part: ClickHouseSinkPartition) -> None:
+def test_an_existing_key_keeps_its_first_row(part: ClickHouseSinkPartition) -> None:
     part.write_batch([kpi(0, clicks=2)])
-    part.write_batch([kpi(0, clicks=9)])  # corrected window: new token, written
-    assert count(part.client, "kpi_windows") == 2
-    assert count(part.client, "kpi_windows", final=True) == 1
-    assert scalar(part.client, "SELECT clicks FROM kpi_windows FINAL") == 9
+    part.write_batch([kpi(0, clicks=9)])  # recomputed by a replay: the key is there, the first write wins
+    assert count(part.client, "kpi_windows") == 1
+    assert scalar(part.client, "SELECT clicks FROM kpi_windows") == 2
+    assert part.replayed_rows["kpi_windows"] == 1
 
 
 def test_last_row_per_key_wins_within_a_batch(part: ClickHouseSinkPartition) -> None:
@@ -325,6 +335,9 @@ def test_row_key_is_the_order_by(client: Client) -> None:
     for item in SAMPLES:
         keys = str(client.command(f"SELECT sorting_key FROM system.tables WHERE name = '{item.table}'")).split(", ")
         assert len(row_key(item).split("\x1f")) == len(keys)
+        assert [k.strip("`") for k in keys] == list(KEY_COLUMNS[item.table])
+        primary = str(client.command(f"SELECT primary_key FROM system.tables WHERE name = '{item.table}'"))
+        assert primary.split(", ")[: LOOKUP_WIDTH[item.table]] == keys[: LOOKUP_WIDTH[item.table]]
 
 
 # --- errors and retries ----------------------------------------------------------
@@ -348,14 +361,18 @@ def test_transient_errors_are_retried_then_written_once(
 
     part = ClickHouseSink(settings, client_factory=factory).build_part("out", SINK_PARTITION, None)
     try:
-        with caplog.at_level(logging.WARNING, logger="creditflow.sinks.clickhouse"):
+        with caplog.at_level(logging.INFO, logger="creditflow.sinks.clickhouse"):
             part.write_batch([credit(1), credit(2)])
         assert flaky[0].insert_calls == 3
         assert count(part.client, "attribution_credits") == 2
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 2
         assert all("attribution_credits" in w for w in warnings)
-        assert "attempt 1 of 6" in warnings[0] and "attempt 2 of 6" in warnings[1]
+        assert "attempt 1 (retrying until ClickHouse answers), next attempt in 0.001s" in warnings[0]
+        assert "attempt 2 (retrying until ClickHouse answers), next attempt in 0.002s" in warnings[1]
+        assert "Connection refused" in warnings[0] and "TOO_MANY_PARTS" in warnings[1]
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert [i for i in infos if i.startswith("ClickHouse writes resumed after 3 attempts / ")]
     finally:
         part.close()
 
