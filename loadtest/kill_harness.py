@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 import redis
 
+from loadtest.redis_server import RedisProcess
 from sources.generator import generate_partitioned_events, serialize_events
 
 STREAMS = ("ev0", "ev1")
@@ -62,6 +63,9 @@ class HarnessSettings:
     bad_fraction: float = 0.01
     rng_seed: int = 0
     final_timeout_s: float = 300.0
+    redis_outages: int = 0
+    """In this many of the killed runs, redis-server itself is SIGKILLed mid-run and restarted."""
+    outage_s: float = 2.0
 
 
 @dataclass
@@ -76,6 +80,7 @@ class HarnessReport:
     duplicate_kpi_rows: int = 0
     duplicate_dead_letters: int = 0
     duplicate_conversions: int = 0
+    redis_outages: int = 0
     stream_entries_left: int = 0
     """Entries still in the streams at the end: trimming ran while kills happened."""
     mismatches: list[str] = field(default_factory=list)
@@ -106,6 +111,21 @@ def _payloads(s: HarnessSettings, start_ms: int) -> list[list[bytes]]:
     return [list(serialize_events(part, bad_fraction=s.bad_fraction)) for part in parts]
 
 
+def _publish(client: redis.Redis, stream: str, first: int, chunk: list[bytes]) -> None:
+    """XADD with explicit ids (entry n gets id ``n+1-0``), so a retry after an outage adds nothing twice."""
+    while True:
+        try:
+            pipe = client.pipeline(transaction=False)
+            for n, payload in enumerate(chunk, start=first):
+                pipe.xadd(stream, {"data": payload}, id=f"{n + 1}-0")
+            for result in pipe.execute(raise_on_error=False):
+                if isinstance(result, redis.ResponseError) and "equal or smaller" not in str(result):
+                    raise result
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.2)  # redis-server is down (an outage the harness made): try again
+
+
 def _feed(client: redis.Redis, payloads: list[list[bytes]], s: HarnessSettings, done: threading.Event) -> None:
     cursors = [0] * len(payloads)
     ticks = max(len(p) for p in payloads) / s.feed_chunk
@@ -114,10 +134,7 @@ def _feed(client: redis.Redis, payloads: list[list[bytes]], s: HarnessSettings, 
         for i, (stream, items) in enumerate(zip(STREAMS, payloads, strict=True)):
             chunk = items[cursors[i] : cursors[i] + s.feed_chunk]
             if chunk:
-                pipe = client.pipeline(transaction=False)
-                for payload in chunk:
-                    pipe.xadd(stream, {"data": payload})
-                pipe.execute()
+                _publish(client, stream, cursors[i], chunk)
                 cursors[i] += len(chunk)
         time.sleep(pause)
     done.set()
@@ -257,8 +274,14 @@ def compare(dsn: str, expected: dict[str, Any], report: HarnessReport) -> None:
         report.mismatches.append(f"dead_letters by reason: {dict(got_dead)} != recount {dict(expected['dead'])}")
 
 
-def run_harness(s: HarnessSettings, say: Callable[[str], None] = print) -> HarnessReport:
-    """Feed, kill, restart, drain, compare. Bounded: ``kills`` runs plus one drain run."""
+def run_harness(
+    s: HarnessSettings, say: Callable[[str], None] = print, redis_server: RedisProcess | None = None
+) -> HarnessReport:
+    """Feed, kill, restart, drain, compare. Bounded: ``kills`` runs plus one drain run.
+
+    With ``redis_server`` (started with ``persist=True``) and ``s.redis_outages``,
+    the first runs also see redis-server SIGKILLed and restarted mid-run.
+    """
     s.workdir.mkdir(parents=True, exist_ok=True)
     log = s.workdir / "flow.log"
     payloads = _payloads(s, start_ms=int(time.time() * 1000))
@@ -277,7 +300,16 @@ def run_harness(s: HarnessSettings, say: Callable[[str], None] = print) -> Harne
             procs = s.process_plan[i % len(s.process_plan)]
             alive = rng.uniform(*s.alive_s)
             proc = _start(s, procs, drain=False, log=log)
-            time.sleep(alive)
+            if redis_server is not None and i < s.redis_outages:
+                time.sleep(alive / 2)
+                redis_server.kill()
+                say(f"  redis-server killed during run {i + 1}; restarting in {s.outage_s:.1f} s")
+                time.sleep(s.outage_s)
+                redis_server.start()
+                report.redis_outages += 1
+                time.sleep(alive / 2)
+            else:
+                time.sleep(alive)
             if proc.poll() is not None:
                 report.early_exits.append(f"run {i} ({procs} processes) exited with {proc.returncode} before its kill")
             else:

@@ -39,8 +39,10 @@ def _pings(port: int) -> bool:
 class RedisProcess:
     """One ``redis-server`` child process on 127.0.0.1; ``start``/``stop`` may repeat."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, persist: bool = False):
+        """``persist``: append-only file fsynced on every write, so a SIGKILLed server restarts with its data."""
         self.workdir = workdir
+        self.persist = persist
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -61,7 +63,8 @@ class RedisProcess:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
             "--dir", str(self.workdir),
             "--daemonize", "no",
         ]  # fmt: skip
@@ -78,6 +81,13 @@ class RedisProcess:
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT_S} s")
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (``start`` brings it back on the same port)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            self.proc = None
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -91,11 +101,11 @@ class RedisProcess:
         self.proc = None
 
 
-def start_on_free_port(workdir: Path, attempts: int = 5) -> RedisProcess:
+def start_on_free_port(workdir: Path, attempts: int = 5, persist: bool = False) -> RedisProcess:
     """Start a server, trying other ports if one was taken between choosing and binding it."""
     error: Exception | None = None
     for _ in range(attempts):
-        server = RedisProcess(workdir)
+        server = RedisProcess(workdir, persist=persist)
         try:
             server.start()
             return server
