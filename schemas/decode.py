@@ -535,7 +535,8 @@ def _validate(obj: Mapping[Any, Any], record: RawRecord, now_ms: int) -> Event:
     utm = EMPTY_UTM if v is None else _utm(v)
     v = g("click_ids")
     click_ids = {} if v is None else _click_ids(v)
-    referrer = _opt_str(g("referrer"), "referrer", MAX_STRING_CHARS, False)
+    # Control characters are refused in the referrer like in UTMs: a URL never holds them raw.
+    referrer = _opt_str(g("referrer"), "referrer", MAX_STRING_CHARS, True)
     v = g("context")
     context = None if v is None else _context(v)
 
