@@ -54,6 +54,7 @@ DeadLetterReason = Literal[
     "late_event",
     "source_error",
     "duplicate_conversion",
+    "duplicate_event",
 ]
 DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # type: ignore[attr-defined]
 

@@ -63,7 +63,9 @@ class FlowSettings:
     progress: ProgressCounter | None = None
 
 
-def _kpi_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
+def _spend_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
+    if event.event_type != "ad_spend":
+        return None  # touches are counted by their journey, after de-duplication
     return delta_of(event, configs.for_tenant(event.tenant_id).kpi_volume_source)
 
 
@@ -92,8 +94,9 @@ def build_flow(
     journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
     credited = dedupe_conversions("dedup", journeys.scored, settings.configs)
 
-    event_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _kpi_delta(ev, settings.configs))
-    kpis = kpi_windows("kpi", op.merge("kpi_in", event_deltas, credited.kpi_deltas), settings.windows)
+    spend_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _spend_delta(ev, settings.configs))
+    kpi_in = op.merge("kpi_in", spend_deltas, journeys.touch_deltas, credited.kpi_deltas)
+    kpis = kpi_windows("kpi", kpi_in, settings.windows)
 
     rows: Any = op.merge(
         "rows",

@@ -11,7 +11,7 @@ from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
 from creditflow.events import DeadLetter, PersonEvent
-from creditflow.kpis import KEY_SEP
+from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_builder
 from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState, ScoredConversion
@@ -21,8 +21,10 @@ from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState, Sco
 class AttributionOut:
     scored: Stream[ScoredConversion]
     """One item per credited conversion: its row, credit rows and KPI deltas."""
+    touch_deltas: Stream[KpiDelta]
+    """KPI increments of the person's (de-duplicated) impressions and clicks."""
     duplicates: Stream[DeadLetter]
-    """Conversions this person had already converted with the same id."""
+    """Conversions and touches this person had already sent with the same id."""
 
 
 def person_key(pe: PersonEvent) -> str:
@@ -51,4 +53,5 @@ def attribute(
     out = op.stateful_batch("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
     values = op.map("unkey", out, lambda kv: kv[1])
     split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
-    return AttributionOut(split.trues, split.falses)  # type: ignore[arg-type]
+    rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
+    return AttributionOut(split.trues, rest.trues, rest.falses)  # type: ignore[arg-type]

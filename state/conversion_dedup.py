@@ -66,6 +66,23 @@ def duplicate_conversion(event: Event, first: str) -> DeadLetter:
     )
 
 
+def duplicate_event(event: Event) -> DeadLetter:
+    """The dead letter of a touch whose event id this person already sent (counted once, credited once)."""
+    return DeadLetter(
+        reason="duplicate_event",
+        detail=(
+            f"event_id {event.event_id!r} ({event.event_type}) of tenant {event.tenant_id!r} was already received "
+            "for this person; the copy is not counted again. Give every event a unique event_id and retry "
+            "deliveries with the same one (they are de-duplicated here)"
+        ),
+        raw=orjson.dumps({"event_id": event.event_id, "event_type": event.event_type, "ts_ms": event.ts_ms}),
+        position=event.position,
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+    )
+
+
 class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenConversion]):
     """Passes the first scored copy of a conversion id as rows; dead-letters later copies."""
 

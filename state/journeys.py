@@ -11,7 +11,8 @@ Bounds (every piece of this state ends):
   event) are pruned on every event; at most ``TenantConfig.max_touches``
   touches are kept (the oldest go first);
 - at most ``MAX_SEEN_CONVERSIONS`` conversion ids are remembered for
-  de-duplication, and none older than the idle TTL;
+  de-duplication, and none older than the idle TTL; the last
+  ``RECENT_TOUCH_IDS`` touch event ids as 8-byte digests (128 bytes);
 - the whole state is discarded once the person has been idle for
   ``TenantConfig.idle_ttl_days`` of wall time (``notify_at``) or when an event
   arrives more than that much event time after the previous one.
@@ -22,6 +23,7 @@ The state is a small dataclass of tuples; ``snapshot()`` returns a copy.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,15 +42,19 @@ from creditflow.events import (
     SourcePosition,
     Utm,
 )
-from creditflow.kpis import KpiDelta
+from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import WeightsProvider
-from state.conversion_dedup import duplicate_conversion
+from state.conversion_dedup import duplicate_conversion, duplicate_event
 
-STATE_LAYOUT_VERSION = 1
+STATE_LAYOUT_VERSION = 2
 """Bump when ``JourneyState`` changes shape; snapshots of another layout are refused."""
 
 MAX_SEEN_CONVERSIONS = 32
 """Conversion ids remembered per person to refuse crediting one twice."""
+
+RECENT_TOUCH_IDS = 16
+"""Touch event ids remembered per person (as 8-byte digests) to refuse a touch delivered twice."""
+_DIGEST = 8
 
 Touch = tuple[int, str, str, str, str]
 """(ts_ms, event_type, channel, campaign_id, event_id), kept sorted by ts_ms."""
@@ -76,7 +82,7 @@ class ScoredConversion:
         return [*self.credits, self.conversion, *self.kpi_deltas]
 
 
-JourneyOutput = ScoredConversion | DeadLetter
+JourneyOutput = ScoredConversion | KpiDelta | DeadLetter
 
 
 @dataclass(slots=True)
@@ -94,6 +100,8 @@ class JourneyState:
     last_utm: tuple[int, Utm] | None = None
     seen_conversions: list[tuple[str, int]] = field(default_factory=list)
     """(conversion_id, conversion_ts_ms) of recent conversions, newest last."""
+    recent_touch_ids: bytes = b""
+    """Packed 8-byte blake2b digests of the person's last ``RECENT_TOUCH_IDS`` touch event ids."""
     layout: int = STATE_LAYOUT_VERSION
 
     def copy(self) -> JourneyState:
@@ -105,6 +113,7 @@ class JourneyState:
             first_utm=self.first_utm,
             last_utm=self.last_utm,
             seen_conversions=list(self.seen_conversions),
+            recent_touch_ids=self.recent_touch_ids,
             layout=self.layout,
         )
 
@@ -151,7 +160,13 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
             st.last_event_ms = ev.ts_ms
         out: list[JourneyOutput] = []
         if ev.is_touch:
+            if self._seen_touch(ev.event_id):
+                out.append(duplicate_event(ev))
+                return out, False
             self._add_touch(value, cfg)
+            delta = delta_of(ev, cfg.kpi_volume_source)
+            if delta is not None:
+                out.append(delta)
         elif ev.event_type == "conversion":
             self._convert(value, cfg, out)
         self._prune(cfg)
@@ -171,6 +186,17 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
         return self.state.copy()
 
     # -- journey maintenance ---------------------------------------------
+    def _seen_touch(self, event_id: str) -> bool:
+        """True if this touch event id came before (within the last ``RECENT_TOUCH_IDS``); else remember it."""
+        st = self.state
+        digest = hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
+        recent = st.recent_touch_ids
+        for i in range(0, len(recent), _DIGEST):
+            if recent[i : i + _DIGEST] == digest:
+                return True
+        st.recent_touch_ids = (recent + digest)[-RECENT_TOUCH_IDS * _DIGEST :]
+        return False
+
     def _add_touch(self, pe: PersonEvent, cfg: TenantConfig) -> None:
         ev = pe.event
         st = self.state
@@ -181,8 +207,6 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
                 st.last_utm = (ev.ts_ms, ev.utm)
         if not is_touchpoint(pe, cfg) or ev.ts_ms <= st.consumed_until_ms:
             return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
-        if any(t[4] == ev.event_id for t in st.touches):
-            return  # duplicate delivery of the same touch
         bisect.insort(st.touches, (ev.ts_ms, ev.event_type, ev.channel, ev.campaign_id, ev.event_id))
         if len(st.touches) > cfg.max_touches:
             del st.touches[: len(st.touches) - cfg.max_touches]

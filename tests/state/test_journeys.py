@@ -119,7 +119,7 @@ def test_same_conversion_id_is_not_credited_twice() -> None:
     first = feed(lg, touch("a", 0, "email"), conversion("v1", 1, "o1"))
     again = feed(lg, touch("b", 1.5, "email"), conversion("v1-retry", 2, "o1"))
     assert any(isinstance(r, CreditRow) for r in first)
-    (dup,) = again
+    (dup,) = [r for r in again if isinstance(r, DeadLetter)]
     assert isinstance(dup, DeadLetter) and dup.reason == "duplicate_conversion" and dup.event_id == "v1-retry"
     assert [t[4] for t in lg.state.touches] == ["b"]  # the retry consumed nothing
 
@@ -167,10 +167,24 @@ def test_wall_time_idle_ttl_discards_state() -> None:
     assert lg.on_notify() == ((), True)
 
 
-def test_duplicate_touch_delivery_is_kept_once() -> None:
+def test_duplicate_touch_delivery_is_kept_once_counted_once_and_dead_lettered() -> None:
     lg = logic()
-    feed(lg, touch("a", 0, "email"), touch("a", 0, "email"))
+    out = feed(lg, touch("a", 0, "email"), touch("a", 0, "email"))
     assert len(lg.state.touches) == 1
+    assert [d.clicks for d in out if isinstance(d, KpiDelta)] == [1]
+    (dup,) = [d for d in out if isinstance(d, DeadLetter)]
+    assert dup.reason == "duplicate_event" and dup.event_id == "a"
+
+
+def test_touch_ids_remembered_are_bounded() -> None:
+    from state.journeys import RECENT_TOUCH_IDS
+
+    lg = logic()
+    feed(lg, *(touch(f"t{i}", i * 0.01, "email") for i in range(RECENT_TOUCH_IDS + 5)))
+    assert len(lg.state.recent_touch_ids) == RECENT_TOUCH_IDS * 8
+    # a copy of the newest is still caught; a copy of one older than the window is counted again
+    assert [d for d in feed(lg, touch(f"t{RECENT_TOUCH_IDS + 4}", 1, "email")) if isinstance(d, DeadLetter)]
+    assert not [d for d in feed(lg, touch("t0", 1, "email")) if isinstance(d, DeadLetter)]
 
 
 def test_first_and_last_utm_are_exposed_on_conversions() -> None:
@@ -196,7 +210,7 @@ def test_data_driven_uses_published_weights_and_their_version() -> None:
 def test_kpi_deltas_follow_the_tenant_kpi_model() -> None:
     lg = logic(TenantConfig(kpi_model="linear"))
     out = feed(lg, touch("a", 0, "email"), touch("b", 1, "display"), conversion("v", 2, "o", 10.0))
-    deltas = [r for r in out if isinstance(r, KpiDelta)]
+    deltas = [r for r in out if isinstance(r, KpiDelta) and r.conversions]
     assert sorted((d.channel, d.conversions, d.revenue) for d in deltas) == [("display", 0.5, 5.0), ("email", 0.5, 5.0)]
 
 
