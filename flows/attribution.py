@@ -10,8 +10,9 @@
                                                                  late --+
 
 Every step id below is part of the recovery contract: renaming a stateful
-step (``dedup.seen``, ``attribute.journey``, ``kpi.windows``) or the flow id
-resets its state.
+step (``attribute.journey``, ``dedup.seen``, ``spend_dedup.seen``,
+``kpi.windows``) or the flow id resets its state; ``flows/recovery_check.py``
+refuses a store written for other step ids.
 
 >>> from bytewax.testing import TestingSource, TestingSink, run_main
 >>> from creditflow.events import RawRecord, SourcePosition
@@ -42,7 +43,7 @@ from creditflow.events import PERSON_EVENT_TYPES, Event, RawRecord, SinkRow
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import NoWeights, WeightsProvider
 from operators.decode import decode_events
-from operators.dedup import dedupe_conversions
+from operators.dedup import dedupe_conversions, dedupe_spend
 from operators.identity import resolve_person
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
@@ -64,8 +65,6 @@ class FlowSettings:
 
 
 def _spend_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
-    if event.event_type != "ad_spend":
-        return None  # touches are counted by their journey, after de-duplication
     return delta_of(event, configs.for_tenant(event.tenant_id).kpi_volume_source)
 
 
@@ -94,7 +93,9 @@ def build_flow(
     journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
     credited = dedupe_conversions("dedup", journeys.scored, settings.configs)
 
-    spend_deltas = op.filter_map("kpi_deltas", decoded.oks, lambda ev: _spend_delta(ev, settings.configs))
+    # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
+    spend = dedupe_spend("spend_dedup", op.filter("spend", decoded.oks, lambda ev: ev.event_type == "ad_spend"))
+    spend_deltas = op.filter_map("kpi_deltas", spend.firsts, lambda ev: _spend_delta(ev, settings.configs))
     kpi_in = op.merge("kpi_in", spend_deltas, journeys.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)
 
@@ -107,6 +108,7 @@ def build_flow(
         kpis.late,
         journeys.duplicates,
         credited.duplicates,
+        spend.duplicates,
     )
     if isinstance(sink, FixedPartitionedSink):
         rows = op.map("route", rows, _route)

@@ -51,8 +51,13 @@ itself (a rename of it shows up under (b)). The per-snapshot layout check of
 
 >>> from bytewax.testing import TestingSink, TestingSource
 >>> from flows.attribution import FlowSettings, build_flow
->>> sorted(stateful_step_ids(build_flow(TestingSource([]), TestingSink([]), FlowSettings())))
-['creditflow.attribute.journey', 'creditflow.dedup.seen.stateful_batch', 'creditflow.kpi.windows', 'creditflow.source']
+>>> for step in sorted(stateful_step_ids(build_flow(TestingSource([]), TestingSink([]), FlowSettings()))):
+...     print(step)
+creditflow.attribute.journey
+creditflow.dedup.seen.stateful_batch
+creditflow.kpi.windows
+creditflow.source
+creditflow.spend_dedup.seen.stateful_batch
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
 import state.conversion_dedup as conversion_dedup_state
+import state.event_dedup as event_dedup_state
 import state.journeys as journeys_state
 import state.kpi_windows as kpi_windows_state
 from creditflow.errors import CreditflowError
@@ -84,6 +90,7 @@ STATE_OF_STEP: dict[str, str] = {
     "attribute.journey": "state.journeys",
     "kpi.windows": "state.kpi_windows",
     "dedup.seen.stateful_batch": "state.conversion_dedup",
+    "spend_dedup.seen.stateful_batch": "state.event_dedup",
 }
 """Stateful step id (after the flow id, as stored in ``snaps``) -> module whose ``STATE_LAYOUT_VERSION`` it uses."""
 
@@ -103,6 +110,7 @@ def state_layouts() -> dict[str, int]:
         "state.journeys": journeys_state.STATE_LAYOUT_VERSION,
         "state.kpi_windows": kpi_windows_state.STATE_LAYOUT_VERSION,
         "state.conversion_dedup": conversion_dedup_state.STATE_LAYOUT_VERSION,
+        "state.event_dedup": event_dedup_state.STATE_LAYOUT_VERSION,
     }
 
 

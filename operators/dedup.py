@@ -10,10 +10,12 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import ConversionRow, CreditRow, DeadLetter
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event
 from creditflow.kpis import KEY_SEP, KpiDelta
 from operators.state_guard import guarded_builder
 from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
+from state.event_dedup import STATE_LAYOUT_VERSION as SPEND_LAYOUT_VERSION
+from state.event_dedup import SeenEvent, SpendDedupLogic
 from state.journeys import ScoredConversion
 
 
@@ -45,3 +47,23 @@ def dedupe_conversions(
     conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
     deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
     return DedupOut(credit_rows.trues, conversions.trues, deltas.trues, deltas.falses)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SpendDedupOut:
+    firsts: Stream[Event]
+    duplicates: Stream[DeadLetter]
+
+
+@operator
+def dedupe_spend(step_id: str, up: Stream[Event], now: Callable[[], float] = time.time) -> SpendDedupOut:
+    """The first ad-spend report of each event id passes; copies become ``duplicate_event`` dead letters."""
+    keyed = op.key_on("key", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}")
+
+    def build(resume: SeenEvent | None) -> SpendDedupLogic:
+        return SpendDedupLogic(resume, now)
+
+    out = op.stateful("seen", keyed, guarded_builder("seen", SPEND_LAYOUT_VERSION, build))
+    values = op.map("unkey", out, lambda kv: kv[1])
+    split = op.branch("split", values, lambda x: isinstance(x, Event))
+    return SpendDedupOut(split.trues, split.falses)  # type: ignore[arg-type]

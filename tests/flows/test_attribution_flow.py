@@ -74,7 +74,9 @@ def records(payloads: list[bytes], part: str = "p0") -> list[RawRecord]:
 def settings() -> FlowSettings:
     return FlowSettings(
         configs=TenantConfigs(defaults=TenantConfig(half_life_days=7)),
-        windows=WindowSettings(length_ms=5000, allowed_lateness_ms=0),
+        # Days of event time replay in milliseconds here: windows close at end of input, not by lateness
+        # (lateness itself is tested in tests/state/test_kpi_windows.py and by the kill harness).
+        windows=WindowSettings(length_ms=5000, allowed_lateness_ms=60 * DAY_MS),
     )
 
 
@@ -213,3 +215,33 @@ def test_same_conversion_from_two_persons_is_credited_once_and_the_copy_dead_let
     ]
     (dup,) = [d for d in got[DeadLetter] if d.reason == "duplicate_conversion"]
     assert dup.event_id == "c-user" and "already credited" in dup.detail
+
+
+def test_an_ad_spend_report_delivered_twice_costs_once() -> None:
+    spend = ev(
+        "s9",
+        "t1",
+        "ad_spend",
+        T0,
+        channel="display",
+        campaign_id="c",
+        metrics={"impressions": 9, "clicks": 1, "cost": 4.0},
+    )
+    out: list = []
+    run_main(build_flow(TestingSource(records([spend, spend])), TestingSink(out), settings()))
+    got = by_type(out)
+    assert sum(r.cost for r in got[KpiRow]) == 4.0
+    assert [(d.reason, d.position.offset) for d in got[DeadLetter]] == [("duplicate_event", "1")]
+
+
+def test_tenants_with_the_same_ids_share_no_kpi_rows() -> None:
+    out: list = []
+    run_main(build_flow(TestingSource(records(journeys("t1") + journeys("t2"))), TestingSink(out), settings()))
+    kpis = by_type(out)[KpiRow]
+
+    def totals(tenant: str) -> dict:
+        mine = [r for r in kpis if r.tenant_id == tenant]
+        return {(r.window_start_ms, r.channel, r.campaign_id): (r.clicks, r.cost, round(r.revenue, 9)) for r in mine}
+
+    assert totals("t1") == totals("t2") != {}  # same data per tenant, counted apart (not doubled, not merged)
+    assert {c.tenant_id for c in by_type(out)[ConversionRow]} == {"t1", "t2"}

@@ -46,6 +46,7 @@ CONVERSION = (
 OUR_STEPS = {
     "creditflow.source",
     "creditflow.dedup.seen.stateful_batch",
+    "creditflow.spend_dedup.seen.stateful_batch",
     "creditflow.attribute.journey",
     "creditflow.kpi.windows",
 }
@@ -55,8 +56,16 @@ def records(*raw: bytes) -> list[RawRecord]:
     return [RawRecord(r, SourcePosition("test", "p", str(i))) for i, r in enumerate(raw)]
 
 
+SPEND = (
+    b'{"event_id":"s1","tenant_id":"t","event_type":"ad_spend","timestamp":1767225600000,"channel":"email",'
+    b'"campaign_id":"c","metrics":{"impressions":10,"clicks":1,"cost":2.5}}'
+)
+
+
 def flow_of(*raw: bytes, sink: Any = None) -> Dataflow:
-    return build_flow(TestingSource(records(*raw)), sink if sink is not None else TestingSink([]), FlowSettings())
+    """The real flow over ``raw`` plus one ad-spend report, so every stateful step keeps a key."""
+    source = TestingSource(records(*raw, SPEND))
+    return build_flow(source, sink if sink is not None else TestingSink([]), FlowSettings())
 
 
 def new_store(path: Path, parts: int = 2) -> Path:
@@ -153,7 +162,7 @@ def test_a_fixed_partitioned_sink_keeps_state_and_the_clickhouse_sink_is_one(tmp
 
 def test_a_dynamic_source_keeps_no_state(tmp_path: Path) -> None:
     store = new_store(tmp_path / "recovery")
-    flow = build_flow(OnceDynamicSource(records(CLICK, CONVERSION)), TestingSink([]), FlowSettings())
+    flow = build_flow(OnceDynamicSource(records(CLICK, CONVERSION, SPEND)), TestingSink([]), FlowSettings())
     assert stateful_step_ids(flow) == OUR_STEPS - {"creditflow.source"}
     run_with_recovery(flow, store)
     assert stored_step_ids(store) == OUR_STEPS - {"creditflow.source"}

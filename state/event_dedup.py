@@ -1,0 +1,56 @@
+"""Remembers the event ids of ad-spend reports, so a report delivered twice costs once.
+
+Keyed by tenant x event_id. Ad-spend volume is small (one report per campaign
+and interval), so one tiny record per report is cheap. Bound: each record is
+discarded ``SPEND_ID_TTL_S`` of wall time after its report arrived.
+
+(A platform that restates an interval's spend under a new event id is a
+different case: both reports count; superseding reports is future work.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bytewax.operators import StatefulLogic
+
+from creditflow.events import DeadLetter, Event
+from state.conversion_dedup import duplicate_event
+
+STATE_LAYOUT_VERSION = 1
+SPEND_ID_TTL_S = 7 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    seen_wall_s: float
+    layout: int = STATE_LAYOUT_VERSION
+
+
+class SpendDedupLogic(StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
+    """Passes the first report of an event id; later copies become ``duplicate_event`` dead letters."""
+
+    def __init__(self, resume: SeenEvent | None, now: Callable[[], float]) -> None:
+        self._now = now
+        self.seen = resume
+
+    def on_item(self, value: Event) -> tuple[Iterable[Event | DeadLetter], bool]:
+        if self.seen is None:
+            self.seen = SeenEvent(self._now())
+            return [value], False
+        return [duplicate_event(value)], False
+
+    def on_notify(self) -> tuple[Iterable[Event | DeadLetter], bool]:
+        return (), True
+
+    def on_eof(self) -> tuple[Iterable[Event | DeadLetter], bool]:
+        return (), False
+
+    def notify_at(self) -> datetime | None:
+        return None if self.seen is None else datetime.fromtimestamp(self.seen.seen_wall_s + SPEND_ID_TTL_S, tz=UTC)
+
+    def snapshot(self) -> SeenEvent:
+        assert self.seen is not None
+        return self.seen
