@@ -312,3 +312,31 @@ def move_store_aside(recovery_dir: Path) -> Path:
         n += 1
     recovery_dir.rename(target)
     return target
+
+
+def stored_source_partitions(recovery_dir: Path, step_id: str) -> set[str]:
+    """Partitions of the source step ``step_id`` that the store holds positions for (read-only)."""
+    found: set[str] = set()
+    for part in _partitions(Path(recovery_dir)):
+        try:
+            with closing(_connect_read_only(part)) as db:
+                rows = db.execute("SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,))
+                found.update(row[0] for row in rows)
+        except sqlite3.Error as exc:
+            raise CreditflowError(f"recovery store partition {part} is not a readable Bytewax store: {exc}") from exc
+    return found
+
+
+def check_source_partitions(recovery_dir: Path, step_id: str, partitions: list[str]) -> None:
+    """Refuse a store holding positions of source partitions this run's source does not have.
+
+    Bytewax would stop with a bare routing error; this names the partitions and the way out.
+    """
+    missing = stored_source_partitions(recovery_dir, step_id) - set(partitions)
+    if missing:
+        raise StateCompatibilityError(
+            f"recovery store {recovery_dir} holds positions of source partitions {sorted(missing)} that this "
+            f"run's --source does not have (it has {sorted(partitions)}). Run with the same --source as the "
+            f"store was written with. {_ways_out(Path(recovery_dir))}",
+            [step_id],
+        )

@@ -25,13 +25,19 @@ from pathlib import Path
 
 from bytewax._bytewax import cli_main
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
-from flows.attribution import FlowSettings, build_flow
-from flows.recovery_check import check_recovery_store, move_store_aside, record_store_layout
+from flows.attribution import FLOW_ID, FlowSettings, build_flow
+from flows.recovery_check import (
+    check_recovery_store,
+    check_source_partitions,
+    move_store_aside,
+    record_store_layout,
+)
 from flows.source_spec import parse_source_spec
 from operators.progress import ProgressCounter
 from sinks.clickhouse import ClickHouseSink
@@ -120,6 +126,10 @@ def _recovery(settings: RunSettings, flow: Dataflow | None = None) -> RecoveryCo
             )
     if flow is not None:
         check_recovery_store(flow, path)  # a store of other steps or state layouts is refused, never silently reset
+        spec = parse_source_spec(settings.source)
+        source = spec.build() if spec.kind != "kafka" else None  # listing Kafka partitions needs the broker
+        if isinstance(source, FixedPartitionedSource):
+            check_source_partitions(path, f"{FLOW_ID}.source", source.list_parts())
         record_store_layout(flow, path)
     return RecoveryConfig(path, backup_interval=timedelta(seconds=settings.backup_interval_s))
 

@@ -81,6 +81,8 @@ def _run_once(paths: list[Path], processes: int) -> tuple[float, int]:
             str(processes),
             "--clickhouse",
             f"chdb://{tmp}/ch",
+            "--data-dir",
+            tmp,  # recovery on (as in production), in a fresh store per run
             "--no-summary",
         ]
         started = time.monotonic()

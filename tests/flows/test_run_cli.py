@@ -223,3 +223,13 @@ def test_a_store_of_another_state_layout_is_refused_and_fresh_state_moves_it_asi
     assert "moved recovery store" in fresh.stderr
     assert [p.name.split(".old-")[0] for p in tmp_path.glob("recovery.old-*")] == ["recovery"]
     assert f"run totals: {len(EVENTS) - 1} events decoded" in fresh.stderr  # started from the beginning
+
+
+def test_resuming_with_another_source_is_refused_with_the_partitions_named(
+    person_partitioned_files: str, events_file: Path, tmp_path: Path
+) -> None:
+    args = ["--data-dir", str(tmp_path), "--no-summary"]
+    assert creditflow("run", "--source", f"file:{person_partitioned_files}", *args).returncode == 0
+    other = creditflow("run", "--source", f"file:{events_file}", *args)
+    assert other.returncode == 2
+    assert "a.jsonl#0" in other.stderr and "same --source" in other.stderr and "--fresh-state" in other.stderr
