@@ -144,6 +144,10 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
             restart = now()
             self.state.clocks = {part: (newest, restart) for part, (newest, _) in self.state.clocks.items()}
             self.state.last_wall_s = restart
+            # Teach the worker's table every partition this key knew, so keys created after the
+            # restart also wait for a partition whose replay has not reached this worker yet.
+            for part, (newest, _) in self.state.clocks.items():
+                self._shared.observe(part, newest, restart)
 
     def on_batch(self, values: list[KpiDelta]) -> tuple[Iterable[KpiOutput], bool]:
         now = self._now()
@@ -205,7 +209,9 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         return datetime.fromtimestamp(max(all_idle_at, closes_at), tz=UTC)
 
     def snapshot(self) -> KpiWindowState:
-        return self.state.copy()
+        snap = self.state.copy()
+        snap.clocks = self._clocks()  # every partition the worker knew, so a resumed key waits for all of them
+        return snap
 
     def watermark(self, now: float) -> int:
         """Event time up to which this key's windows may close, at wall time ``now``."""

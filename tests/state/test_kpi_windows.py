@@ -132,3 +132,19 @@ def test_a_partition_behind_holds_back_keys_it_has_not_fed_yet(clock: Clock) -> 
     assert feed(email, delta(0, "p0", clicks=1), delta(60_000, "p0", clicks=1)) == []
     out = feed(email, delta(1000, "p1", clicks=1))  # p1's first email event: on time, not late
     assert not [r for r in out if isinstance(r, DeadLetter)]
+
+
+def test_after_a_restart_a_key_waits_for_partitions_it_never_heard_from(clock: Clock) -> None:
+    from state.kpi_windows import PartitionClocks
+
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0)
+    before = PartitionClocks()
+    KpiWindowLogic(settings, None, clock, before).on_item(delta(0, "p1", clicks=1))  # another key heard p1
+    only_p0 = KpiWindowLogic(settings, None, clock, before)
+    feed(only_p0, delta(0, "p0", clicks=1))
+    snap = only_p0.snapshot()
+    clock.t += 30  # crash and restart: a new worker table, p1's replay has not arrived yet
+    resumed = KpiWindowLogic(settings, snap, clock, PartitionClocks())
+    assert feed(resumed, delta(60_000, "p0", clicks=1)) == []  # p1 still holds the window back
+    out = feed(resumed, delta(1000, "p1", clicks=1))  # p1's replayed event is on time
+    assert not [r for r in out if isinstance(r, DeadLetter)]
