@@ -65,6 +65,9 @@ class WindowSettings:
     """Wall seconds after which a key with no open window is forgotten."""
     idle_timeout_s: float = 5.0
     """A source partition silent this long stops holding the watermark back."""
+    restart_grace_s: float = 30.0
+    """After a restart, restored partitions hold the watermark back at least this long: the
+    processes of a cluster do not start replaying at the same moment."""
 
     def __post_init__(self) -> None:
         if self.length_ms <= 0:
@@ -142,12 +145,14 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
             # Downtime is not event time: after a restart the source replays what came after
             # the snapshot, so partition clocks restart from now instead of jumping ahead.
             restart = now()
-            self.state.clocks = {part: (newest, restart) for part, (newest, _) in self.state.clocks.items()}
+            # Held active until the grace ends (a clock counts as active while now - wall <= idle timeout).
+            held = restart + max(0.0, settings.restart_grace_s - settings.idle_timeout_s)
+            self.state.clocks = {part: (newest, held) for part, (newest, _) in self.state.clocks.items()}
             self.state.last_wall_s = restart
             # Teach the worker's table every partition this key knew, so keys created after the
             # restart also wait for a partition whose replay has not reached this worker yet.
             for part, (newest, _) in self.state.clocks.items():
-                self._shared.observe(part, newest, restart)
+                self._shared.observe(part, newest, held)
 
     def on_batch(self, values: list[KpiDelta]) -> tuple[Iterable[KpiOutput], bool]:
         now = self._now()
