@@ -12,7 +12,7 @@ from bytewax.dataflow import Stream, operator
 from creditflow.config import TenantConfigs
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event
 from creditflow.kpis import KEY_SEP, KpiDelta
-from operators.state_guard import guarded_builder
+from operators.state_guard import guarded_keyed_step
 from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
 from state.event_dedup import STATE_LAYOUT_VERSION as SPEND_LAYOUT_VERSION
 from state.event_dedup import SeenEvent, SpendDedupLogic
@@ -36,13 +36,11 @@ def dedupe_conversions(
     step_id: str, up: Stream[ScoredConversion], configs: TenantConfigs, now: Callable[[], float] = time.time
 ) -> DedupOut:
     """The first scored copy of each conversion id becomes rows; later copies become dead letters."""
-    keyed = op.key_on("key", up, conversion_key)
 
     def build(resume: SeenConversion | None) -> ConversionDedupLogic:
         return ConversionDedupLogic(configs, resume, now)
 
-    out = op.stateful("seen", keyed, guarded_builder("seen", STATE_LAYOUT_VERSION, build))
-    values = op.map("unkey", out, lambda kv: kv[1])
+    values = guarded_keyed_step("seen", up, conversion_key, STATE_LAYOUT_VERSION, build)
     credit_rows = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
     conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
     deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
@@ -58,12 +56,12 @@ class SpendDedupOut:
 @operator
 def dedupe_spend(step_id: str, up: Stream[Event], now: Callable[[], float] = time.time) -> SpendDedupOut:
     """The first ad-spend report of each event id passes; copies become ``duplicate_event`` dead letters."""
-    keyed = op.key_on("key", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}")
 
     def build(resume: SeenEvent | None) -> SpendDedupLogic:
         return SpendDedupLogic(resume, now)
 
-    out = op.stateful("seen", keyed, guarded_builder("seen", SPEND_LAYOUT_VERSION, build))
-    values = op.map("unkey", out, lambda kv: kv[1])
+    values = guarded_keyed_step(
+        "seen", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}", SPEND_LAYOUT_VERSION, build
+    )
     split = op.branch("split", values, lambda x: isinstance(x, Event))
     return SpendDedupOut(split.trues, split.falses)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from creditflow.config import TenantConfigs
 from creditflow.events import DeadLetter, PersonEvent
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
-from operators.state_guard import guarded_builder
+from operators.state_guard import guarded_keyed_step
 from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState, ScoredConversion
 
 
@@ -45,13 +45,11 @@ def attribute(
     silently reset every journey, so the state guard refuses snapshots of
     another layout instead.
     """
-    keyed = op.key_on("key", up, person_key)
 
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(configs, weights, resume, now)
 
-    out = op.stateful_batch("journey", keyed, guarded_builder("journey", STATE_LAYOUT_VERSION, build))
-    values = op.map("unkey", out, lambda kv: kv[1])
+    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True)
     split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
     rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
     return AttributionOut(split.trues, rest.trues, rest.falses)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from bytewax.dataflow import Stream, operator
 
 from creditflow.events import DeadLetter, KpiRow
 from creditflow.kpis import KpiDelta
-from operators.state_guard import guarded_builder
+from operators.state_guard import guarded_keyed_step
 from state.kpi_windows import (
     STATE_LAYOUT_VERSION,
     KpiWindowLogic,
@@ -35,14 +35,12 @@ def kpi_windows(
     now: Callable[[], float] = time.time,
 ) -> KpiOut:
     """Closed windows as ``KpiRow``; events too late for their window as dead letters."""
-    keyed = op.key_on("key", up, lambda d: d.key)
 
     shared = PartitionClocks()  # one per worker process: every key of the step sees every partition's clock
 
     def build(resume: KpiWindowState | None) -> KpiWindowLogic:
         return KpiWindowLogic(settings, resume, now, shared)
 
-    out = op.stateful_batch("windows", keyed, guarded_builder("windows", STATE_LAYOUT_VERSION, build))
-    values = op.map("unkey", out, lambda kv: kv[1])
+    values = guarded_keyed_step("windows", up, lambda d: d.key, STATE_LAYOUT_VERSION, build, batch=True)
     split = op.branch("split", values, lambda x: isinstance(x, KpiRow))
     return KpiOut(split.trues, split.falses)  # type: ignore[arg-type]

@@ -9,7 +9,10 @@ number; a mismatch stops the flow with a message naming the step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
 
 from creditflow.errors import CreditflowError
 
@@ -37,3 +40,26 @@ def guarded_builder(step: str, layout: int, build: Callable[[S | None], L]) -> C
         return build(resume)
 
     return builder
+
+
+X = TypeVar("X")
+
+
+def guarded_keyed_step(
+    step: str,
+    up: Stream[X],
+    key: Callable[[X], str],
+    layout: int,
+    build: Callable[[Any], Any],
+    batch: bool = False,
+) -> Stream[Any]:
+    """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
+
+    A plain function, not an operator: the sub-steps keep the ids of the
+    calling operator's scope (``<operator>.key``, ``<operator>.<step>``,
+    ``<operator>.unkey``), which the recovery store is keyed by.
+    """
+    keyed = op.key_on("key", up, key)
+    stateful = op.stateful_batch if batch else op.stateful
+    out = stateful(step, keyed, guarded_builder(step, layout, build))
+    return op.map("unkey", out, lambda kv: kv[1])

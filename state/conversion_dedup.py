@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from bytewax.operators import StatefulLogic
 
 from creditflow.config import DAY_MS, TenantConfigs
-from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event, SourcePosition
 from creditflow.kpis import KpiDelta
 
 if TYPE_CHECKING:
@@ -50,19 +50,24 @@ def duplicate_conversion(event: Event, first: str) -> DeadLetter:
     """The dead letter of a conversion whose id was already credited (``first`` says where)."""
     conv = event.conversion
     assert conv is not None
+    raw = {"event_id": event.event_id, "conversion_id": conv.conversion_id, "value": conv.value, "ts_ms": event.ts_ms}
+    return _duplicate_conversion_letter(event.tenant_id, conv.conversion_id, event.event_id, event.position, first, raw)
+
+
+def _duplicate_conversion_letter(
+    tenant_id: str, conversion_id: str, event_id: str, position: SourcePosition, first: str, raw: dict[str, Any]
+) -> DeadLetter:
     return DeadLetter(
         reason="duplicate_conversion",
         detail=(
-            f"conversion_id {conv.conversion_id!r} of tenant {event.tenant_id!r} was already credited from "
+            f"conversion_id {conversion_id!r} of tenant {tenant_id!r} was already credited from "
             f"{first}; this copy earns no credit. Send each conversion once, or rely on this de-duplication"
         ),
-        raw=orjson.dumps(
-            {"event_id": event.event_id, "conversion_id": conv.conversion_id, "value": conv.value, "ts_ms": event.ts_ms}
-        ),
-        position=event.position,
-        tenant_id=event.tenant_id,
-        event_id=event.event_id,
-        event_type=event.event_type,
+        raw=orjson.dumps(raw),
+        position=position,
+        tenant_id=tenant_id,
+        event_id=event_id,
+        event_type="conversion",
     )
 
 
@@ -118,19 +123,8 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
     @staticmethod
     def _duplicate(value: ScoredConversion, seen: SeenConversion) -> DeadLetter:
         conv = value.conversion
-        raw = orjson.dumps(
-            {"event_id": value.event_id, "conversion_id": conv.conversion_id, "person_id": value.person_id}
-        )
-        return DeadLetter(
-            reason="duplicate_conversion",
-            detail=(
-                f"conversion_id {conv.conversion_id!r} of tenant {conv.tenant_id!r} was already credited from "
-                f"event {seen.event_id!r} of person {seen.person_id!r} (event time {seen.ts_ms} ms); this copy "
-                "earns no credit. Send each conversion once, or rely on this de-duplication"
-            ),
-            raw=raw,
-            position=value.position,
-            tenant_id=conv.tenant_id,
-            event_id=value.event_id,
-            event_type="conversion",
+        first = f"event {seen.event_id!r} of person {seen.person_id!r} (event time {seen.ts_ms} ms)"
+        raw = {"event_id": value.event_id, "conversion_id": conv.conversion_id, "person_id": value.person_id}
+        return _duplicate_conversion_letter(
+            conv.tenant_id, conv.conversion_id, value.event_id, value.position, first, raw
         )
