@@ -66,6 +66,8 @@ class HarnessSettings:
     redis_outages: int = 0
     """In this many of the killed runs, redis-server itself is SIGKILLed mid-run and restarted."""
     outage_s: float = 2.0
+    window_ms: int = 5000
+    """KPI window length of the runs; the comparison buckets late increments by it too."""
     allowed_lateness_ms: int = 5000
     """KPI lateness of the runs. Restarting two processes on a loaded 2-core machine can start one
     partition's replay ~4 s after the other's; events later than this become (counted) late_event
@@ -157,6 +159,7 @@ def _run_cmd(s: HarnessSettings, processes: int, drain: bool) -> list[str]:
         "--clickhouse", f"chdb://{s.workdir / 'clickhouse'}",
         "--recovery-dir", str(s.workdir / "recovery"),
         "--data-dir", str(s.workdir),
+        "--window-seconds", str(s.window_ms / 1000),
         "--allowed-lateness-ms", str(s.allowed_lateness_ms),
     ]  # fmt: skip
 
@@ -180,12 +183,13 @@ def query(dsn: str, sql: str) -> list[list[Any]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def recount(payloads: list[list[bytes]]) -> dict[str, Any]:
+def recount(payloads: list[list[bytes]], window_ms: int) -> dict[str, Any]:
     """The expected rows: the same flow over the same events, once, in-process, without crashes."""
     from bytewax.testing import TestingSink, TestingSource, run_main
 
     from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, RawRecord, SourcePosition
     from flows.attribution import FlowSettings, build_flow
+    from state.kpi_windows import WindowSettings
 
     records = [
         RawRecord(p, SourcePosition("redis", stream, str(i)))
@@ -194,7 +198,8 @@ def recount(payloads: list[list[bytes]]) -> dict[str, Any]:
     ]
     records.sort(key=lambda r: _ts_of(r.payload))
     out: list[Any] = []
-    run_main(build_flow(TestingSource(records, batch_size=500), TestingSink(out), FlowSettings()))
+    settings = FlowSettings(windows=WindowSettings(length_ms=window_ms))
+    run_main(build_flow(TestingSource(records, batch_size=500), TestingSink(out), settings))
     return {
         "credits": {
             (r.tenant_id, r.conversion_id, r.model, r.touch_event_id): round(r.credit, 9)
@@ -225,7 +230,7 @@ def _kpi_values(imps: int, clicks: int, conv: float, cost: float, rev: float) ->
     return int(imps), int(clicks), round(float(conv), 6), round(float(cost), 6), round(float(rev), 6)
 
 
-def compare(dsn: str, expected: dict[str, Any], report: HarnessReport) -> None:
+def compare(dsn: str, expected: dict[str, Any], report: HarnessReport, window_ms: int) -> None:
     """Fill ``report`` with what ClickHouse holds against the recount (no FINAL anywhere)."""
     rows = query(dsn, "SELECT tenant_id, conversion_id, model, touch_event_id, credit FROM attribution_credits")
     got = {(t, c, m, k): round(float(v), 9) for t, c, m, k, v in rows}
@@ -268,7 +273,6 @@ def compare(dsn: str, expected: dict[str, Any], report: HarnessReport) -> None:
     # back, so what must equal the recount is "KPI rows + counted late increments".
     late = query(dsn, "SELECT raw FROM dead_letters WHERE reason = 'late_event'")
     report.late_kpi_events = len(late)
-    window_ms = 5000
     for (raw,) in late:
         d = json.loads(raw)
         key = (d["tenant_id"], d["ts_ms"] - d["ts_ms"] % window_ms, d["channel"], d["campaign_id"])
@@ -307,7 +311,7 @@ def run_harness(
     payloads = _payloads(s, start_ms=int(time.time() * 1000))
     report = HarnessReport(events=sum(map(len, payloads)))
     say(f"harness: {report.events} events over {len(STREAMS)} streams, {s.kills} kills planned")
-    expected = recount(payloads)
+    expected = recount(payloads, s.window_ms)
 
     client = redis.Redis.from_url(s.redis_url)
     client.delete(*STREAMS)
@@ -354,7 +358,7 @@ def run_harness(
         report.stream_entries_left = sum(int(client.xlen(stream)) for stream in STREAMS)
     finally:
         client.close()
-    compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report)
+    compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report, s.window_ms)
     return report
 
 
