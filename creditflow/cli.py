@@ -68,6 +68,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-interval", type=int, default=5, help="seconds between snapshots (%(default)s)")
     p.add_argument("--window-seconds", type=float, default=5.0, help="KPI tumbling window length (%(default)s)")
     p.add_argument("--allowed-lateness-ms", type=int, default=2000, help="KPI watermark lateness (%(default)s)")
+    p.add_argument(
+        "--restate-horizon-ms",
+        type=int,
+        default=600_000,
+        help="how long a closed KPI window still takes late events and is restated (%(default)s)",
+    )
 
 
 def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-untyped-def]
@@ -85,6 +91,7 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
         snapshot_interval_s=args.snapshot_interval,
         window_ms=int(args.window_seconds * 1000),
         allowed_lateness_ms=args.allowed_lateness_ms,
+        restate_horizon_ms=args.restate_horizon_ms,
     )
 
 

@@ -247,7 +247,13 @@ class ConversionRow:
 
 @dataclass(frozen=True, slots=True)
 class KpiRow:
-    """One closed event-time window for tenant x channel x campaign."""
+    """One closed event-time window for tenant x channel x campaign, as of ``events`` events.
+
+    A window is emitted when it closes; an event that arrives later (within the
+    restatement horizon, see ``state.kpi_windows``) emits the window again with
+    the new totals and a higher ``events``. The row with the most events is the
+    window's current value (ClickHouse view ``kpi_windows_latest``).
+    """
 
     tenant_id: str
     window_start_ms: int
@@ -263,6 +269,8 @@ class KpiRow:
     cvr: float | None
     cpa: float | None
     roas: float | None
+    events: int
+    """How many events (KPI deltas) the totals hold: the window's revision."""
 
     table = "kpi_windows"
 

@@ -43,7 +43,7 @@ def render_summary(client: Any) -> str:
         "SELECT count(), countIf(attributed = 1), sum(value) FROM conversions FINAL"
     ).result_rows
     ((kpi_rows, clicks, cost),) = client.query(
-        "SELECT count(), sum(clicks), sum(cost) FROM kpi_windows FINAL"
+        "SELECT count(), sum(clicks), sum(cost) FROM kpi_windows_latest"
     ).result_rows
     dead = client.query(
         "SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY count() DESC"

@@ -65,6 +65,8 @@ class RunSettings:
     """Seconds Bytewax keeps superseded snapshots (lets a lagging partition still find a consistent epoch)."""
     window_ms: int = 5_000
     allowed_lateness_ms: int = 2_000
+    restate_horizon_ms: int = 600_000
+    """How long a closed KPI window still takes late events (restated rows); see ``state.kpi_windows``."""
     progress_every_s: float = 2.0
     fresh_state: bool = False
     """Move an existing recovery store aside to ``<dir>.old-<timestamp>`` and start every stateful step empty."""
@@ -84,7 +86,11 @@ class RunSettings:
             compile_rules(cfg.channel_rules)  # a bad regex stops the run here, not mid-stream
         return FlowSettings(
             configs=configs,
-            windows=WindowSettings(length_ms=self.window_ms, allowed_lateness_ms=self.allowed_lateness_ms),
+            windows=WindowSettings(
+                length_ms=self.window_ms,
+                allowed_lateness_ms=self.allowed_lateness_ms,
+                restate_horizon_ms=self.restate_horizon_ms,
+            ),
             progress=ProgressCounter(self.progress_every_s),
         )
 

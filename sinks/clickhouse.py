@@ -51,7 +51,9 @@ Delivery guarantee: no duplicate rows, even without FINAL
     * ``conversions`` - at most one row per (tenant_id, conversion_id); looked
       up by that key and the conversion time.
     * ``kpi_windows`` - at most one row per (tenant_id, window_start, channel,
-      campaign_id); looked up by (tenant_id, window_start).
+      campaign_id, events); looked up by (tenant_id, window_start). A window
+      restated by a late event is a new row with more ``events``; the row with
+      the most is the window's value (view ``kpi_windows_latest``).
     * ``dead_letters`` - at most one row per (source, partition, position,
       reason); looked up by (source, partition, position).
 
@@ -59,10 +61,12 @@ Delivery guarantee: no duplicate rows, even without FINAL
     whatever the replay's batching and however old the replayed rows are (it
     no longer depends on ClickHouse's 10,000-block deduplication window), and
     no row is lost (after a crash between two blocks of one batch, the replay
-    skips only the rows that landed). The first write of a key wins: a row
-    recomputed with other values (e.g. a KPI window closed differently after a
-    multi-worker restart) keeps the row already written; ``replayed_rows``
-    counts the rows skipped.
+    skips only the rows that landed). The first write of a key wins;
+    ``replayed_rows`` counts the rows skipped. For a KPI window that is exact
+    too: replays count each event once (restored state plus the events after
+    its snapshot), so the window's totals over its complete event set come with
+    the highest ``events`` a run can reach, and two rows with that many events
+    hold the same events, whichever run wrote them first.
 
     The conversion-time bound assumes what ``PARTITION BY
     toYYYYMM(conversion_ts)`` already assumes: a credit or conversion key
@@ -153,6 +157,9 @@ from sinks.clickhouse_client import (
 from sinks.clickhouse_migrations import migrate
 from sinks.clickhouse_rows import (
     COLUMNS,
+    COMMIT_COLUMNS,
+    COMMIT_TABLE,
+    EVENT_TIME_GETTERS,
     KEY_COLUMNS,
     KEY_GETTERS,
     LOOKUP_TIME_COLUMN,
@@ -189,6 +196,9 @@ ClientFactory = Callable[[ClickHouseSettings], Client]
 
 INSERT_SETTINGS: dict[str, Any] = {"insert_deduplicate": 1, "async_insert": 0}
 """Settings of every insert (plus its token): synchronous, deduplicated by token."""
+
+COMMIT_SETTINGS: dict[str, Any] = {"insert_deduplicate": 0, "async_insert": 0}
+"""``sink_commits`` inserts: two batches may log identical rows (same millisecond), both are kept."""
 
 LOOKUP_CHUNK = 10_000
 """Most key prefixes in the ``IN`` list of one existing-key lookup (bounds the query size)."""
@@ -238,7 +248,7 @@ def lookup_sql(table: str) -> str:
     constant identifiers are formatted into the SQL, never row data.
 
     >>> print(lookup_sql("kpi_windows"))  # doctest: +NORMALIZE_WHITESPACE
-    SELECT `tenant_id`, toUnixTimestamp64Milli(`window_start`), `channel`, `campaign_id` FROM `kpi_windows`
+    SELECT `tenant_id`, toUnixTimestamp64Milli(`window_start`), `channel`, `campaign_id`, `events` FROM `kpi_windows`
     WHERE (`tenant_id`, toUnixTimestamp64Milli(`window_start`)) IN {prefixes:Array(Tuple(String, Int64))}
     >>> print(lookup_sql("conversions"))  # doctest: +NORMALIZE_WHITESPACE
     SELECT `tenant_id`, `conversion_id` FROM `conversions`
@@ -263,8 +273,9 @@ def lookup_sql(table: str) -> str:
 
 
 def _column_types(client: Client, table: str) -> Sequence[Any]:
-    """The ClickHouse types of ``COLUMNS[table]``, read once so inserts skip a DESCRIBE each."""
-    return client.create_insert_context(table, COLUMNS[table]).column_types
+    """The ClickHouse types of ``table``'s insert columns, read once so inserts skip a DESCRIBE each."""
+    columns = COMMIT_COLUMNS if table == COMMIT_TABLE else COLUMNS[table]
+    return client.create_insert_context(table, columns).column_types
 
 
 class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
@@ -281,7 +292,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
         self._column_types: dict[str, Sequence[Any]] = {}
         self._lookup_sql = {table: lookup_sql(table) for table in TABLES}
         self.replayed_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
-        for table in TABLES:
+        for table in (*TABLES, COMMIT_TABLE):
             self._column_types[table] = retry_call(
                 partial(_column_types, client, table),
                 what=f"reading the columns of ClickHouse table {table}",
@@ -316,12 +327,31 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
             if group is None:
                 group = groups[table] = {}
             group[row_key(item)] = to_row(item, now_ms)
+        commits: list[tuple[Any, ...]] = []
         for table in TABLES:
             group = groups.get(table)
             if group:
-                self._write_table(table, group)
+                written, replayed = self._write_table(table, group)
+                event_at = EVENT_TIME_GETTERS.get(table)
+                times = list(map(event_at, group.values())) if event_at else [0]
+                commits.append((self._step_id, table, now_ms, written, replayed, min(times), max(times)))
+        self._log_commits(commits)
 
-    def _write_table(self, table: str, group: dict[str, tuple[Any, ...]]) -> None:
+    def _log_commits(self, commits: list[tuple[Any, ...]]) -> None:
+        """One ``sink_commits`` row per table just written, stamped after its inserts returned."""
+        committed_ms = time.time_ns() // 1_000_000
+        rows = [(*c, committed_ms) for c in commits]
+        types = self._column_types[COMMIT_TABLE]
+        client = self.client
+
+        def insert() -> None:
+            client.insert(COMMIT_TABLE, rows, column_names=COMMIT_COLUMNS, column_types=types, settings=COMMIT_SETTINGS)
+
+        retry_call(insert, what=f"logging a batch in ClickHouse table {COMMIT_TABLE}", settings=self._settings)
+
+    def _write_table(self, table: str, group: dict[str, tuple[Any, ...]]) -> tuple[int, int]:
+        """Write ``group``'s rows not yet in ``table``: (rows written, rows skipped as replayed)."""
+        skipped = 0
         keys_of_rows = list(map(KEY_GETTERS[table], group.values()))
         time_of = LOOKUP_TIME_GETTERS.get(table)
         times = list(map(time_of, group.values())) if time_of else None
@@ -339,6 +369,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
             rows = [group[k] for k in block_keys]
             token = block_token(table, [row_fingerprint(k, r) for k, r in zip(block_keys, rows, strict=True)])
             self._insert(table, rows, token)
+        return len(group), skipped
 
     def _existing_keys(
         self, table: str, keys: list[tuple[Any, ...]], time_range: tuple[int, int] | None = None

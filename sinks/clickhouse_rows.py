@@ -19,15 +19,15 @@ matches the first ``LOOKUP_WIDTH[table]`` key columns - a primary-key prefix -
 with a tuple ``IN``, so it reads only the granules of the batch's keys.
 
 >>> from creditflow.events import KpiRow
->>> kpi = KpiRow("t1", 0, 60_000, "search", "c9", 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0)
+>>> kpi = KpiRow("t1", 0, 60_000, "search", "c9", 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0, 13)
 >>> to_row(kpi, now_ms=123)
-('t1', 0, 60000, 'search', 'c9', 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0, 123)
+('t1', 0, 60000, 'search', 'c9', 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0, 13, 123)
 >>> len(to_row(kpi, 0)) == len(COLUMNS["kpi_windows"])
 True
 >>> row_key(kpi).split(KEY_SEPARATOR)
-['t1', '0', 'search', 'c9']
+['t1', '0', 'search', 'c9', '13']
 >>> key_values("kpi_windows", to_row(kpi, 123))
-('t1', 0, 'search', 'c9')
+('t1', 0, 'search', 'c9', 13)
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ COLUMNS: dict[str, list[str]] = {
         "cvr",
         "cpa",
         "roas",
+        "events",
         "emitted_at",
     ],
     DeadLetter.table: [
@@ -136,10 +137,10 @@ TABLES: tuple[str, ...] = tuple(COLUMNS)
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     CreditRow.table: ("tenant_id", "conversion_id", "model", "touch_event_id"),
     ConversionRow.table: ("tenant_id", "conversion_id"),
-    KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id"),
+    KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id", "events"),
     DeadLetter.table: ("source", "partition", "position", "reason"),
 }
-"""Each table's ORDER BY (``sinks/migrations/0001_init.sql``): the row key, in ``row_key`` order."""
+"""Each table's ORDER BY (``sinks/migrations/``): the row key, in ``row_key`` order."""
 
 LOOKUP_WIDTH: dict[str, int] = {
     CreditRow.table: 2,  # (tenant_id, conversion_id) IN (...)
@@ -161,6 +162,31 @@ existing-key lookup also bounds it to the batch's range, which lets ClickHouse
 skip the partitions and parts of other times (their min-max index). KPI windows
 have their time in the key; dead letters are looked up by source position.
 """
+
+EVENT_TIME_COLUMN: dict[str, str] = {
+    CreditRow.table: "conversion_ts",
+    ConversionRow.table: "conversion_ts",
+    KpiRow.table: "window_end",
+}
+"""The event time a table's rows are fresh as of (``sink_commits.min_event_at``/``max_event_at``);
+dead letters have none."""
+
+EVENT_TIME_GETTERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    table: itemgetter(COLUMNS[table].index(column)) for table, column in EVENT_TIME_COLUMN.items()
+}
+
+COMMIT_TABLE = "sink_commits"
+COMMIT_COLUMNS: list[str] = [
+    "writer",
+    "table_name",
+    "batch_at",
+    "rows",
+    "replayed",
+    "min_event_at",
+    "max_event_at",
+    "committed_at",
+]
+"""``sink_commits`` (``sinks/migrations/0003_sink_commits.sql``): one row per table per sink batch."""
 
 LOOKUP_TIME_GETTERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     table: itemgetter(COLUMNS[table].index(column)) for table, column in LOOKUP_TIME_COLUMN.items()
@@ -243,6 +269,7 @@ def _kpi(r: KpiRow, now_ms: int) -> tuple[Any, ...]:
         r.cvr,
         r.cpa,
         r.roas,
+        r.events,
         now_ms,
     )
 
@@ -302,7 +329,7 @@ def row_key(item: SinkRow) -> str:
     elif type(item) is ConversionRow:
         parts = (item.tenant_id, item.conversion_id)
     elif type(item) is KpiRow:
-        parts = (item.tenant_id, item.window_start_ms, item.channel, item.campaign_id)
+        parts = (item.tenant_id, item.window_start_ms, item.channel, item.campaign_id, item.events)
     elif type(item) is DeadLetter:
         p = item.position
         parts = (p.source, p.partition, p.offset, item.reason)

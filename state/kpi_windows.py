@@ -18,12 +18,24 @@ fed this key but is behind still holds its windows back (Flink keeps
 watermarks per source partition for the whole operator instance, not per key).
 
 A window [start, start + length) closes when the watermark passes its end; its
-row is emitted then. An event whose window already closed is a ``late_event``
-dead letter.
+row is emitted then, carrying ``events``, the number of events it holds.
+
+Late events restate. Closed windows keep their totals for ``restate_horizon_ms``
+of event time behind the close boundary. An event for such a window is added to
+it and the window is emitted again with the new totals and one more event: the
+row with the most events is the window's value (``kpi_windows_latest`` in
+ClickHouse). This is what makes KPI rows exact across crashes. After a restart
+the processes of a cluster replay at different moments, so a window can close
+in one run before an event the previous run had counted in it; the restatement
+adds it back, and because restored state plus replay counts every event once,
+the highest revision any run writes is the complete one. Only an event older
+than the horizon is a ``late_event`` dead letter, carrying its increment.
 
 Bounds: open windows per key are capped (``max_open_windows``; beyond it the
-oldest is closed early, with a warning); a key with no open window and no
-event for ``idle_ttl_s`` of wall time is discarded.
+oldest is closed early, with a warning); closed windows are kept for the
+restatement horizon only (at most ``restate_horizon_ms / length_ms`` per key);
+a key with no open window and no event for ``idle_ttl_s`` of wall time is
+discarded.
 """
 
 from __future__ import annotations
@@ -42,13 +54,24 @@ from creditflow.kpis import KpiDelta, ratios
 
 log = logging.getLogger("creditflow.kpi")
 
-STATE_LAYOUT_VERSION = 1
+STATE_LAYOUT_VERSION = 2
+"""2: buckets carry an event count; closed windows are kept for restatement."""
 
 KpiOutput = KpiRow | DeadLetter
 
 
 def _event_time(d: KpiDelta) -> int:
     return d.ts_ms
+
+
+def _accumulate(totals: list[float], d: KpiDelta) -> None:
+    """Add one delta to ``[impressions, clicks, conversions, cost, revenue, events]``."""
+    totals[0] += d.impressions
+    totals[1] += d.clicks
+    totals[2] += d.conversions
+    totals[3] += d.cost
+    totals[4] += d.revenue
+    totals[5] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +81,11 @@ class WindowSettings:
     length_ms: int = 5_000
     """Tumbling window length, aligned to the Unix epoch."""
     allowed_lateness_ms: int = 2_000
-    """How far behind the watermark an event may arrive and still count."""
+    """How far behind the newest event the watermark stays: how late an event may be and still
+    make its window's first emission."""
+    restate_horizon_ms: int = 600_000
+    """How long (event time, behind the close boundary) a closed window still takes late events,
+    emitting a restated row. Memory: at most ``restate_horizon_ms / length_ms`` windows per key."""
     max_open_windows: int = 20_000
     """Cap on open windows per key (memory bound)."""
     idle_ttl_s: float = 3600.0
@@ -74,6 +101,8 @@ class WindowSettings:
             raise CreditflowError(f"KPI window length must be > 0 ms (got {self.length_ms})")
         if self.allowed_lateness_ms < 0:
             raise CreditflowError(f"allowed lateness must be >= 0 ms (got {self.allowed_lateness_ms})")
+        if self.restate_horizon_ms < 0:
+            raise CreditflowError(f"restate_horizon_ms must be >= 0 ms (got {self.restate_horizon_ms})")
         if self.idle_timeout_s <= 0:
             raise CreditflowError(f"idle_timeout_s must be > 0 (got {self.idle_timeout_s})")
         if self.max_open_windows < 1:
@@ -99,7 +128,9 @@ class PartitionClocks:
 @dataclass(slots=True)
 class KpiWindowState:
     buckets: dict[int, list[float]] = field(default_factory=dict)
-    """window_start_ms -> [impressions, clicks, conversions, cost, revenue]."""
+    """Open windows: window_start_ms -> [impressions, clicks, conversions, cost, revenue, events]."""
+    closed: dict[int, list[float]] = field(default_factory=dict)
+    """Emitted windows within the restatement horizon, same shape: what a late event is added to."""
     clocks: dict[str, tuple[int, float]] = field(default_factory=dict)
     """source partition -> (newest event ms, wall seconds when it arrived)."""
     key: tuple[str, str, str] = ("", "", "")
@@ -112,6 +143,7 @@ class KpiWindowState:
     def copy(self) -> KpiWindowState:
         return KpiWindowState(
             buckets={k: list(v) for k, v in self.buckets.items()},
+            closed={k: list(v) for k, v in self.closed.items()},
             clocks=dict(self.clocks),
             key=self.key,
             closed_until_ms=self.closed_until_ms,
@@ -158,11 +190,15 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         now = self._now()
         self.state.last_wall_s = now
         out: list[KpiOutput] = []
+        restated: set[int] = set()
         for value in sorted(values, key=_event_time) if len(values) > 1 else values:
-            if value.ts_ms < self.state.closed_until_ms:
-                out.append(self._late(value))
-            else:
+            if value.ts_ms >= self.state.closed_until_ms:
                 self._add(value, now)
+            elif (start := self._restate(value)) is not None:
+                restated.add(start)
+            else:
+                out.append(self._late(value))
+        out.extend(self._row(start, self.state.closed[start]) for start in sorted(restated))
         out.extend(self._close(self.watermark(now)))
         return out, False
 
@@ -183,12 +219,23 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         start = value.ts_ms - value.ts_ms % length
         bucket = st.buckets.get(start)
         if bucket is None:
-            bucket = st.buckets[start] = [0, 0, 0.0, 0.0, 0.0]
-        bucket[0] += value.impressions
-        bucket[1] += value.clicks
-        bucket[2] += value.conversions
-        bucket[3] += value.cost
-        bucket[4] += value.revenue
+            bucket = st.buckets[start] = [0, 0, 0.0, 0.0, 0.0, 0]
+        _accumulate(bucket, value)
+
+    def _restate(self, value: KpiDelta) -> int | None:
+        """Add a late ``value`` to its closed window if within the horizon; that window's start, else None."""
+        st = self.state
+        length = self._settings.length_ms
+        start = value.ts_ms - value.ts_ms % length
+        if start + length <= st.closed_until_ms - self._settings.restate_horizon_ms:
+            return None
+        if not st.key[0]:  # a key restored from a snapshot always has one; a fresh key has no closed windows
+            st.key = (value.tenant_id, value.channel, value.campaign_id)
+        totals = st.closed.get(start)
+        if totals is None:  # the window closed without events
+            totals = st.closed[start] = [0, 0, 0.0, 0.0, 0.0, 0]
+        _accumulate(totals, value)
+        return start
 
     def on_notify(self) -> tuple[Iterable[KpiOutput], bool]:
         now = self._now()
@@ -267,29 +314,38 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
             due = sorted(st.buckets)
             if due:
                 st.closed_until_ms = max(st.closed_until_ms, due[-1] + length)
-        tenant, channel, campaign = st.key
+        horizon = self._settings.restate_horizon_ms
         for start in due:
-            imps, clicks, conv, cost, rev = st.buckets.pop(start)
-            ctr, cvr, cpa, roas = ratios(int(imps), int(clicks), conv, cost, rev)
-            out.append(
-                KpiRow(
-                    tenant_id=tenant,
-                    window_start_ms=start,
-                    window_end_ms=start + length,
-                    channel=channel,
-                    campaign_id=campaign,
-                    impressions=int(imps),
-                    clicks=int(clicks),
-                    conversions=conv,
-                    cost=cost,
-                    revenue=rev,
-                    ctr=ctr,
-                    cvr=cvr,
-                    cpa=cpa,
-                    roas=roas,
-                )
-            )
+            totals = st.buckets.pop(start)
+            out.append(self._row(start, totals))
+            if horizon:
+                st.closed[start] = totals
+        forget = st.closed_until_ms - horizon
+        if st.closed and min(st.closed) + length <= forget:
+            st.closed = {s: t for s, t in st.closed.items() if s + length > forget}
         return out
+
+    def _row(self, start: int, totals: list[float]) -> KpiRow:
+        imps, clicks, conv, cost, rev, events = totals
+        ctr, cvr, cpa, roas = ratios(int(imps), int(clicks), conv, cost, rev)
+        tenant, channel, campaign = self.state.key
+        return KpiRow(
+            tenant_id=tenant,
+            window_start_ms=start,
+            window_end_ms=start + self._settings.length_ms,
+            channel=channel,
+            campaign_id=campaign,
+            impressions=int(imps),
+            clicks=int(clicks),
+            conversions=conv,
+            cost=cost,
+            revenue=rev,
+            ctr=ctr,
+            cvr=cvr,
+            cpa=cpa,
+            roas=roas,
+            events=int(events),
+        )
 
     def _late(self, d: KpiDelta) -> DeadLetter:
         raw = orjson.dumps(
@@ -309,8 +365,8 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
             reason="late_event",
             detail=(
                 f"event time {d.ts_ms} ms falls in a KPI window of {d.tenant_id}/{d.channel}/{d.campaign_id} "
-                f"that closed at {self.state.closed_until_ms} ms (allowed lateness "
-                f"{self._settings.allowed_lateness_ms} ms); deliver events sooner or raise --allowed-lateness"
+                f"older than the restatement horizon ({self._settings.restate_horizon_ms} ms behind the close "
+                f"boundary {self.state.closed_until_ms} ms); deliver events sooner or raise --restate-horizon"
             ),
             raw=raw,
             position=d.position,

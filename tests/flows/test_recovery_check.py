@@ -272,16 +272,18 @@ def test_a_changed_flow_id_is_refused_naming_every_stateful_step(
 
 def test_a_changed_state_layout_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = used_store(tmp_path, CLICK, CONVERSION)
-    monkeypatch.setattr(state.kpi_windows, "STATE_LAYOUT_VERSION", 2)
+    stored = state.kpi_windows.STATE_LAYOUT_VERSION
+    monkeypatch.setattr(state.kpi_windows, "STATE_LAYOUT_VERSION", stored + 1)
     with pytest.raises(StateCompatibilityError) as err:
         check_recovery_store(flow_of(), store)
     assert err.value.steps == ["creditflow.kpi.windows"]
-    assert "stored with state layout 1 of state.kpi_windows, this code has layout 2: 'creditflow.kpi.windows'" in str(
-        err.value
+    assert (
+        f"stored with state layout {stored} of state.kpi_windows, this code has layout {stored + 1}: "
+        "'creditflow.kpi.windows'" in str(err.value)
     )
     with pytest.raises(StateCompatibilityError):  # and the record is not overwritten
         record_store_layout(flow_of(), store)
-    assert json.loads((store / RECORD_NAME).read_text())["steps"]["creditflow.kpi.windows"]["layout"] == 1
+    assert json.loads((store / RECORD_NAME).read_text())["steps"]["creditflow.kpi.windows"]["layout"] == stored
 
 
 def test_a_step_without_keys_yet_passes_when_the_record_lists_it(tmp_path: Path) -> None:

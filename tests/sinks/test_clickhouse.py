@@ -7,6 +7,7 @@ in ``finally``), which lets the next test open a different path.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import shutil
@@ -31,7 +32,7 @@ from sinks.clickhouse import (
 )
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
 from sinks.clickhouse_migrations import load_migrations, migrate
-from sinks.clickhouse_rows import COLUMNS, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, row_key, to_row
+from sinks.clickhouse_rows import COLUMNS, COMMIT_TABLE, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, row_key, to_row
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,7 @@ def kpi(i: int = 0, *, clicks: int = 2) -> KpiRow:
         cvr=None,
         cpa=6.5,
         roas=None,
+        events=102,
     )
 
 
@@ -153,6 +155,8 @@ class FlakyClient:
         self.tokens: list[str] = []
 
     def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if args[0] == COMMIT_TABLE:  # the batch's freshness log: not a result-table insert
+            return self._real.insert(*args, **kwargs)
         self.insert_calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -167,10 +171,19 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3]
     assert migrate(client) == []
-    assert client.query("SELECT version, name FROM schema_migrations").result_rows == [(1, "0001_init")]
+    assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
+        (1, "0001_init"),
+        (2, "0002_kpi_window_revisions"),
+        (3, "0003_sink_commits"),
+    ]
     for table in TABLES:
+        sorting_key = client.command(
+            "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": table},
+        )
+        assert sorting_key == ", ".join(KEY_COLUMNS[table]), table  # the sink's row key is the table's
         cols = client.query(
             "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
             "ORDER BY position",
@@ -322,6 +335,47 @@ def test_an_existing_key_keeps_its_first_row(part: ClickHouseSinkPartition) -> N
     assert count(part.client, "kpi_windows") == 1
     assert scalar(part.client, "SELECT clicks FROM kpi_windows") == 2
     assert part.replayed_rows["kpi_windows"] == 1
+
+
+def test_a_restated_window_is_a_new_row_and_the_latest_view_shows_the_most_events(
+    part: ClickHouseSinkPartition,
+) -> None:
+    first = kpi(0, clicks=2)
+    restated = dataclasses.replace(first, clicks=3, events=first.events + 1)  # one late click added
+    part.write_batch([first])
+    part.write_batch([restated, first])  # a replay re-sends the first revision: skipped
+    assert count(part.client, "kpi_windows") == 2
+    assert part.replayed_rows["kpi_windows"] == 1
+    rows = part.client.query("SELECT clicks, events FROM kpi_windows_latest").result_rows
+    assert rows == [(3, first.events + 1)]
+    part.write_batch([first])  # an older revision arriving last does not win
+    assert part.client.query("SELECT clicks FROM kpi_windows_latest").result_rows == [(3,)]
+
+
+def test_each_batch_logs_when_each_table_became_visible(part: ClickHouseSinkPartition) -> None:
+    part.write_batch([credit(0), credit(1), kpi(0), dead_letter(0)])
+    part.write_batch([credit(0), credit(2)])  # credit 0 is a replay
+    rows = part.client.query(
+        "SELECT table_name, rows, replayed, toUnixTimestamp64Milli(batch_at), toUnixTimestamp64Milli(min_event_at), "
+        "toUnixTimestamp64Milli(max_event_at), toUnixTimestamp64Milli(committed_at) FROM sink_commits "
+        "ORDER BY committed_at, table_name"
+    ).result_rows
+    assert [(t, n, r) for t, n, r, *_ in rows] == [
+        ("attribution_credits", 2, 0),
+        ("dead_letters", 1, 0),
+        ("kpi_windows", 1, 0),
+        ("attribution_credits", 1, 1),
+    ]
+    assert all(batch_at <= committed for *_, batch_at, _, _, committed in rows)
+    kpi_row = rows[2]
+    assert kpi_row[4] == kpi_row[5] == kpi(0).window_end_ms  # fresh as of the window's end
+    credit_row = rows[0]
+    assert (credit_row[4], credit_row[5]) == (credit(0).conversion_ts_ms, credit(1).conversion_ts_ms)
+    # every credit row of the first batch carries that batch's stamp: its visibility is looked up by it
+    stamps = part.client.query(
+        "SELECT DISTINCT toUnixTimestamp64Milli(scored_at) FROM attribution_credits WHERE touch_event_id != ''"
+    ).result_rows
+    assert {s for (s,) in stamps} == {rows[0][3], rows[3][3]}
 
 
 def test_last_row_per_key_wins_within_a_batch(part: ClickHouseSinkPartition) -> None:

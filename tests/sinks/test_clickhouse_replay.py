@@ -94,6 +94,7 @@ def rows_for(conversion_numbers: range, tenants: int = 3) -> list[SinkRow]:
                 cvr=None,
                 cpa=0.5,
                 roas=20.0,
+                events=n + 1,
             )
         )
         # two reasons at one position: the lookup's prefix matches both, the full key tells them apart

@@ -46,11 +46,48 @@ def test_window_closes_when_watermark_passes_its_end(clock: Clock) -> None:
     assert (row.ctr, row.cvr, row.cpa, row.roas) == (0.5, 0.0, None, None)
 
 
-def test_late_event_goes_to_dead_letter(clock: Clock) -> None:
+def test_a_late_event_restates_its_closed_window_with_one_more_event(clock: Clock) -> None:
     lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=0), None, clock)
-    feed(lg, delta(0, clicks=1), delta(10_000, clicks=1))
+    (first,) = feed(lg, delta(0, clicks=1), delta(10, impressions=4), delta(10_000, clicks=1))
+    assert (first.clicks, first.impressions, first.events) == (1, 4, 2)
+    (restated,) = feed(lg, delta(100, clicks=1, revenue=5.0, conversions=1.0))
+    assert isinstance(restated, KpiRow) and restated.window_start_ms == first.window_start_ms
+    assert (restated.clicks, restated.impressions, restated.revenue, restated.events) == (2, 4, 5.0, 3)
+    assert restated.ctr == 0.5  # ratios follow the new totals
+
+
+def test_a_late_event_for_a_window_that_closed_empty_emits_it(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=0), None, clock)
+    (_,) = feed(lg, delta(0, clicks=1), delta(12_000, clicks=1))  # [5000, 10000) closed without events
+    (row,) = feed(lg, delta(7000, clicks=3))
+    assert (row.window_start_ms - T0, row.clicks, row.events) == (5000, 3, 1)
+
+
+def test_an_event_older_than_the_restate_horizon_goes_to_dead_letter(clock: Clock) -> None:
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0, restate_horizon_ms=20_000)
+    lg = KpiWindowLogic(settings, None, clock)
+    feed(lg, delta(0, clicks=1), delta(30_000, clicks=1))
+    assert len(lg.state.closed) <= settings.restate_horizon_ms // settings.length_ms  # the bound
+    assert 0 not in {s - T0 for s in lg.state.closed}
     (late,) = feed(lg, delta(100, clicks=1))
-    assert isinstance(late, DeadLetter) and late.reason == "late_event" and "allowed lateness" in late.detail
+    assert isinstance(late, DeadLetter) and late.reason == "late_event"
+    assert "restatement horizon" in late.detail and "--restate-horizon" in late.detail
+    assert [r.events for r in feed(lg, delta(12_000, clicks=1))] == [1]  # inside the horizon: restated
+
+
+def test_replaying_a_restored_snapshot_in_any_order_ends_on_the_complete_totals(clock: Clock) -> None:
+    """A window closed differently in two runs: the highest revision either run emits is the same."""
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0)
+    events = [delta(0, "p0", clicks=1), delta(3000, "p1", clicks=2), delta(6000, "p0", clicks=4)]
+    events += [delta(4000, "p1", impressions=7), delta(9000, "p1", clicks=1)]
+
+    def best(order: list) -> tuple[int, int, int]:
+        lg = KpiWindowLogic(settings, None, clock)
+        rows = [r for r in feed(lg, *order) + list(lg.on_eof()[0]) if r.window_start_ms == T0]
+        top = max(rows, key=lambda r: r.events)
+        return top.clicks, top.impressions, top.events
+
+    assert best(events) == best(events[::-1]) == best(sorted(events, key=lambda d: d.ts_ms)) == (3, 7, 3)
 
 
 def test_slow_partition_holds_the_watermark_back(clock: Clock) -> None:
