@@ -23,16 +23,34 @@ One writer
 Delivery guarantee: no duplicate rows, even without FINAL
     Bytewax delivers at-least-once: after a crash the flow resumes from the last
     snapshot and replays what followed - with other batch boundaries than the
-    first time - and the sink keeps no state of its own (``snapshot()`` is
-    None). ``write_batch`` therefore makes every write idempotent by row key
-    (``clickhouse_rows.row_key``: the table's ORDER BY):
+    first time. ``write_batch`` therefore makes every write idempotent by row
+    key (``clickhouse_rows.row_key``: the table's ORDER BY):
 
     1. rows are collapsed per key within the batch (the last one wins);
-    2. *check*: one ``SELECT`` per table (chunked at ``LOOKUP_CHUNK`` keys) asks
-       which of the batch's keys the table already holds, filtering on the
-       primary-key prefix with a parameterised tuple ``IN`` (plus, for credits
-       and conversions, the batch's ``conversion_ts`` range) so ClickHouse
-       reads only the granules of those keys (:func:`lookup_sql`);
+    2. *check* which of the batch's keys the table already holds. A replay
+       only happens after a restart, and only re-sends what the crashed run
+       wrote after the snapshot the flow resumes from, so how depends on how
+       the partition started (``mode``):
+
+       * ``resumed`` - the sink's snapshot is the wall time it was taken;
+         ``build_part`` loads, once, the keys written since then (minus
+         ``settings.replay_margin_s``, :func:`replayable_keys_sql`), and
+         batches are checked against that set in memory: no query per batch.
+         Bound: at most ``settings.replay_keys_cap`` keys, else ``lookup``.
+       * ``empty`` - no snapshot and every table empty: nothing can be
+         replayed (this is the only writer), nothing is checked.
+       * ``lookup`` - no snapshot but rows exist (a crash before the first
+         snapshot, ``--fresh-state`` over old tables): one ``SELECT`` per table
+         per batch (chunked at ``LOOKUP_CHUNK`` keys) asks which of the batch's
+         keys the table holds, filtering on the primary-key prefix with a
+         parameterised tuple ``IN`` (plus, for credits and conversions, the
+         batch's ``conversion_ts`` range) so ClickHouse reads only the
+         granules of those keys (:func:`lookup_sql`). This lasts until the
+         next restart.
+
+       Within one run a key is never emitted twice (conversions and events
+       are de-duplicated upstream; a restated KPI window has more ``events``),
+       so only replays need the check;
     3. rows whose full key is already there are dropped (counted in
        ``replayed_rows``), the rest are sorted by key, cut into blocks of at
        most ``settings.block_rows`` rows and inserted, each block carrying
@@ -83,7 +101,7 @@ Delivery guarantee: no duplicate rows, even without FINAL
     ReplacingMergeTree on the same keys, so any copy that slips through that
     way collapses on merge and ``FINAL`` remains exact.
 
-    Cost: one extra query per table per batch. Measured on chDB (2 shared
+    Cost in ``lookup`` mode: one extra query per table per batch. Measured on chDB (2 shared
     cores) with 200k credit rows already in the table, batches of new credit
     rows, interleaved with the same code minus the check: the lookup takes
     ~5-7 ms per 1k-row batch and ~10-15 ms per 10k-row batch, i.e. write_batch
@@ -167,6 +185,7 @@ from sinks.clickhouse_rows import (
     LOOKUP_WIDTH,
     ROW_TYPES,
     TABLES,
+    VERSION_COLUMN,
     row_fingerprint,
     row_key,
     to_row,
@@ -272,20 +291,47 @@ def lookup_sql(table: str) -> str:
     return sql
 
 
+def replayable_keys_sql(table: str) -> str:
+    """The keys of ``table`` written at or after ``{since}`` (epoch ms), at most ``{cap}`` of them.
+
+    >>> print(replayable_keys_sql("conversions"))  # doctest: +NORMALIZE_WHITESPACE
+    SELECT `tenant_id`, `conversion_id` FROM `conversions`
+    WHERE `scored_at` >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') LIMIT {cap:UInt64}
+    """
+    exprs = [_KEY_EXPRESSIONS.get(c, (quote_identifier(c), "String"))[0] for c in KEY_COLUMNS[table]]
+    return (
+        f"SELECT {', '.join(exprs)} FROM {quote_identifier(table)} "
+        f"WHERE {quote_identifier(VERSION_COLUMN[table])} >= fromUnixTimestamp64Milli({{since:Int64}}, 'UTC') "
+        "LIMIT {cap:UInt64}"
+    )
+
+
+_MODE_NOTES = {
+    "empty": " (tables empty: nothing to skip)",
+    "resumed": " (keys written since its last snapshot loaded: replayed rows are skipped without queries)",
+    "lookup": (
+        " (tables hold rows and no sink snapshot bounds what a replay may re-send: every batch is checked "
+        "against ClickHouse; this lasts until the next restart from a snapshot)"
+    ),
+}
+
+
 def _column_types(client: Client, table: str) -> Sequence[Any]:
     """The ClickHouse types of ``table``'s insert columns, read once so inserts skip a DESCRIBE each."""
     columns = COMMIT_COLUMNS if table == COMMIT_TABLE else COLUMNS[table]
     return client.create_insert_context(table, columns).column_types
 
 
-class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
+class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
     """The single writer: per table, skips keys already written and inserts the rest in tokened blocks.
 
     ``replayed_rows[table]`` counts the rows skipped because their key was
     already in the table (replays after a restart, or a row emitted again).
+    ``resume`` is the sink's snapshot (wall ms of the snapshot the flow resumes
+    from); ``mode`` says how already-written keys are found (module docstring).
     """
 
-    def __init__(self, client: Client, settings: ClickHouseSettings, step_id: str) -> None:
+    def __init__(self, client: Client, settings: ClickHouseSettings, step_id: str, resume: int | None = None) -> None:
         self._client: Client | None = client
         self._settings = settings
         self._step_id = step_id
@@ -298,6 +344,47 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
                 what=f"reading the columns of ClickHouse table {table}",
                 settings=settings,
             )
+        self._known: dict[str, set[tuple[Any, ...]]] | None = self._keys_possibly_replayed(resume)
+        self.mode = "lookup" if self._known is None else ("resumed" if resume is not None else "empty")
+        """``empty`` (nothing written yet), ``resumed`` (keys since the snapshot loaded) or ``lookup``."""
+        logger.info("ClickHouse sink %s starts in %s mode%s", step_id, self.mode, _MODE_NOTES[self.mode])
+
+    def _keys_possibly_replayed(self, resume: int | None) -> dict[str, set[tuple[Any, ...]]] | None:
+        """The keys a replay could re-send, loaded once; None when every batch must be looked up.
+
+        Resumed from a snapshot taken at ``resume`` (wall ms): what the crashed run wrote after
+        it, with ``replay_margin_s`` of margin. No snapshot: nothing if the tables are empty
+        (this writer is the only one), else unknown (None).
+        """
+        cap = self._settings.replay_keys_cap
+        known: dict[str, set[tuple[Any, ...]]] = {}
+        for table in TABLES:
+            if resume is None:
+                sql = f"SELECT 1 FROM {quote_identifier(table)} LIMIT 1"
+                parameters: dict[str, Any] = {}
+            else:
+                sql = replayable_keys_sql(table)
+                parameters = {"since": resume - int(self._settings.replay_margin_s * 1000), "cap": cap + 1}
+            rows = retry_call(
+                partial(self.client.query, sql, parameters=parameters),
+                what=f"reading the keys a replay could re-send to ClickHouse table {table}",
+                settings=self._settings,
+            ).result_rows
+            if resume is None:
+                if rows:
+                    return None
+                known[table] = set()
+                continue
+            if len(rows) > cap:
+                logger.warning(
+                    "ClickHouse table %s got more than %d rows since the sink's last snapshot: every batch "
+                    "is checked against ClickHouse until the next restart (raise replay_keys_cap to load them)",
+                    table,
+                    cap,
+                )
+                return None
+            known[table] = {tuple(r) for r in rows}
+        return known
 
     @property
     def client(self) -> Client:
@@ -353,9 +440,12 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
         """Write ``group``'s rows not yet in ``table``: (rows written, rows skipped as replayed)."""
         skipped = 0
         keys_of_rows = list(map(KEY_GETTERS[table], group.values()))
-        time_of = LOOKUP_TIME_GETTERS.get(table)
-        times = list(map(time_of, group.values())) if time_of else None
-        existing = self._existing_keys(table, keys_of_rows, (min(times), max(times)) if times else None)
+        if self._known is not None:
+            existing = self._known[table].intersection(keys_of_rows)
+        else:
+            time_of = LOOKUP_TIME_GETTERS.get(table)
+            times = list(map(time_of, group.values())) if time_of else None
+            existing = self._existing_keys(table, keys_of_rows, (min(times), max(times)) if times else None)
         if existing:
             fresh = {k: row for (k, row), key in zip(group.items(), keys_of_rows, strict=True) if key not in existing}
             skipped = len(group) - len(fresh)
@@ -417,9 +507,9 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
         retry_call(insert, what=f"insert of {len(rows)} rows into ClickHouse table {table}", settings=self._settings)
         logger.debug("inserted %d rows into %s (token %s)", len(rows), table, token[:16])
 
-    def snapshot(self) -> None:
-        """None: the sink keeps no state; idempotence comes from the key check and tokens."""
-        return None
+    def snapshot(self) -> int:
+        """Wall ms now: after a resume from this snapshot, rows written since are the ones a replay may re-send."""
+        return time.time_ns() // 1_000_000
 
     def close(self) -> None:
         replayed = {table: n for table, n in self.replayed_rows.items() if n}
@@ -437,7 +527,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, None]):
                 atexit.register(client.close)
 
 
-class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
+class ClickHouseSink(FixedPartitionedSink[SinkRow, int | None]):
     """Bytewax sink writing ``(key, SinkRow)`` items to ClickHouse through one writer.
 
     ``client_factory(settings)`` makes the client (default: :func:`connect` on
@@ -455,7 +545,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> ClickHouseSinkPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> ClickHouseSinkPartition:
         """Connect, apply the missing migrations and return the writer."""
         settings = self.settings
         client = retry_call(
@@ -471,7 +561,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
             )
             if applied:
                 logger.info("ClickHouse sink %s applied migrations %s", step_id, applied)
-            return ClickHouseSinkPartition(client, settings, step_id)
+            return ClickHouseSinkPartition(client, settings, step_id, resume_state)
         except BaseException:
             client.close()
             raise

@@ -117,6 +117,13 @@ class ClickHouseSettings:
     max_backoff_s: float = 30.0
     block_rows: int = 50_000
     migrations_dir: Path | None = None
+    replay_margin_s: float = 60.0
+    """After a restart, rows written up to this long before the sink's last snapshot are also
+    loaded as possibly replayed (covers items of the next epoch written before that snapshot and
+    clock skew between hosts); keep it above a few snapshot intervals."""
+    replay_keys_cap: int = 1_000_000
+    """Most keys loaded after a restart (memory bound: ~300 B each); beyond it every batch is
+    looked up in ClickHouse instead (slower, same guarantee)."""
 
     def __post_init__(self) -> None:
         scheme = self.dsn.partition("://")[0].lower() if "://" in self.dsn else ""
@@ -138,6 +145,11 @@ class ClickHouseSettings:
             )
         if self.block_rows < 1:
             raise ClickHouseSinkError(f"ClickHouseSettings.block_rows={self.block_rows} must be >= 1")
+        if self.replay_margin_s < 0 or self.replay_keys_cap < 0:
+            raise ClickHouseSinkError(
+                f"ClickHouseSettings.replay_margin_s ({self.replay_margin_s}) and replay_keys_cap "
+                f"({self.replay_keys_cap}) must be >= 0"
+            )
 
     def __repr__(self) -> str:
         return (

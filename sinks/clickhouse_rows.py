@@ -163,6 +163,14 @@ skip the partitions and parts of other times (their min-max index). KPI windows
 have their time in the key; dead letters are looked up by source position.
 """
 
+VERSION_COLUMN: dict[str, str] = {
+    CreditRow.table: "scored_at",
+    ConversionRow.table: "scored_at",
+    KpiRow.table: "emitted_at",
+    DeadLetter.table: "received_at",
+}
+"""Each table's write-time column (the ReplacingMergeTree version, always the last insert column)."""
+
 EVENT_TIME_COLUMN: dict[str, str] = {
     CreditRow.table: "conversion_ts",
     ConversionRow.table: "conversion_ts",

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sinks.clickhouse import (
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
 from sinks.clickhouse_migrations import load_migrations, migrate
 from sinks.clickhouse_rows import COLUMNS, COMMIT_TABLE, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, row_key, to_row
+from tests.sinks.sink_restarts import RESTART_MODES, restart
 
 pytestmark = pytest.mark.integration
 
@@ -291,15 +293,57 @@ def test_int_milliseconds_land_as_the_right_utc_instant(part: ClickHouseSinkPart
 # --- idempotence -----------------------------------------------------------------
 
 
-def test_replaying_the_same_batch_adds_no_rows(part: ClickHouseSinkPartition) -> None:
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_replaying_the_same_batch_adds_no_rows(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
+) -> None:
     batch: list[SinkRow] = [credit(i) for i in range(50)] + [conversion(1), kpi(1), kpi(2), dead_letter(1)]
+    assert part.mode == "empty"
     part.write_batch(batch)
     counts = {t: count(part.client, t) for t in TABLES}
     assert counts == {"attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1}
-    part.write_batch(batch)
-    part.write_batch(list(reversed(batch)))
-    assert {t: count(part.client, t) for t in TABLES} == counts
-    assert part.replayed_rows == {"attribution_credits": 100, "conversions": 2, "kpi_windows": 4, "dead_letters": 2}
+    again = restart(part, settings, mode)
+    try:
+        again.write_batch(batch)
+        again.write_batch(list(reversed(batch)))
+        assert {t: count(again.client, t) for t in TABLES} == counts
+        assert again.replayed_rows == {
+            "attribution_credits": 100,
+            "conversions": 2,
+            "kpi_windows": 4,
+            "dead_letters": 2,
+        }
+    finally:
+        again.close()
+
+
+def test_a_resumed_sink_loads_only_keys_written_since_its_snapshot_minus_the_margin(
+    settings: ClickHouseSettings,
+) -> None:
+    margin = ClickHouseSettings(settings.dsn, replay_margin_s=0.0)
+    part = ClickHouseSink(margin).build_part("out", SINK_PARTITION, None)
+    try:
+        part.write_batch([credit(0)])
+        snap = part.snapshot()
+        time.sleep(0.01)
+        part.write_batch([credit(1)])
+        again = ClickHouseSink(margin).build_part("out", SINK_PARTITION, snap)
+        try:
+            assert again._known is not None
+            assert {k[1] for k in again._known["attribution_credits"]} == {"conv1"}
+        finally:
+            again.close()
+        capped = ClickHouseSettings(settings.dsn, replay_keys_cap=0)
+        fallback = ClickHouseSink(capped).build_part("out", SINK_PARTITION, snap)  # one key > cap of 0
+        try:
+            assert fallback.mode == "lookup"
+            fallback.write_batch([credit(0), credit(1), credit(2)])
+            assert count(fallback.client, "attribution_credits") == 3
+            assert fallback.replayed_rows["attribution_credits"] == 2
+        finally:
+            fallback.close()
+    finally:
+        part.close()
 
 
 def test_chunking_and_tokens_are_deterministic(settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,7 +352,7 @@ def test_chunking_and_tokens_are_deterministic(settings: ClickHouseSettings, mon
 
     def factory(s: ClickHouseSettings) -> Any:
         counting.append(FlakyClient(connect(s.dsn), []))
-        return counting[0]
+        return counting[-1]
 
     part = ClickHouseSink(small, client_factory=factory).build_part("out", SINK_PARTITION, None)
     try:
@@ -316,45 +360,55 @@ def test_chunking_and_tokens_are_deterministic(settings: ClickHouseSettings, mon
         part.write_batch(rows)
         assert counting[0].insert_calls == 5  # 7+7+7+7+2
         first_tokens = list(counting[0].tokens)
-        part.write_batch(rows[::-1])  # every key is there already: nothing to insert
-        assert counting[0].insert_calls == 5
+        again = restart(part, small, "lookup", factory)
+        again.write_batch(rows[::-1])  # every key is there already: nothing to insert
+        assert counting[1].insert_calls == 0
         # Without the key check, the same rows in another order make the same blocks and
         # tokens, and ClickHouse drops them: the tokens alone make a retried insert safe.
-        monkeypatch.setattr(part, "_existing_keys", lambda *args: set())
-        part.write_batch(rows[::-1])
-        assert counting[0].insert_calls == 10
-        assert counting[0].tokens[5:] == first_tokens
+        monkeypatch.setattr(again, "_existing_keys", lambda *args: set())
+        again.write_batch(rows[::-1])
+        assert counting[1].insert_calls == 5
+        assert counting[1].tokens == first_tokens
         assert count(part.client, "attribution_credits") == 30
+        again.close()
     finally:
         part.close()
 
 
-def test_an_existing_key_keeps_its_first_row(part: ClickHouseSinkPartition) -> None:
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_an_existing_key_keeps_its_first_row(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
+) -> None:
     part.write_batch([kpi(0, clicks=2)])
-    part.write_batch([kpi(0, clicks=9)])  # recomputed by a replay: the key is there, the first write wins
+    again = restart(part, settings, mode)
+    again.write_batch([kpi(0, clicks=9)])  # recomputed by a replay: the key is there, the first write wins
     assert count(part.client, "kpi_windows") == 1
     assert scalar(part.client, "SELECT clicks FROM kpi_windows") == 2
-    assert part.replayed_rows["kpi_windows"] == 1
+    assert again.replayed_rows["kpi_windows"] == 1
+    again.close()
 
 
 def test_a_restated_window_is_a_new_row_and_the_latest_view_shows_the_most_events(
-    part: ClickHouseSinkPartition,
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings
 ) -> None:
     first = kpi(0, clicks=2)
     restated = dataclasses.replace(first, clicks=3, events=first.events + 1)  # one late click added
     part.write_batch([first])
-    part.write_batch([restated, first])  # a replay re-sends the first revision: skipped
+    part.write_batch([restated])
+    again = restart(part, settings, "resumed")
+    again.write_batch([first])  # a replay re-sends the first revision, last: skipped, and it would not win
     assert count(part.client, "kpi_windows") == 2
-    assert part.replayed_rows["kpi_windows"] == 1
+    assert again.replayed_rows["kpi_windows"] == 1
     rows = part.client.query("SELECT clicks, events FROM kpi_windows_latest").result_rows
     assert rows == [(3, first.events + 1)]
-    part.write_batch([first])  # an older revision arriving last does not win
-    assert part.client.query("SELECT clicks FROM kpi_windows_latest").result_rows == [(3,)]
+    again.close()
 
 
-def test_each_batch_logs_when_each_table_became_visible(part: ClickHouseSinkPartition) -> None:
+def test_each_batch_logs_when_each_table_became_visible(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings
+) -> None:
     part.write_batch([credit(0), credit(1), kpi(0), dead_letter(0)])
-    part.write_batch([credit(0), credit(2)])  # credit 0 is a replay
+    restart(part, settings, "resumed").write_batch([credit(0), credit(2)])  # credit 0 is a replay
     rows = part.client.query(
         "SELECT table_name, rows, replayed, toUnixTimestamp64Milli(batch_at), toUnixTimestamp64Milli(min_event_at), "
         "toUnixTimestamp64Milli(max_event_at), toUnixTimestamp64Milli(committed_at) FROM sink_commits "

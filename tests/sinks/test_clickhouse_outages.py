@@ -28,6 +28,7 @@ from creditflow.events import CreditRow, DeadLetter, KpiRow, SinkRow, SourcePosi
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, key_for_sink
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient, retry_call
 from sinks.clickhouse_rows import COMMIT_TABLE
+from tests.sinks.sink_restarts import restart
 
 pytestmark = pytest.mark.integration
 
@@ -145,9 +146,11 @@ def test_failed_inserts_are_retried_and_land_exactly_once(
         assert " seconds: insert of 9 rows into ClickHouse table attribution_credits succeeded" in resumed[0]
 
         caplog.clear()
-        part.write_batch([credit(i) for i in range(12)])  # replay with more: only the 3 new rows go in
+        again = restart(part, settings, "resumed")
+        again.write_batch([credit(i) for i in range(12)])  # replay with more: only the 3 new rows go in
         assert count(client, "attribution_credits") == 12
         assert not messages(caplog, logging.WARNING)
+        again.close()
     finally:
         part.close()
 
@@ -166,14 +169,18 @@ def test_overload_and_network_errors_are_retried(
     settings: ClickHouseSettings, error: Callable[[], BaseException]
 ) -> None:
     sink, made = faulty_sink(settings)
-    part = sink.build_part("out", SINK_PARTITION, None)
+    first = sink.build_part("out", SINK_PARTITION, None)
+    first.write_batch([dead_letter(0)])
+    part = sink.build_part("out", SINK_PARTITION, None)  # tables hold rows, no snapshot: lookup mode
     try:
-        made[0].fail_next_inserts(3, error)
-        made[0].fail_next_queries(2, error)  # the existing-key lookup fails too
+        assert part.mode == "lookup"
+        made[1].fail_next_inserts(3, error)
+        made[1].fail_next_queries(2, error)  # the existing-key lookup fails too
         part.write_batch([dead_letter(i) for i in range(4)])
-        assert count(made[0], "dead_letters") == 4
+        assert count(made[1], "dead_letters") == 4
     finally:
         part.close()
+        first.close()
 
 
 def test_backoff_doubles_up_to_the_cap_and_never_gives_up_by_default(caplog: pytest.LogCaptureFixture) -> None:

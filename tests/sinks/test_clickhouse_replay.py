@@ -27,6 +27,7 @@ from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, ClickHouseSinkParti
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect
 from sinks.clickhouse_migrations import migrate
 from sinks.clickhouse_rows import KEY_COLUMNS, LOOKUP_TIME_COLUMN, TABLES, row_key, table_of
+from tests.sinks.sink_restarts import RESTART_MODES, restart
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +169,10 @@ def part(settings: ClickHouseSettings) -> Iterator[ClickHouseSinkPartition]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_replay_reshuffled_at_other_boundaries_adds_no_rows(part: ClickHouseSinkPartition, seed: int) -> None:
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_replay_reshuffled_at_other_boundaries_adds_no_rows(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings, seed: int, mode: str
+) -> None:
     rng = random.Random(seed)
     first_run = rows_for(range(0, 120))
     new = rows_for(range(120, 150))
@@ -177,7 +181,10 @@ def test_replay_reshuffled_at_other_boundaries_adds_no_rows(part: ClickHouseSink
 
     replay = first_run[int(len(first_run) * 0.3) :] + new  # resumes from an older snapshot, then goes on
     rng.shuffle(replay)
-    write_all(part, replay, sizes=[rng.randint(1, 250) for _ in range(20)])
+    resumed = restart(part, settings, mode)
+    write_all(resumed, replay, sizes=[rng.randint(1, 250) for _ in range(20)])
+    assert sum(resumed.replayed_rows.values()) > 0
+    resumed.close()
 
     got = counts(part.client)
     expected = distinct_keys(first_run + new)
@@ -185,7 +192,6 @@ def test_replay_reshuffled_at_other_boundaries_adds_no_rows(part: ClickHouseSink
     for table in TABLES:
         final = part.client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]
         assert final == expected[table]
-    assert sum(part.replayed_rows.values()) > 0
     # the new rows landed, odd ids included
     new_ids = {r.conversion_id for r in new if isinstance(r, ConversionRow)}
     landed = {
@@ -248,11 +254,15 @@ def test_crash_between_blocks_then_replay(settings: ClickHouseSettings) -> None:
         second.close()
 
 
-def test_lookups_are_chunked(part: ClickHouseSinkPartition, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lookups_are_chunked(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sink_module, "LOOKUP_CHUNK", 3)
     rows = rows_for(range(0, 40))
     write_all(part, rows, sizes=[50])
-    write_all(part, rows[::-1], sizes=[77])
+    again = restart(part, settings, "lookup")
+    write_all(again, rows[::-1], sizes=[77])
+    again.close()
     assert counts(part.client) == {t: (n, n) for t, n in distinct_keys(rows).items()}
 
 
@@ -350,10 +360,13 @@ def test_credit_and_conversion_lookups_skip_parts_of_other_times(part: ClickHous
     assert re.search(r"Parts: 0/\d+", plan), plan
 
 
-def test_a_conversion_id_reused_at_another_time_is_not_a_replay(part: ClickHouseSinkPartition) -> None:
-    """The documented limit of the conversion-time bound: same key, other conversion time, written."""
+def test_a_conversion_id_reused_at_another_time_is_not_a_replay(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings
+) -> None:
+    """The documented limit of the lookup's conversion-time bound: same key, other conversion time, written."""
     first = [r for r in rows_for(range(1, 2)) if isinstance(r, (ConversionRow, CreditRow))]
     part.write_batch(list(first))
+    part = restart(part, settings, "lookup")
     part.write_batch([replace(r, person_id="someone else") for r in first])  # a replay: same key and time
     assert {t: n for t, (n, _) in counts(part.client).items()}["conversions"] == 1
     reused = [replace(r, conversion_ts_ms=r.conversion_ts_ms + 40 * 86_400_000) for r in first]
