@@ -100,7 +100,8 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     # A replay after a restart re-sends what was written after the resumed snapshot; the margin
     # covers the next epoch's writes that precede a snapshot, with room for clock skew.
     margin_s = max(60.0, 4.0 * settings.snapshot_interval_s)
-    sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn, replay_margin_s=margin_s))
+    # Write-behind: large inserts every 200 ms at most, off the worker thread (chDB releases the GIL).
+    sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn, replay_margin_s=margin_s, write_behind_s=0.2))
     recovery_dir = Path(settings.recovery_dir) if settings.recovery_dir else None
     return build_flow(spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter())
 

@@ -190,6 +190,7 @@ from sinks.clickhouse_rows import (
     row_key,
     to_row,
 )
+from sinks.write_behind import WriteBehind
 
 __all__ = [
     "SINK_PARTITION",
@@ -348,6 +349,15 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
         self.mode = "lookup" if self._known is None else ("resumed" if resume is not None else "empty")
         """``empty`` (nothing written yet), ``resumed`` (keys since the snapshot loaded) or ``lookup``."""
         logger.info("ClickHouse sink %s starts in %s mode%s", step_id, self.mode, _MODE_NOTES[self.mode])
+        self._behind: WriteBehind[SinkRow] | None = None
+        if settings.write_behind_s is not None:
+            self._behind = WriteBehind(
+                self._write_now,
+                interval_s=settings.write_behind_s,
+                flush_rows=settings.write_behind_rows,
+                max_pending=4 * settings.write_behind_rows,
+                name=f"{step_id}-writer",
+            )
 
     def _keys_possibly_replayed(self, resume: int | None) -> dict[str, set[tuple[Any, ...]]] | None:
         """The keys a replay could re-send, loaded once; None when every batch must be looked up.
@@ -395,21 +405,31 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
     def write_batch(self, values: list[SinkRow]) -> None:
         """Write ``values``: per table, the rows whose key is not there yet, in blocks with tokens.
 
-        Blocks (retrying transient errors, see the module docstring) until
-        every row is written or a terminal error raises.
+        Blocks (retrying transient errors, see the module docstring) until every
+        row is written or a terminal error raises; with ``settings.write_behind_s``
+        the rows are handed to the write-behind buffer instead, and written
+        before the next ``snapshot()`` returns.
         """
         if not values:
             return
-        now_ms = time.time_ns() // 1_000_000
-        groups: dict[str, dict[str, tuple[Any, ...]]] = {}
         for item in values:
-            table = ROW_TYPES.get(type(item))
-            if table is None:
+            if type(item) not in ROW_TYPES:
                 raise ClickHouseSinkError(
                     f"the ClickHouse sink {self._step_id!r} got a {type(item).__name__}, which maps to no table: "
                     "send CreditRow, ConversionRow, KpiRow or DeadLetter (creditflow.events.SinkRow) as the "
                     "value of a (key, value) pair"
                 )
+        if self._behind is not None:
+            self._behind.add(values)
+        else:
+            self._write_now(values)
+
+    def _write_now(self, values: list[SinkRow]) -> None:
+        """Write ``values`` before returning (the synchronous path, and each write-behind flush)."""
+        now_ms = time.time_ns() // 1_000_000
+        groups: dict[str, dict[str, tuple[Any, ...]]] = {}
+        for item in values:
+            table = ROW_TYPES[type(item)]
             group = groups.get(table)
             if group is None:
                 group = groups[table] = {}
@@ -508,10 +528,15 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
         logger.debug("inserted %d rows into %s (token %s)", len(rows), table, token[:16])
 
     def snapshot(self) -> int:
-        """Wall ms now: after a resume from this snapshot, rows written since are the ones a replay may re-send."""
+        """Wall ms now, once every row handed over is written: rows written after it are what a replay may re-send."""
+        if self._behind is not None:
+            self._behind.drain()
         return time.time_ns() // 1_000_000
 
     def close(self) -> None:
+        if self._behind is not None:
+            behind, self._behind = self._behind, None
+            behind.close()
         replayed = {table: n for table, n in self.replayed_rows.items() if n}
         if replayed:
             logger.info("ClickHouse sink %s skipped replayed rows already written: %s", self._step_id, replayed)

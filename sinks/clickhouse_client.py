@@ -121,6 +121,12 @@ class ClickHouseSettings:
     """After a restart, rows written up to this long before the sink's last snapshot are also
     loaded as possibly replayed (covers items of the next epoch written before that snapshot and
     clock skew between hosts); keep it above a few snapshot intervals."""
+    write_behind_s: float | None = None
+    """None: ``write_batch`` writes before it returns. A number: rows are buffered and written by a
+    background thread once ``write_behind_rows`` wait or the oldest has waited this many seconds
+    (``sinks/write_behind.py``); snapshots wait for the buffer, so the guarantees are unchanged."""
+    write_behind_rows: int = 50_000
+    """Flush size of the write-behind buffer; it holds at most 4x this (backpressure)."""
     replay_keys_cap: int = 1_000_000
     """Most keys loaded after a restart (memory bound: ~300 B each); beyond it every batch is
     looked up in ClickHouse instead (slower, same guarantee)."""
@@ -145,6 +151,11 @@ class ClickHouseSettings:
             )
         if self.block_rows < 1:
             raise ClickHouseSinkError(f"ClickHouseSettings.block_rows={self.block_rows} must be >= 1")
+        if self.write_behind_s is not None and (self.write_behind_s <= 0 or self.write_behind_rows < 1):
+            raise ClickHouseSinkError(
+                f"ClickHouseSettings.write_behind_s ({self.write_behind_s}) must be > 0 or None, and "
+                f"write_behind_rows ({self.write_behind_rows}) >= 1"
+            )
         if self.replay_margin_s < 0 or self.replay_keys_cap < 0:
             raise ClickHouseSinkError(
                 f"ClickHouseSettings.replay_margin_s ({self.replay_margin_s}) and replay_keys_cap "
