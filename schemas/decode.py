@@ -175,6 +175,8 @@ def _too_long(name: str, v: str, limit: int) -> NoReturn:
 
 
 def _req_id(v: Any, name: str) -> str:
+    if type(v) is str and v and len(v) <= MAX_ID_CHARS and v.isascii() and v.isprintable() and not v.isspace():
+        return v  # the common case, decided in one expression
     if type(v) is not str:
         if v is None:
             _missing(name, "a non-empty string")
@@ -190,6 +192,8 @@ def _req_id(v: Any, name: str) -> str:
 def _opt_str(v: Any, name: str, limit: int, ctrl: bool) -> str:
     if v is None:
         return ""
+    if type(v) is str and len(v) <= limit and (not ctrl or (v.isascii() and v.isprintable())):
+        return v  # the common case, decided in one expression
     if type(v) is not str:
         _type_error(name, "a string", v)
     if len(v) > limit:
