@@ -48,7 +48,7 @@ def enrich(event: Event, configs: TenantConfigs) -> Event:
     if channel == event.channel and campaign == event.campaign_id:
         return event
     values = _EVENT_FIELDS(event)  # a positional copy: twice as fast as dataclasses.replace here
-    return Event(*values[:_CHANNEL_AT], channel, campaign, *values[_CHANNEL_AT + 2 :])
+    return Event(*(values[:_CHANNEL_AT] + (channel, campaign) + values[_CHANNEL_AT + 2 :]))
 
 
 _FIELD_NAMES = [f.name for f in dataclasses.fields(Event)]

@@ -24,7 +24,7 @@ Delivery guarantee: no duplicate rows, even without FINAL
     Bytewax delivers at-least-once: after a crash the flow resumes from the last
     snapshot and replays what followed - with other batch boundaries than the
     first time. ``write_batch`` therefore makes every write idempotent by row
-    key (``clickhouse_rows.row_key``: the table's ORDER BY):
+    key (``clickhouse_rows.KEY_COLUMNS``: the table's ORDER BY):
 
     1. rows are collapsed per key within the batch (the last one wins);
     2. *check* which of the batch's keys the table already holds. A replay
@@ -55,7 +55,7 @@ Delivery guarantee: no duplicate rows, even without FINAL
        ``replayed_rows``), the rest are sorted by key, cut into blocks of at
        most ``settings.block_rows`` rows and inserted, each block carrying
        ``insert_deduplication_token`` = blake2b of the table and the block's
-       row fingerprints, so retrying an insert that did land (a timeout after
+       row keys (with the conversion time, see below), so retrying an insert that did land (a timeout after
        the server wrote it) is dropped by ClickHouse instead of written twice.
 
     The check-then-insert is race-free because this partition is the only
@@ -186,8 +186,6 @@ from sinks.clickhouse_rows import (
     ROW_TYPES,
     TABLES,
     VERSION_COLUMN,
-    row_fingerprint,
-    row_key,
     to_row,
 )
 from sinks.write_behind import WriteBehind
@@ -240,7 +238,12 @@ def key_for_sink(row: SinkRow) -> tuple[str, SinkRow]:
 
 
 def block_token(table: str, fingerprints: Sequence[str]) -> str:
-    """The insert deduplication token of one block: blake2b hex of table and fingerprints.
+    """The insert deduplication token of one block: blake2b hex of the table and its rows' keys.
+
+    Keys suffice: a row's values follow from its key (a replay recomputes the same row; a
+    restated KPI window has a new key), and rows whose key is stored are skipped before. The
+    one key that can come back with another row, a conversion id reused after the dedup
+    window, comes with another conversion time, which its fingerprint includes.
 
     >>> block_token("kpi_windows", ["a", "b"]) == block_token("kpi_windows", ["a", "b"])
     True
@@ -427,13 +430,14 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
     def _write_now(self, values: list[SinkRow]) -> None:
         """Write ``values`` before returning (the synchronous path, and each write-behind flush)."""
         now_ms = time.time_ns() // 1_000_000
-        groups: dict[str, dict[str, tuple[Any, ...]]] = {}
+        groups: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
         for item in values:
             table = ROW_TYPES[type(item)]
             group = groups.get(table)
             if group is None:
                 group = groups[table] = {}
-            group[row_key(item)] = to_row(item, now_ms)
+            row = to_row(item, now_ms)
+            group[KEY_GETTERS[table](row)] = row
         commits: list[tuple[Any, ...]] = []
         for table in TABLES:
             group = groups.get(table)
@@ -456,10 +460,10 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
 
         retry_call(insert, what=f"logging a batch in ClickHouse table {COMMIT_TABLE}", settings=self._settings)
 
-    def _write_table(self, table: str, group: dict[str, tuple[Any, ...]]) -> tuple[int, int]:
-        """Write ``group``'s rows not yet in ``table``: (rows written, rows skipped as replayed)."""
+    def _write_table(self, table: str, group: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[int, int]:
+        """Write ``group`` (key values -> row) where the key is not in ``table`` yet: (written, skipped)."""
         skipped = 0
-        keys_of_rows = list(map(KEY_GETTERS[table], group.values()))
+        keys_of_rows = list(group)
         if self._known is not None:
             existing = self._known[table].intersection(keys_of_rows)
         else:
@@ -467,18 +471,22 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
             times = list(map(time_of, group.values())) if time_of else None
             existing = self._existing_keys(table, keys_of_rows, (min(times), max(times)) if times else None)
         if existing:
-            fresh = {k: row for (k, row), key in zip(group.items(), keys_of_rows, strict=True) if key not in existing}
+            fresh = {key: row for key, row in group.items() if key not in existing}
             skipped = len(group) - len(fresh)
             self.replayed_rows[table] += skipped
             logger.debug("skipped %d of %d rows already in %s (replayed)", skipped, len(group), table)
             group = fresh
         keys = sorted(group)
         size = self._settings.block_rows
+        time_of = LOOKUP_TIME_GETTERS.get(table)
         for start in range(0, len(keys), size):
             block_keys = keys[start : start + size]
             rows = [group[k] for k in block_keys]
-            token = block_token(table, [row_fingerprint(k, r) for k, r in zip(block_keys, rows, strict=True)])
-            self._insert(table, rows, token)
+            if time_of is None:
+                fingerprints = list(map(repr, block_keys))
+            else:
+                fingerprints = [repr((k, time_of(r))) for k, r in zip(block_keys, rows, strict=True)]
+            self._insert(table, rows, block_token(table, fingerprints))
         return len(group), skipped
 
     def _existing_keys(

@@ -7,13 +7,9 @@ raw ticks, i.e. milliseconds (checked against chDB in the tests), which skips a
 datetime conversion per value. ``now_ms`` fills the version column of each table
 (``scored_at``, ``emitted_at``, ``received_at``).
 
-``row_key(item)`` is the table's ORDER BY values joined with ``\\x1f``: two rows
-with the same key are the same row to ReplacingMergeTree. ``row_fingerprint``
-adds every other value except the write time; the sink hashes fingerprints into
-insert deduplication tokens.
-
-``KEY_COLUMNS[table]`` names the ORDER BY columns and ``key_values(table, row)``
-reads them out of an insert tuple, as the values a ``SELECT`` of those columns
+``KEY_COLUMNS[table]`` names the ORDER BY columns (two rows with the same key
+are the same row to ReplacingMergeTree) and ``key_values(table, row)`` reads
+them out of an insert tuple, as the values a ``SELECT`` of those columns
 returns (DateTime64 keys as epoch milliseconds). The sink's existing-key lookup
 matches the first ``LOOKUP_WIDTH[table]`` key columns - a primary-key prefix -
 with a tuple ``IN``, so it reads only the granules of the batch's keys.
@@ -24,8 +20,6 @@ with a tuple ``IN``, so it reads only the granules of the batch's keys.
 ('t1', 0, 60000, 'search', 'c9', 10, 2, 1.0, 5.0, 40.0, 0.2, 0.5, 5.0, 8.0, 13, 123)
 >>> len(to_row(kpi, 0)) == len(COLUMNS["kpi_windows"])
 True
->>> row_key(kpi).split(KEY_SEPARATOR)
-['t1', '0', 'search', 'c9', '13']
 >>> key_values("kpi_windows", to_row(kpi, 123))
 ('t1', 0, 'search', 'c9', 13)
 """
@@ -42,21 +36,16 @@ __all__ = [
     "COLUMNS",
     "KEY_COLUMNS",
     "KEY_GETTERS",
-    "KEY_SEPARATOR",
     "LOOKUP_TIME_COLUMN",
     "LOOKUP_TIME_GETTERS",
     "LOOKUP_WIDTH",
     "ROW_TYPES",
     "TABLES",
     "key_values",
-    "row_fingerprint",
-    "row_key",
     "table_of",
     "to_row",
 ]
 
-KEY_SEPARATOR = "\x1f"
-"""Joins the key values of ``row_key`` (ASCII unit separator: never in normal text)."""
 
 COLUMNS: dict[str, list[str]] = {
     CreditRow.table: [
@@ -140,7 +129,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id", "events"),
     DeadLetter.table: ("source", "partition", "position", "reason"),
 }
-"""Each table's ORDER BY (``sinks/migrations/``): the row key, in ``row_key`` order."""
+"""Each table's ORDER BY (``sinks/migrations/``): the row key."""
 
 LOOKUP_WIDTH: dict[str, int] = {
     CreditRow.table: 2,  # (tenant_id, conversion_id) IN (...)
@@ -330,31 +319,6 @@ def to_row(item: SinkRow, now_ms: int) -> tuple[Any, ...]:
     return convert(item, now_ms)
 
 
-def row_key(item: SinkRow) -> str:
-    """The table's ORDER BY values of ``item`` joined with ``KEY_SEPARATOR``."""
-    if type(item) is CreditRow:
-        parts: tuple[Any, ...] = (item.tenant_id, item.conversion_id, item.model, item.touch_event_id)
-    elif type(item) is ConversionRow:
-        parts = (item.tenant_id, item.conversion_id)
-    elif type(item) is KpiRow:
-        parts = (item.tenant_id, item.window_start_ms, item.channel, item.campaign_id, item.events)
-    elif type(item) is DeadLetter:
-        p = item.position
-        parts = (p.source, p.partition, p.offset, item.reason)
-    else:
-        raise _unsupported(item)
-    return KEY_SEPARATOR.join(map(str, parts))
-
-
 def key_values(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """The ``KEY_COLUMNS[table]`` values of the insert tuple ``row`` (as ``to_row`` made it)."""
     return KEY_GETTERS[table](row)
-
-
-def row_fingerprint(key: str, row: tuple[Any, ...]) -> str:
-    """``key`` plus every value of ``row`` except the trailing write time.
-
-    Identical replays give identical fingerprints; a changed value (a corrected
-    KPI, a re-scored conversion) gives a new one.
-    """
-    return f"{key}{KEY_SEPARATOR}{row[:-1]!r}"

@@ -33,7 +33,7 @@ from sinks.clickhouse import (
 )
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
 from sinks.clickhouse_migrations import load_migrations, migrate
-from sinks.clickhouse_rows import COLUMNS, COMMIT_TABLE, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, row_key, to_row
+from sinks.clickhouse_rows import COLUMNS, COMMIT_TABLE, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, key_values, to_row
 from tests.sinks.sink_restarts import RESTART_MODES, restart
 
 pytestmark = pytest.mark.integration
@@ -442,7 +442,7 @@ def test_row_key_is_the_order_by(client: Client) -> None:
     migrate(client)
     for item in SAMPLES:
         keys = str(client.command(f"SELECT sorting_key FROM system.tables WHERE name = '{item.table}'")).split(", ")
-        assert len(row_key(item).split("\x1f")) == len(keys)
+        assert len(key_values(item.table, to_row(item, 0))) == len(keys)
         assert [k.strip("`") for k in keys] == list(KEY_COLUMNS[item.table])
         primary = str(client.command(f"SELECT primary_key FROM system.tables WHERE name = '{item.table}'"))
         assert primary.split(", ")[: LOOKUP_WIDTH[item.table]] == keys[: LOOKUP_WIDTH[item.table]]

@@ -26,7 +26,7 @@ from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, Sink
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, ClickHouseSinkPartition, key_for_sink, lookup_sql
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect
 from sinks.clickhouse_migrations import migrate
-from sinks.clickhouse_rows import KEY_COLUMNS, LOOKUP_TIME_COLUMN, TABLES, row_key, table_of
+from sinks.clickhouse_rows import KEY_COLUMNS, LOOKUP_TIME_COLUMN, TABLES, key_values, table_of, to_row
 from tests.sinks.sink_restarts import RESTART_MODES, restart
 
 pytestmark = pytest.mark.integration
@@ -144,9 +144,9 @@ def counts(client: Client) -> dict[str, tuple[int, int]]:
 
 
 def distinct_keys(rows: Sequence[SinkRow]) -> dict[str, int]:
-    per_table: dict[str, set[str]] = {t: set() for t in TABLES}
+    per_table: dict[str, set[tuple[object, ...]]] = {t: set() for t in TABLES}
     for row in rows:
-        per_table[table_of(row)].add(row_key(row))
+        per_table[table_of(row)].add(key_values(table_of(row), to_row(row, 0)))
     return {t: len(keys) for t, keys in per_table.items()}
 
 
