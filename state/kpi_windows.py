@@ -92,6 +92,9 @@ class WindowSettings:
     """Wall seconds after which a key with no open window is forgotten."""
     idle_timeout_s: float = 5.0
     """A source partition silent this long stops holding the watermark back."""
+    recheck_s: float = 0.2
+    """Shortest wait before a key with open windows checks the watermark again (bounds the
+    delay between the watermark passing a window's end and its row, and the wake-ups' CPU)."""
     restart_grace_s: float = 30.0
     """After a restart, restored partitions hold the watermark back at least this long: the
     processes of a cluster do not start replaying at the same moment."""
@@ -250,15 +253,21 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
         st = self.state
         if not st.buckets:
             return datetime.fromtimestamp(st.last_wall_s + self._settings.idle_ttl_s, tz=UTC)
-        # Without new events the watermark moves only once every partition is idle,
-        # and then with the wall clock, past the earliest open window.
-        clocks = self._clocks()
-        walls = [wall for _, wall in clocks.values()]
-        all_idle_at = max(walls) + self._settings.idle_timeout_s
-        due_end = min(st.buckets) + self._settings.length_ms + self._settings.allowed_lateness_ms
-        newest = max(clocks.values(), key=lambda c: c[1])[0]
-        closes_at = max(walls) + (due_end - newest) / 1000.0
-        return datetime.fromtimestamp(max(all_idle_at, closes_at), tz=UTC)
+        # Event time is taken to move with the wall clock. While partitions are active, the
+        # earliest window can close once the slowest active one has passed its end (other keys
+        # move the worker's shared clocks, so a quiet key re-checks rather than wait for its own
+        # next event); once all are idle, the watermark follows the wall clock from the last one.
+        now = self._now()
+        s = self._settings
+        due_end = min(st.buckets) + s.length_ms + s.allowed_lateness_ms
+        clocks = self._clocks().values()
+        last_newest, last_wall = max(clocks, key=lambda c: c[1])
+        all_idle_at = last_wall + s.idle_timeout_s
+        when_idle = max(all_idle_at, last_wall + (due_end - last_newest) / 1000.0)
+        active = [wall + (due_end - newest) / 1000.0 for newest, wall in clocks if now - wall <= s.idle_timeout_s]
+        at = min(max(active), when_idle) if active else when_idle
+        # Never in the past: when the estimate was early (traffic slower than real time), poll.
+        return datetime.fromtimestamp(max(at, now + s.recheck_s), tz=UTC)
 
     def snapshot(self) -> KpiWindowState:
         snap = self.state.copy()

@@ -6,7 +6,7 @@ import pytest
 
 from creditflow.events import DeadLetter, KpiRow, SourcePosition
 from creditflow.kpis import KpiDelta
-from state.kpi_windows import KpiWindowLogic, WindowSettings
+from state.kpi_windows import KpiWindowLogic, PartitionClocks, WindowSettings
 
 T0 = 1_767_225_600_000  # aligned to 5 s
 
@@ -108,6 +108,32 @@ def test_wall_time_advances_the_watermark_when_traffic_stops(clock: Clock) -> No
     clock.t += 6.0
     rows, discard = lg.on_notify()
     assert [r.clicks for r in rows] == [1] and discard is False
+
+
+def test_a_quiet_key_closes_soon_after_other_keys_move_the_watermark(clock: Clock) -> None:
+    settings = WindowSettings(length_ms=5000, allowed_lateness_ms=0, idle_timeout_s=5.0)
+    shared = PartitionClocks()
+    quiet = KpiWindowLogic(settings, None, clock, shared)
+    busy = KpiWindowLogic(settings, None, clock, shared)
+    feed(quiet, delta(0, clicks=1))
+    clock.t += 4.9
+    feed(busy, delta(4900, impressions=1))
+    clock.t += 0.1
+    assert quiet.on_notify()[0] == []  # watermark 4900: not yet
+    wake = quiet.notify_at().timestamp()
+    assert wake <= clock.t + 0.5, "must not wait for the 5 s idle timeout while traffic flows"
+    clock.t += 0.3
+    feed(busy, delta(5300, impressions=1))
+    clock.t = max(clock.t, wake)
+    rows, _ = quiet.on_notify()
+    assert [(r.window_start_ms - T0, r.clicks) for r in rows] == [(0, 1)]
+
+
+def test_notify_at_is_never_in_the_past(clock: Clock) -> None:
+    lg = KpiWindowLogic(WindowSettings(length_ms=5000, allowed_lateness_ms=0), None, clock)
+    feed(lg, delta(0, clicks=1))
+    clock.t += 4.99  # the estimate (close at +5 s) is about to pass without new events
+    assert lg.notify_at().timestamp() >= clock.t + 0.2 - 1e-6
 
 
 def test_eof_flushes_open_windows(clock: Clock) -> None:
