@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,10 +145,25 @@ def _recovery(settings: RunSettings, flow: Dataflow | None = None) -> RecoveryCo
     return RecoveryConfig(path, backup_interval=timedelta(seconds=settings.backup_interval_s))
 
 
+def _stop_now(signum: int, _frame: object) -> None:
+    """SIGTERM / SIGINT: leave at once, as a crash would. Bytewax 0.21 has no graceful stop (the
+    signal was ignored until the sources ended), and recovery makes a stop at any moment safe:
+    the next start resumes from the last snapshot and the sinks skip what they already hold."""
+    log.warning(
+        "stopping on %s: the next start resumes from the last snapshot; nothing is lost",
+        signal.Signals(signum).name,
+    )
+    logging.shutdown()
+    os._exit(128 + signum)
+
+
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
-    """Build the flow and run it in this process (one Bytewax worker)."""
+    """Build the flow and run it in this process (one Bytewax worker); SIGTERM/SIGINT stop it at once."""
     flow_settings = settings.flow_settings()
     flow = _build_flow(settings, flow_settings)
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _stop_now)
     cli_main(
         flow,
         workers_per_process=1,

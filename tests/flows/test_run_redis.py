@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,29 @@ def test_run_on_two_redis_streams_credits_every_generated_conversion(redis_url: 
     assert len(credited) == len(conversions) * 6
     positions = query(dsn, "SELECT DISTINCT partition FROM dead_letters")
     assert all(p[0] in ("ev0", "ev1") for p in positions)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_a_live_run_at_once_and_the_next_run_loses_nothing(
+    redis_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    events = list(generate_events(seed=4, n_persons=120, tenants=("acme",)))
+    client = redis.Redis.from_url(redis_url)
+    publish(client, "live", events)
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    cmd = [sys.executable, "-m", "creditflow.cli", "run", "--no-summary", "--clickhouse", dsn,
+           "--data-dir", str(tmp_path), "--snapshot-interval", "1"]  # fmt: skip
+    live = subprocess.Popen([*cmd, "--source", f"{redis_url}?streams=live"], stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # reading, then waiting for more: a live source never ends by itself
+    assert live.poll() is None
+    live.send_signal(signum)
+    _, err = live.communicate(timeout=15)
+    assert live.returncode == 128 + signum, err[-2000:]
+    assert f"stopping on {signum.name}" in err and "nothing is lost" in err
+
+    done = subprocess.run([*cmd, "--source", f"{redis_url}?streams=live&stop_at_end=1"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    conversions = {e["conversion"]["conversion_id"] for e in events if e["event_type"] == "conversion"}
+    rows = query(dsn, "SELECT conversion_id, count() FROM conversions GROUP BY conversion_id")
+    assert {c for c, _ in rows} == conversions and all(n == 1 for _, n in rows)
