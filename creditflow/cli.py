@@ -4,6 +4,7 @@ creditflow demo                      # generated traffic -> flow -> embedded Cli
 creditflow run --source file:events.jsonl --clickhouse chdb:///var/lib/creditflow/ch
 creditflow generate --out events.jsonl --persons 1000
 creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
+creditflow loadtest --rate 10000 --duration 60     # own redis-server + embedded ClickHouse; report.json + .png
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=600_000,
         help="how long a closed KPI window still takes late events and is restated (%(default)s)",
     )
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between progress log lines per process (%(default)s); 0 logs every batch",
+    )
 
 
 def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-untyped-def]
@@ -92,6 +100,7 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
         window_ms=int(args.window_seconds * 1000),
         allowed_lateness_ms=args.allowed_lateness_ms,
         restate_horizon_ms=args.restate_horizon_ms,
+        progress_every_s=args.progress_every,
     )
 
 
@@ -152,6 +161,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadtest.redis_load import run_load, settings_from_args
+
+    run_load(settings_from_args(args), argv=sys.argv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditflow", description="Real-time marketing attribution.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -185,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     sum_p.add_argument("--clickhouse", metavar="DSN")
     sum_p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     sum_p.set_defaults(func=cmd_summary)
+
+    from loadtest.redis_load import add_arguments as add_loadtest_arguments
+
+    load_p = sub.add_parser(
+        "loadtest",
+        help="live traffic through Redis Streams into the flow, measured: report.json and report.png",
+        description="Starts its own redis-server, runs the flow as real processes into a fresh embedded "
+        "ClickHouse and measures throughput, conversion -> credit and window close -> KPI latency, lag, RSS and "
+        "state per person (see loadtest/redis_load.py).",
+    )
+    add_loadtest_arguments(load_p)
+    load_p.set_defaults(func=cmd_loadtest)
     return parser
 
 
