@@ -11,6 +11,7 @@ processes opens the (embedded chDB) data path; see ``sinks.clickhouse``.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -157,6 +158,19 @@ def _stop_now(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Python's default (700, 10, 10) runs a collection every 700 net allocations and a full one,
+which walks every live object (hundreds of thousands of journeys), every 70,000: measured
+10-15% of the flow's time. Keyed state holds no reference cycles, so rarer passes cost nothing."""
+
+
+def _tune_gc() -> None:
+    """Freeze what start-up allocated (imports, config) and collect less often (``GC_THRESHOLDS``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Build the flow and run it in this process (one Bytewax worker); SIGTERM/SIGINT stop it at once."""
     flow_settings = settings.flow_settings()
@@ -164,6 +178,7 @@ def run_worker(settings: RunSettings, process_id: int | None = None, addresses: 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _stop_now)
+    _tune_gc()
     cli_main(
         flow,
         workers_per_process=1,
