@@ -20,9 +20,11 @@ frozen dataclasses with ``slots``. Timestamps are integer epoch milliseconds
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from operator import attrgetter
+from typing import Any, Literal, TypeVar
 
 EventType = Literal[
     "impression",
@@ -61,6 +63,38 @@ DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # ty
 PayloadFormat = Literal["json", "avro"]
 
 
+_T = TypeVar("_T")
+
+
+def pickled_positionally(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass a ``__reduce__`` of its constructor arguments.
+
+    Items crossing Bytewax workers are pickled; the ``__getstate__``/``__setstate__``
+    that ``dataclass(slots=True)`` generates run in Python per field, twice as slow
+    (measured: an Event round trip 14.6 µs, positionally 8.1 µs).
+
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(SourcePosition("redis", "ev0", "1-0")))
+    SourcePosition(source='redis', partition='ev0', offset='1-0')
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if not all(f.init for f in fields):
+        raise TypeError(f"{cls.__name__} has fields outside __init__: it cannot pickle positionally")
+    names = [f.name for f in fields]
+    # attrgetter of one name returns the value itself, not a tuple: give it a second, unused one
+    get: Callable[[Any], tuple[Any, ...]] = attrgetter(*names) if len(names) > 1 else attrgetter(names[0], names[0])
+    if len(names) == 1:
+        one = get
+        get = lambda self: one(self)[:1]  # noqa: E731
+
+    def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
+        return cls, get(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    return cls
+
+
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where a record came from: enough to find it again and to resume.
@@ -74,6 +108,7 @@ class SourcePosition:
     offset: str
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     """One undecoded payload as a source read it."""
@@ -85,6 +120,7 @@ class RawRecord:
     """For schemaless Avro payloads: the writer schema version. None = latest."""
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class Utm:
     """UTM parameters; an empty string means the parameter was absent."""
@@ -105,6 +141,7 @@ class Utm:
 EMPTY_UTM = Utm()
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class Context:
     """Request context of a touch; every field optional (empty string)."""
@@ -115,6 +152,7 @@ class Context:
     country: str = ""
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class Conversion:
     conversion_id: str
@@ -123,6 +161,7 @@ class Conversion:
     type: str = ""
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class SpendMetrics:
     """Ad-platform delivery figures for one campaign and interval."""
@@ -133,6 +172,7 @@ class SpendMetrics:
     conversions: int | None = None
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class Event:
     """A validated event. Built only by the decoder (``schemas.decode``)."""
@@ -166,6 +206,7 @@ class Event:
         return (self.user_id, self.device_id, self.anonymous_id)
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class PersonEvent:
     """An event with the person it belongs to, as decided by the identity step."""
@@ -174,6 +215,7 @@ class PersonEvent:
     event: Event
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record the flow could not use, with a typed reason and how to fix it."""
@@ -199,6 +241,7 @@ RAW_CAP_BYTES = 4096
 """Dead letters keep at most this many bytes of the raw payload."""
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class CreditRow:
     """Fractional credit of one touch (or the unattributed bucket) for one model."""
@@ -223,6 +266,7 @@ class CreditRow:
 UNATTRIBUTED_CHANNEL = "(unattributed)"
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class ConversionRow:
     """One credited conversion with its journey summary."""
@@ -245,6 +289,7 @@ class ConversionRow:
     table = "conversions"
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class KpiRow:
     """One closed event-time window for tenant x channel x campaign, as of ``events`` events.

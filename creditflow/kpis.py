@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from creditflow.events import Event, SourcePosition
+from creditflow.events import Event, SourcePosition, pickled_positionally
 
 KEY_SEP = "\x1f"
 """Separator of key parts; the decoder refuses control characters in ids, so it cannot collide."""
 
 
+@pickled_positionally
 @dataclass(frozen=True, slots=True)
 class KpiDelta:
     """What one event adds to the window of its event time."""
