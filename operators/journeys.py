@@ -14,7 +14,7 @@ from creditflow.events import DeadLetter, PersonEvent
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_keyed_step
-from state.journeys import STATE_LAYOUT_VERSION, JourneyLogic, JourneyState, ScoredConversion
+from state.journeys import STATE_LAYOUT_VERSION, JourneyEnv, JourneyLogic, JourneyState, ScoredConversion
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,10 @@ def attribute(
     another layout instead.
     """
 
+    env = JourneyEnv(configs, weights, now)  # shared by every key's logic
+
     def build(resume: JourneyState | None) -> JourneyLogic:
-        return JourneyLogic(configs, weights, resume, now)
+        return JourneyLogic(env, resume)
 
     values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True)
     split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))

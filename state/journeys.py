@@ -17,7 +17,12 @@ Bounds (every piece of this state ends):
   ``TenantConfig.idle_ttl_days`` of wall time (``notify_at``) or when an event
   arrives more than that much event time after the previous one.
 
-The state is a small dataclass of tuples; ``snapshot()`` returns a copy.
+Memory: between events a journey is a packed ``JourneyState``
+(``state.journey_state``: one ``bytes`` plus one tuple of values shared across
+persons), under 500 bytes per key with the key itself
+(``loadtest/state_memory.py``). The logic unpacks it into a ``Journey`` for one
+batch of events and packs it back at the end; ``snapshot()`` returns the
+packed state as it is (immutable, nothing copied).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
@@ -45,19 +50,41 @@ from creditflow.events import (
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import WeightsProvider
 from state.conversion_dedup import duplicate_conversion, duplicate_event
+from state.journey_state import (
+    DIGEST_BYTES,
+    STATE_LAYOUT_VERSION,
+    Journey,
+    JourneyState,
+    Touch,
+    intern_meta,
+    intern_utm,
+    pack_id,
+    wall_s_of,
+)
 
-STATE_LAYOUT_VERSION = 2
-"""Bump when ``JourneyState`` changes shape; snapshots of another layout are refused."""
+__all__ = [
+    "INTERNAL_CHANNEL",
+    "MAX_SEEN_CONVERSIONS",
+    "RECENT_TOUCH_IDS",
+    "STATE_LAYOUT_VERSION",
+    "JourneyEnv",
+    "JourneyLogic",
+    "JourneyOutput",
+    "JourneyState",
+    "ScoredConversion",
+    "TenantContext",
+    "Touch",
+    "conversion_row",
+    "credit_rows",
+    "eligible_touches",
+    "is_touchpoint",
+]
 
 MAX_SEEN_CONVERSIONS = 32
 """Conversion ids remembered per person to refuse crediting one twice."""
 
 RECENT_TOUCH_IDS = 16
 """Touch event ids remembered per person (as 8-byte digests) to refuse a touch delivered twice."""
-_DIGEST = 8
-
-Touch = tuple[int, str, str, str, str]
-"""(ts_ms, event_type, channel, campaign_id, event_id), kept sorted by ts_ms."""
 
 INTERNAL_CHANNEL = "(internal)"
 """Channel the flow gives to page views whose referrer is the tenant's own site."""
@@ -85,92 +112,85 @@ class ScoredConversion:
 JourneyOutput = ScoredConversion | KpiDelta | DeadLetter
 
 
-@dataclass(slots=True)
-class JourneyState:
-    """What is remembered of one person between events."""
-
-    touches: list[Touch] = field(default_factory=list)
-    consumed_until_ms: int = -1
-    """Touches at or before this event time were consumed by a conversion."""
-    last_event_ms: int = -1
-    """Event time of the person's newest event."""
-    last_seen_wall_s: float = 0.0
-    """Wall time (epoch seconds) of the last event processed, for the idle TTL."""
-    first_utm: tuple[int, Utm] | None = None
-    last_utm: tuple[int, Utm] | None = None
-    seen_conversions: list[tuple[str, int]] = field(default_factory=list)
-    """(conversion_id, conversion_ts_ms) of recent conversions, newest last."""
-    recent_touch_ids: bytes = b""
-    """Packed 8-byte blake2b digests of the person's last ``RECENT_TOUCH_IDS`` touch event ids."""
-    layout: int = STATE_LAYOUT_VERSION
-
-    def copy(self) -> JourneyState:
-        return JourneyState(
-            touches=list(self.touches),
-            consumed_until_ms=self.consumed_until_ms,
-            last_event_ms=self.last_event_ms,
-            last_seen_wall_s=self.last_seen_wall_s,
-            first_utm=self.first_utm,
-            last_utm=self.last_utm,
-            seen_conversions=list(self.seen_conversions),
-            recent_touch_ids=self.recent_touch_ids,
-            layout=self.layout,
-        )
+# --------------------------------------------------------------------------- #
+# The logic
+# --------------------------------------------------------------------------- #
 
 
-class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState]):
+class JourneyEnv:
+    """What every journey of a flow shares: tenant settings, weights and the wall clock.
+
+    One per flow (not per key): each ``JourneyLogic`` keeps one reference to its
+    tenant's ``TenantContext``. ``now`` returns the wall clock as epoch seconds.
+    """
+
+    __slots__ = ("configs", "weights", "now", "default", "tenants")
+
+    def __init__(self, configs: TenantConfigs, weights: WeightsProvider, now: Callable[[], float]) -> None:
+        self.configs = configs
+        self.weights = weights
+        self.now = now
+        self.default = TenantContext(self, configs.defaults)
+        """The context of every tenant without settings of its own."""
+        self.tenants = {t: TenantContext(self, cfg) for t, cfg in configs.tenants.items()}
+
+
+class TenantContext:
+    """A tenant's settings, precomputed, shared by all its journeys."""
+
+    __slots__ = ("env", "cfg", "idle_ttl_ms", "idle_ttl", "horizon_ms")
+
+    def __init__(self, env: JourneyEnv, cfg: TenantConfig) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.idle_ttl_ms = cfg.idle_ttl_ms
+        self.idle_ttl = timedelta(milliseconds=cfg.idle_ttl_ms)
+        self.horizon_ms = max(cfg.lookback_ms("click"), cfg.lookback_ms("impression"))
+
+
+class JourneyLogic:
     """Bytewax stateful batch logic for one (tenant, person) key.
 
     Items are applied in arrival order: a person's events reach this step on
     one path from one source partition, so that order is the partition's
     order, the same in a replay after a crash (batch boundaries may differ,
     the result may not). Touches arriving out of event-time order are still
-    inserted in place. ``now`` returns the wall clock as epoch seconds.
+    inserted in place.
+
+    Bytewax keeps one of these per active person, so it is three slots (the
+    tenant's context and the packed state): 56 bytes. It implements every
+    method of ``StatefulBatchLogic`` and is registered as its virtual subclass
+    (``StatefulBatchLogic.register`` below; Bytewax checks ``isinstance``): a
+    real subclass would carry an instance ``__dict__`` (96 bytes), because
+    ``StatefulBatchLogic`` declares no ``__slots__``.
     """
 
-    def __init__(
-        self,
-        configs: TenantConfigs,
-        weights: WeightsProvider,
-        resume: JourneyState | None,
-        now: Callable[[], float],
-    ) -> None:
-        self._configs = configs
-        self._weights = weights
-        self._now = now
-        self.state = resume if resume is not None else JourneyState()
-        self._cfg: TenantConfig | None = None
+    __slots__ = ("_ctx", "_packed", "_refs")
+
+    def __init__(self, env: JourneyEnv, resume: JourneyState | None) -> None:
+        self._ctx = env.default
+        if resume is None:
+            self._packed, self._refs = b"", ()
+        else:
+            self._packed, self._refs = resume.packed, resume.refs
+
+    @property
+    def state(self) -> JourneyState:
+        """The current state (as ``snapshot()``)."""
+        return JourneyState(self._packed, self._refs)
 
     # -- bytewax hooks -------------------------------------------------
     def on_batch(self, values: list[PersonEvent]) -> tuple[Iterable[JourneyOutput], bool]:
         out: list[JourneyOutput] = []
+        j = Journey.unpack(self._packed, self._refs) if self._packed else Journey()
         for value in values:
-            out.extend(self.on_item(value)[0])
+            j = self._apply(j, value, out)
+        self._packed, self._refs = j.pack()
         return out, False
 
     def on_item(self, value: PersonEvent) -> tuple[Iterable[JourneyOutput], bool]:
         """Apply one event (also used directly by tests and tools)."""
-        ev = value.event
-        cfg = self._cfg = self._configs.for_tenant(ev.tenant_id)
-        st = self.state
-        if st.last_event_ms >= 0 and ev.ts_ms - st.last_event_ms > cfg.idle_ttl_ms:
-            st = self.state = JourneyState()
-        st.last_seen_wall_s = self._now()
-        if ev.ts_ms > st.last_event_ms:
-            st.last_event_ms = ev.ts_ms
-        out: list[JourneyOutput] = []
-        if ev.is_touch:
-            if self._seen_touch(ev.event_id):
-                out.append(duplicate_event(ev))
-                return out, False
-            self._add_touch(value, cfg)
-            delta = delta_of(ev, cfg.kpi_volume_source)
-            if delta is not None:
-                out.append(delta)
-        elif ev.event_type == "conversion":
-            self._convert(value, cfg, out)
-        self._prune(cfg)
-        return out, False
+        return self.on_batch([value])
 
     def on_notify(self) -> tuple[Iterable[JourneyOutput], bool]:
         return (), True  # idle TTL reached: forget the person
@@ -179,59 +199,50 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
         return (), False
 
     def notify_at(self) -> datetime | None:
-        ttl_s = (self._cfg.idle_ttl_ms if self._cfg else TenantConfig().idle_ttl_ms) / 1000.0
-        return datetime.fromtimestamp(self.state.last_seen_wall_s, tz=UTC) + timedelta(seconds=ttl_s)
+        return datetime.fromtimestamp(wall_s_of(self._packed), tz=UTC) + self._ctx.idle_ttl
 
     def snapshot(self) -> JourneyState:
-        return self.state.copy()
+        return JourneyState(self._packed, self._refs)
 
     # -- journey maintenance ---------------------------------------------
-    def _seen_touch(self, event_id: str) -> bool:
-        """True if this touch event id came before (within the last ``RECENT_TOUCH_IDS``); else remember it."""
-        st = self.state
-        digest = hashlib.blake2b(event_id.encode(), digest_size=_DIGEST).digest()
-        recent = st.recent_touch_ids
-        for i in range(0, len(recent), _DIGEST):
-            if recent[i : i + _DIGEST] == digest:
-                return True
-        st.recent_touch_ids = (recent + digest)[-RECENT_TOUCH_IDS * _DIGEST :]
-        return False
-
-    def _add_touch(self, pe: PersonEvent, cfg: TenantConfig) -> None:
+    def _apply(self, j: Journey, pe: PersonEvent, out: list[JourneyOutput]) -> Journey:
+        """Apply one event to ``j``; returns the journey to go on with (a new one after the idle TTL)."""
         ev = pe.event
-        st = self.state
-        if not ev.utm.is_empty():
-            if st.first_utm is None or ev.ts_ms < st.first_utm[0]:
-                st.first_utm = (ev.ts_ms, ev.utm)
-            if st.last_utm is None or ev.ts_ms >= st.last_utm[0]:
-                st.last_utm = (ev.ts_ms, ev.utm)
-        if not is_touchpoint(pe, cfg) or ev.ts_ms <= st.consumed_until_ms:
-            return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
-        bisect.insort(st.touches, (ev.ts_ms, ev.event_type, ev.channel, ev.campaign_id, ev.event_id))
-        if len(st.touches) > cfg.max_touches:
-            del st.touches[: len(st.touches) - cfg.max_touches]
+        env = self._ctx.env
+        ctx = self._ctx = env.tenants.get(ev.tenant_id, env.default)
+        cfg = ctx.cfg
+        ts_ms = ev.ts_ms
+        if j.last_event_ms >= 0 and ts_ms - j.last_event_ms > ctx.idle_ttl_ms:
+            j = Journey()
+        j.last_seen_wall_s = env.now()
+        if ts_ms > j.last_event_ms:
+            j.last_event_ms = ts_ms
+        if ev.is_touch:
+            if _seen_touch(j, ev.event_id):
+                out.append(duplicate_event(ev))
+                return j
+            _add_touch(j, pe, cfg)
+            delta = delta_of(ev, cfg.kpi_volume_source)
+            if delta is not None:
+                out.append(delta)
+        elif ev.event_type == "conversion":
+            self._convert(j, pe, cfg, out)
+        _prune(j, ctx)
+        return j
 
-    def _prune(self, cfg: TenantConfig) -> None:
-        st = self.state
-        horizon = st.last_event_ms - max(cfg.lookback_ms("click"), cfg.lookback_ms("impression"))
-        if st.touches and st.touches[0][0] < horizon:
-            st.touches = [t for t in st.touches if t[0] >= horizon]
-        if st.seen_conversions:
-            keep_after = st.last_event_ms - cfg.idle_ttl_ms
-            st.seen_conversions = [c for c in st.seen_conversions if c[1] >= keep_after][-MAX_SEEN_CONVERSIONS:]
-
-    def _convert(self, pe: PersonEvent, cfg: TenantConfig, out: list[JourneyOutput]) -> None:
+    def _convert(self, j: Journey, pe: PersonEvent, cfg: TenantConfig, out: list[JourneyOutput]) -> None:
         ev = pe.event
         conv = ev.conversion
         assert conv is not None, "the decoder guarantees conversion events carry a conversion"
-        st = self.state
-        first = next((c for c in st.seen_conversions if c[0] == conv.conversion_id), None)
+        cid = pack_id(conv.conversion_id)
+        first = next((c for c in j.seen_conversions if c[0] == cid), None)
         if first is not None:  # already credited for this person: a retry; touches stay for later conversions
             out.append(duplicate_conversion(ev, f"this person's conversion at event time {first[1]} ms"))
             return
-        st.seen_conversions.append((conv.conversion_id, ev.ts_ms))
-        eligible = eligible_touches(st.touches, ev.ts_ms, st.consumed_until_ms, cfg)
-        version, channel_weights = self._weights.current(ev.tenant_id)
+        j.seen_conversions.append((cid, ev.ts_ms))
+        upto = bisect.bisect_right(j.ts, ev.ts_ms)  # touches after the conversion are neither eligible nor consumed
+        eligible = eligible_touches(j.touches(upto), ev.ts_ms, j.consumed_until_ms, cfg) if upto else []
+        version, channel_weights = self._ctx.env.weights.current(ev.tenant_id)
         rows = credit_rows(pe, eligible, cfg, version, channel_weights)
         deltas = tuple(
             KpiDelta.conversion(
@@ -242,12 +253,66 @@ class JourneyLogic(StatefulBatchLogic[PersonEvent, JourneyOutput, JourneyState])
         )
         out.append(
             ScoredConversion(
-                pe.person_id, ev.event_id, conversion_row(pe, eligible, st), tuple(rows), deltas, ev.position
+                pe.person_id, ev.event_id, conversion_row(pe, eligible, j), tuple(rows), deltas, ev.position
             )
         )
         # Consume: a later conversion credits only later touches.
-        st.touches = [t for t in st.touches if t[0] > ev.ts_ms]
-        st.consumed_until_ms = max(st.consumed_until_ms, ev.ts_ms)
+        j.drop_oldest(upto)
+        j.consumed_until_ms = max(j.consumed_until_ms, ev.ts_ms)
+
+
+StatefulBatchLogic.register(JourneyLogic)
+
+
+def _seen_touch(j: Journey, event_id: str) -> bool:
+    """True if this touch event id came before (within the last ``RECENT_TOUCH_IDS``); else remember it."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
+    recent = j.recent_touch_ids
+    at = recent.find(digest)
+    while at >= 0:
+        if at % DIGEST_BYTES == 0:
+            return True
+        at = recent.find(digest, at + 1)
+    j.recent_touch_ids = (recent + digest)[-RECENT_TOUCH_IDS * DIGEST_BYTES :]
+    return False
+
+
+def _add_touch(j: Journey, pe: PersonEvent, cfg: TenantConfig) -> None:
+    ev = pe.event
+    ts_ms = ev.ts_ms
+    utm = ev.utm
+    if utm is not EMPTY_UTM and not utm.is_empty():
+        first = j.first_utm is None or ts_ms < j.first_utm[0]
+        last = j.last_utm is None or ts_ms >= j.last_utm[0]
+        if first or last:
+            utm = intern_utm(utm)
+            if first:
+                j.first_utm = (ts_ms, utm)
+            if last:
+                j.last_utm = (ts_ms, utm)
+    if not is_touchpoint(pe, cfg) or ts_ms <= j.consumed_until_ms:
+        return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
+    j.insert(ts_ms, intern_meta((ev.event_type, ev.channel, ev.campaign_id)), ev.event_id)
+    if len(j.ts) > cfg.max_touches:
+        j.drop_oldest(len(j.ts) - cfg.max_touches)
+
+
+def _prune(j: Journey, ctx: TenantContext) -> None:
+    ts = j.ts
+    if ts:
+        horizon = j.last_event_ms - ctx.horizon_ms
+        if ts[0] < horizon:
+            j.drop_oldest(bisect.bisect_left(ts, horizon))
+    convs = j.seen_conversions
+    if convs:
+        keep_after = j.last_event_ms - ctx.idle_ttl_ms
+        if len(convs) > MAX_SEEN_CONVERSIONS or any(c[1] < keep_after for c in convs):
+            j.seen_conversions = [c for c in convs if c[1] >= keep_after][-MAX_SEEN_CONVERSIONS:]
+
+
+# --------------------------------------------------------------------------- #
+# Scoring (pure functions of the touches)
+# --------------------------------------------------------------------------- #
 
 
 def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:
@@ -323,15 +388,15 @@ def credit_rows(
     return rows
 
 
-def _utm_at(st: JourneyState, ts_ms: int) -> Utm:
+def _utm_at(j: Journey, ts_ms: int) -> Utm:
     """The newest UTMs known at ``ts_ms`` (an out-of-order later touch does not count)."""
-    for known in (st.last_utm, st.first_utm):
+    for known in (j.last_utm, j.first_utm):
         if known is not None and known[0] <= ts_ms:
             return known[1]
     return EMPTY_UTM
 
 
-def conversion_row(pe: PersonEvent, eligible: list[Touch], st: JourneyState) -> ConversionRow:
+def conversion_row(pe: PersonEvent, eligible: list[Touch], j: Journey) -> ConversionRow:
     ev = pe.event
     conv = ev.conversion
     assert conv is not None
@@ -348,6 +413,6 @@ def conversion_row(pe: PersonEvent, eligible: list[Touch], st: JourneyState) -> 
         attributed=bool(eligible),
         first_touch_channel=eligible[0][2] if eligible else "",
         last_touch_channel=eligible[-1][2] if eligible else "",
-        first_utm=st.first_utm[1] if st.first_utm else EMPTY_UTM,
-        last_utm=_utm_at(st, ev.ts_ms),
+        first_utm=j.first_utm[1] if j.first_utm else EMPTY_UTM,
+        last_utm=_utm_at(j, ev.ts_ms),
     )

@@ -1,0 +1,413 @@
+"""The packed state of one person's journey (``state.journeys``): small in memory, small in snapshots.
+
+Bytewax keeps one logic object per key for as long as the person is active,
+so a journey between events is two objects (``JourneyState``):
+
+- ``packed``: one ``bytes`` holding the numbers and the ids: a fixed header
+  (newest event time, consumed-until time, wall time of the last event, the
+  times of the first and last UTMs, counts) and the touch times, then the
+  touch-id digests, the seen conversions (times, then ids) and the touch event
+  ids. An id in canonical (lowercase) UUID form takes 17 bytes, any other 1-2
+  bytes of length plus its UTF-8 (``pack_id``).
+- ``refs``: ``()`` or one tuple of the first UTM, the last UTM and one
+  ``(event_type, channel, campaign_id)`` per touch. These values repeat across
+  a tenant's traffic, so they are shared between persons through bounded
+  intern tables (``intern_meta``, ``intern_utm``). Pickling writes their
+  values, so a snapshot never depends on the process that wrote it; loading
+  shares them again.
+
+``Journey`` is the same state unpacked, for the time one batch of a person's
+events is applied. ``loadtest/state_memory.py`` measures the bytes per key.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from typing import Any
+
+from creditflow.events import Utm
+
+STATE_LAYOUT_VERSION = 3
+"""Bump when ``JourneyState`` changes shape; snapshots of another layout are refused.
+
+2: a dataclass of Python lists and tuples. 3: packed bytes plus shared references.
+"""
+
+DIGEST_BYTES = 8
+"""Size of a remembered touch-id digest."""
+
+Touch = tuple[int, str, str, str, str]
+"""(ts_ms, event_type, channel, campaign_id, event_id), kept sorted (by ts_ms, ties by the rest)."""
+
+Meta = tuple[str, str, str]
+"""(event_type, channel, campaign_id) of a touch: the part many persons share."""
+
+_UUID_TAG = 0x7F
+_LONG_TAG = 0x80
+
+
+def pack_id(text: str) -> bytes:
+    """An id as self-delimiting bytes: 17 for a lowercase canonical UUID, else a 1-2 byte length and UTF-8.
+
+    Equal ids give equal bytes (so packed ids compare without unpacking) and
+    ``unpack_id`` gives the very same string back.
+
+    >>> len(pack_id("6f1c3e0a-2b4d-4e6f-8a9b-0c1d2e3f4a5b")), pack_id("ord-1")
+    (17, b'\\x05ord-1')
+    """
+    if len(text) == 36 and text[8] == "-" and text[13] == "-" and text[18] == "-" and text[23] == "-":
+        hexa = text.replace("-", "")  # any other dash makes it too short: not a UUID
+        try:
+            raw = bytes.fromhex(hexa)
+        except ValueError:
+            raw = b""
+        if len(raw) == 16 and raw.hex() == hexa:  # fromhex skips blanks and reads capitals: compare back
+            return b"\x7f" + raw
+    data = text.encode("utf-8", "surrogatepass")
+    n = len(data)
+    if n < _UUID_TAG:
+        return bytes((n,)) + data
+    if n >= 1 << 15:
+        raise ValueError(f"an id of {n} UTF-8 bytes is too long to keep in a journey (limit 32767)")
+    return bytes((_LONG_TAG | n >> 8, n & 0xFF)) + data
+
+
+def unpack_id(packed: bytes) -> str:
+    """The id that ``pack_id`` packed into ``packed`` (exactly one packed id)."""
+    tag = packed[0]
+    if tag == _UUID_TAG:
+        h = packed[1:].hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return packed[1 if tag < _UUID_TAG else 2 :].decode("utf-8", "surrogatepass")
+
+
+def split_ids(buf: bytes) -> list[bytes]:
+    """Packed ids laid end to end, one by one (each still packed)."""
+    out = []
+    i, end = 0, len(buf)
+    while i < end:
+        tag = buf[i]
+        if tag == _UUID_TAG:
+            j = i + 17
+        elif tag < _UUID_TAG:
+            j = i + 1 + tag
+        else:
+            j = i + 2 + ((tag & 0x7F) << 8 | buf[i + 1])
+        out.append(buf[i:j])
+        i = j
+    return out
+
+
+_INTERN_LIMIT = 1 << 16
+"""Distinct metas and distinct UTMs shared per process, each; past it values are kept unshared (still correct).
+
+At most a few tens of MB even when every value is distinct. The tables are
+plain dicts of tuples of strings: ``get``/``setdefault`` are atomic under the
+GIL, so Bytewax worker threads may share them.
+"""
+_metas: dict[Meta, Meta] = {}
+_utms: dict[tuple[str, str, str, str, str], Utm] = {}
+
+
+def intern_meta(meta: Meta) -> Meta:
+    """The shared copy of ``meta`` (equal value; the table is bounded)."""
+    got = _metas.get(meta)
+    if got is None:
+        if len(_metas) >= _INTERN_LIMIT:
+            return meta
+        got = _metas.setdefault(meta, meta)
+    return got
+
+
+def intern_utm(utm: Utm) -> Utm:
+    """The shared copy of ``utm`` (equal value; the table is bounded)."""
+    key = (utm.source, utm.medium, utm.campaign, utm.content, utm.term)
+    got = _utms.get(key)
+    if got is None:
+        if len(_utms) >= _INTERN_LIMIT:
+            return utm
+        got = _utms.setdefault(key, utm)
+    return got
+
+
+_HEADER = "<qqdqqBBH"
+"""last_event_ms, consumed_until_ms, last_seen_wall_s, first_utm_ts, last_utm_ts,
+number of touch-id digests, number of seen conversions, bytes of the seen conversions;
+then one ``q`` per touch (its ts_ms)."""
+_WALL = struct.Struct("<d")
+_WALL_AT = 16
+_HEADS: dict[int, struct.Struct] = {}
+_INTS: dict[int, struct.Struct] = {}
+
+
+def _head(n_touches: int) -> struct.Struct:
+    """The header plus ``n_touches`` touch times."""
+    s = _HEADS.get(n_touches)
+    if s is None:
+        s = _HEADS[n_touches] = struct.Struct(f"{_HEADER}{n_touches}q")
+    return s
+
+
+def _ints(n: int) -> struct.Struct:
+    s = _INTS.get(n)
+    if s is None:
+        s = _INTS[n] = struct.Struct(f"<{n}q")
+    return s
+
+
+class Journey:
+    """One person's journey, unpacked while a batch of their events is applied.
+
+    ``ts`` and ``metas`` are the touches' times and shared parts, in order; the
+    touches' event ids stay packed (``ids``) until a conversion needs them.
+    Seen conversions are ``(packed conversion id, conversion ts_ms)``, oldest
+    first.
+    """
+
+    __slots__ = (
+        "last_event_ms",
+        "consumed_until_ms",
+        "last_seen_wall_s",
+        "first_utm",
+        "last_utm",
+        "ts",
+        "metas",
+        "_ids",
+        "_id_list",
+        "recent_touch_ids",
+        "seen_conversions",
+    )
+
+    def __init__(self) -> None:
+        self.last_event_ms = -1
+        """Event time of the person's newest event."""
+        self.consumed_until_ms = -1
+        """Touches at or before this event time were consumed by a conversion."""
+        self.last_seen_wall_s = 0.0
+        """Wall time (epoch seconds) of the last event processed, for the idle TTL."""
+        self.first_utm: tuple[int, Utm] | None = None
+        self.last_utm: tuple[int, Utm] | None = None
+        self.ts: list[int] = []
+        self.metas: list[Meta] = []
+        self._ids = b""
+        self._id_list: list[bytes] | None = None
+        self.recent_touch_ids = b""
+        """Packed 8-byte blake2b digests of the person's last ``RECENT_TOUCH_IDS`` touch event ids."""
+        self.seen_conversions: list[tuple[bytes, int]] = []
+
+    # -- packing -----------------------------------------------------------
+    @classmethod
+    def unpack(cls, packed: bytes, refs: tuple[Any, ...]) -> Journey:
+        """The journey of ``JourneyState(packed, refs)``."""
+        if not packed:
+            return cls()
+        j = cls.__new__(cls)
+        n = len(refs) - 2 if refs else 0
+        head = _HEADS.get(n) or _head(n)
+        values = head.unpack_from(packed)
+        j.last_event_ms, j.consumed_until_ms, j.last_seen_wall_s, first_ts, last_ts, n_digests, n_convs, conv_bytes = (
+            values[:8]
+        )
+        if refs:
+            first_utm, last_utm = refs[0], refs[1]
+            j.first_utm = None if first_utm is None else (first_ts, first_utm)
+            j.last_utm = None if last_utm is None else (last_ts, last_utm)
+            j.metas = list(refs[2:])
+        else:
+            j.first_utm = j.last_utm = None
+            j.metas = []
+        j.ts = list(values[8:])
+        at = head.size + n_digests * DIGEST_BYTES
+        j.recent_touch_ids = packed[head.size : at]
+        if n_convs:
+            end = at + conv_bytes
+            times = _ints(n_convs).unpack_from(packed, at)
+            j.seen_conversions = list(zip(split_ids(packed[at + 8 * n_convs : end]), times, strict=True))
+            at = end
+        else:
+            j.seen_conversions = []
+        j._ids = packed[at:]
+        j._id_list = None
+        return j
+
+    def pack(self) -> tuple[bytes, tuple[Any, ...]]:
+        """(packed, refs) of ``JourneyState``."""
+        first, last = self.first_utm, self.last_utm
+        digests = self.recent_touch_ids
+        convs = self.seen_conversions
+        if convs:
+            conv_ids = b"".join([c[0] for c in convs])
+            conv_part = _ints(len(convs)).pack(*[c[1] for c in convs]) + conv_ids
+        else:
+            conv_part = b""
+        n = len(self.ts)
+        head = (_HEADS.get(n) or _head(n)).pack(
+            self.last_event_ms,
+            self.consumed_until_ms,
+            self.last_seen_wall_s,
+            first[0] if first else 0,
+            last[0] if last else 0,
+            len(digests) // DIGEST_BYTES,
+            len(convs),
+            len(conv_part),
+            *self.ts,
+        )
+        metas = self.metas
+        if metas or first or last:
+            refs: tuple[Any, ...] = (first[1] if first else None, last[1] if last else None, *metas)
+        else:
+            refs = ()
+        ids = self._ids if self._id_list is None else self.ids_bytes()
+        return b"".join((head, digests, conv_part, ids)), refs
+
+    # -- touches ------------------------------------------------------------
+    def ids(self) -> list[bytes]:
+        """The touches' packed event ids, in touch order (split on first use)."""
+        if self._id_list is None:
+            self._id_list = split_ids(self._ids)
+        return self._id_list
+
+    def ids_bytes(self) -> bytes:
+        if self._id_list is not None:
+            self._ids = b"".join(self._id_list)
+            self._id_list = None
+        return self._ids
+
+    def touch(self, i: int) -> Touch:
+        return (self.ts[i], *self.metas[i], unpack_id(self.ids()[i]))
+
+    def touches(self, upto: int | None = None) -> list[Touch]:
+        """The first ``upto`` touches (all by default) as ``Touch`` tuples."""
+        ids = self.ids()
+        return [
+            (ts, *meta, unpack_id(pid))
+            for ts, meta, pid in zip(self.ts[:upto], self.metas[:upto], ids[:upto], strict=True)
+        ]
+
+    def insert(self, ts_ms: int, meta: Meta, event_id: str) -> None:
+        """Insert a touch at its place: after older touches, ties ordered as ``Touch`` tuples."""
+        ts = self.ts
+        if not ts or ts_ms > ts[-1]:  # the usual case: the newest touch
+            ts.append(ts_ms)
+            self.metas.append(meta)
+            if self._id_list is None:
+                self._ids += pack_id(event_id)
+            else:
+                self._id_list.append(pack_id(event_id))
+            return
+        k = bisect.bisect_right(ts, ts_ms)
+        if k and ts[k - 1] == ts_ms:
+            new = (ts_ms, *meta, event_id)
+            while k and ts[k - 1] == ts_ms and self.touch(k - 1) > new:
+                k -= 1
+        ts.insert(k, ts_ms)
+        self.metas.insert(k, meta)
+        self.ids().insert(k, pack_id(event_id))
+
+    def drop_oldest(self, count: int) -> None:
+        """Forget the ``count`` oldest touches."""
+        if count <= 0:
+            return
+        if count >= len(self.ts):
+            self.ts, self.metas, self._ids, self._id_list = [], [], b"", None
+            return
+        del self.ts[:count]
+        del self.metas[:count]
+        del self.ids()[:count]
+
+
+class JourneyState:
+    """The snapshot of one person's journey: packed, immutable, small (see the module doc).
+
+    ``packed`` and ``refs`` are what ``JourneyLogic`` keeps between events. The
+    read-only properties unpack it, for tests and tools.
+    """
+
+    __slots__ = ("packed", "refs", "layout")
+
+    def __init__(self, packed: bytes = b"", refs: tuple[Any, ...] = (), layout: int = STATE_LAYOUT_VERSION) -> None:
+        self.packed = packed
+        self.refs = refs
+        self.layout = layout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Values only (UTMs as plain tuples): the snapshot does not depend on this process's tables.
+        refs = self.refs
+        if refs:
+            first, last = refs[0], refs[1]
+            plain_first = first.as_tuple() if first is not None else None
+            plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
+            refs = (plain_first, plain_last, *refs[2:])
+        return (_load_state, (self.layout, self.packed, refs))
+
+    def __setstate__(self, state: Any) -> None:
+        """Only for snapshots pickled before layout 3 (a dataclass): keep their layout so the guard refuses them."""
+        _, slots = state if isinstance(state, tuple) else (None, state)
+        self.packed, self.refs = b"", ()
+        layout = slots.get("layout") if isinstance(slots, dict) else None
+        self.layout = layout if isinstance(layout, int) else -1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JourneyState) and (self.layout, self.packed, self.refs) == (
+            other.layout,
+            other.packed,
+            other.refs,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.layout, self.packed, self.refs))
+
+    def __repr__(self) -> str:
+        return f"JourneyState(layout={self.layout}, {len(self.packed)} bytes, {len(self.touches)} touches)"
+
+    def unpacked(self) -> Journey:
+        return Journey.unpack(self.packed, self.refs)
+
+    @property
+    def touches(self) -> list[Touch]:
+        return self.unpacked().touches()
+
+    @property
+    def consumed_until_ms(self) -> int:
+        return self.unpacked().consumed_until_ms
+
+    @property
+    def last_event_ms(self) -> int:
+        return self.unpacked().last_event_ms
+
+    @property
+    def last_seen_wall_s(self) -> float:
+        return self.unpacked().last_seen_wall_s
+
+    @property
+    def first_utm(self) -> tuple[int, Utm] | None:
+        return self.unpacked().first_utm
+
+    @property
+    def last_utm(self) -> tuple[int, Utm] | None:
+        return self.unpacked().last_utm
+
+    @property
+    def seen_conversions(self) -> list[tuple[str, int]]:
+        """(conversion_id, conversion_ts_ms) of recent conversions, newest last."""
+        return [(unpack_id(c), ts) for c, ts in self.unpacked().seen_conversions]
+
+    @property
+    def recent_touch_ids(self) -> bytes:
+        return self.unpacked().recent_touch_ids
+
+
+def _load_state(layout: int, packed: bytes, refs: tuple[Any, ...]) -> JourneyState:
+    """Unpickle a ``JourneyState`` (its pickled name is part of the snapshot format), sharing values again."""
+    if refs and layout == STATE_LAYOUT_VERSION:
+        first, last = refs[0], refs[1]
+        first_utm = intern_utm(Utm(*first)) if first is not None else None
+        last_utm = first_utm if last is first else (intern_utm(Utm(*last)) if last is not None else None)
+        refs = (first_utm, last_utm, *(intern_meta(tuple(m)) for m in refs[2:]))  # type: ignore[arg-type]
+    return JourneyState(packed, refs, layout)
+
+
+def wall_s_of(packed: bytes) -> float:
+    """``last_seen_wall_s`` of a packed state, without unpacking the rest (0.0 for the empty state)."""
+    return _WALL.unpack_from(packed, _WALL_AT)[0] if packed else 0.0
