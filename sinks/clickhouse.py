@@ -126,7 +126,11 @@ Outages: retries, backoff and backpressure
 
     Backpressure: ``write_batch`` retries inside the call, so the Bytewax
     worker that owns the sink partition is blocked in it and runs nothing
-    else - its sources are not polled and no new batch reaches the sink. On
+    else - its sources are not polled and no new batch reaches the sink. With
+    ``settings.write_behind_s`` the retries happen in the writer thread and
+    ``write_batch`` blocks once ``4 * write_behind_rows`` rows wait (and
+    ``snapshot()`` until the buffer is written), so the same holds with at most
+    that many rows more in memory. On
     other workers (``--processes N``) Bytewax's own epoch backpressure holds
     the sources: an input does not start reading a new epoch until every
     output has finished the previous one, and the sink cannot finish while it
