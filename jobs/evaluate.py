@@ -19,12 +19,17 @@ import argparse
 from collections import defaultdict
 from dataclasses import dataclass
 
+from creditflow.attribution import first_touch, last_touch, linear
 from jobs.incrementality import fit_logistic
 from jobs.markov import removal_effects
 from jobs.shapley import shapley_values
+from jobs.shares import normalised
 from jobs.synthetic import Journey, SyntheticWorld, generate, truth_shares
 
-__all__ = ["Evaluation", "evaluate", "rule_shares"]
+__all__ = ["RULES", "Evaluation", "evaluate", "rule_shares"]
+
+RULES = {"first_touch": first_touch, "last_touch": last_touch, "linear": linear}
+"""The rule-based models compared, from the streaming scorer's own maths."""
 
 
 @dataclass(frozen=True)
@@ -38,22 +43,16 @@ class Evaluation:
 
 def rule_shares(journeys: list[Journey], rule: str) -> dict[str, float]:
     """Credit shares of ``first_touch``, ``last_touch`` or ``linear`` over the converting journeys."""
+    model = RULES.get(rule)
+    if model is None:
+        raise ValueError(f"unknown rule {rule!r}: use first_touch, last_touch or linear")
     credit: defaultdict[str, float] = defaultdict(float)
     for j in journeys:
-        if not j.converted or not j.touches:
-            continue
-        channels = [c for c, _ in j.touches]
-        if rule == "first_touch":
-            credit[channels[0]] += 1.0
-        elif rule == "last_touch":
-            credit[channels[-1]] += 1.0
-        elif rule == "linear":
-            for c in channels:
-                credit[c] += 1.0 / len(channels)
-        else:
-            raise ValueError(f"unknown rule {rule!r}: use first_touch, last_touch or linear")
-    total = sum(credit.values())
-    return {c: v / total for c, v in credit.items()} if total else {}
+        if j.converted:
+            for (channel, _), share in zip(j.touches, model(len(j.touches)), strict=True):
+                if share:
+                    credit[channel] += share
+    return normalised(credit)
 
 
 def evaluate(world: SyntheticWorld, persons: int, seed: int) -> Evaluation:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs.shares import normalised
+
 __all__ = ["LogisticFit", "exposures", "fit_logistic"]
 
 Touch = tuple[str, float]
@@ -90,12 +92,11 @@ def fit_logistic(
             total = terms.sum()
             if total > 0:
                 credit += terms / total
-    share = credit / credit.sum() if credit.sum() > 0 else credit
     return LogisticFit(
         channels,
         float(beta[0]),
         {c: float(weights_vec[i]) for c, i in index.items()},
-        {c: float(share[i]) for c, i in index.items()},
+        normalised({c: float(credit[i]) for c, i in index.items()}),
         len(data),
         iterations,
     )

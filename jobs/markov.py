@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs.shares import normalised
+
 __all__ = ["MarkovFit", "removal_effects"]
 
 
@@ -73,9 +75,7 @@ def removal_effects(paths: Iterable[tuple[Sequence[str], bool]]) -> MarkovFit:
         r_removed[i] = 0.0
         without = _conversion_probability(q_removed, r_removed)
         effects[channel] = 0.0 if base <= 0 else max(0.0, 1.0 - without / base)
-    total = sum(effects.values())
-    weights = {c: (e / total if total > 0 else 0.0) for c, e in effects.items()}
-    return MarkovFit(channels, base, effects, weights, len(journeys))
+    return MarkovFit(channels, base, effects, normalised(effects), len(journeys))
 
 
 def _conversion_probability(q: np.ndarray, r: np.ndarray) -> float:

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from math import factorial
 
+from jobs.shares import normalised
+
 __all__ = ["EXACT_MAX_CHANNELS", "ShapleyFit", "shapley_values"]
 
 EXACT_MAX_CHANNELS = 15
@@ -65,9 +67,7 @@ def shapley_values(journeys: Iterable[tuple[Set[str], bool]], seed: int = 0, sam
     exact = len(names) <= EXACT_MAX_CHANNELS
     values = _exact(worth, len(names)) if exact else _sampled(worth, len(names), seed, samples)
     by_name = {c: values[i] for i, c in enumerate(names)}
-    positive = {c: max(0.0, v) for c, v in by_name.items()}
-    total = sum(positive.values())
-    weights = {c: (v / total if total > 0 else 0.0) for c, v in positive.items()}
+    weights = normalised({c: max(0.0, v) for c, v in by_name.items()})
     return ShapleyFit(names, by_name, weights, exact, count)
 
 
