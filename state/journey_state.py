@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import Any
+from typing import Any, TypeVar
 
 from creditflow.events import Utm
 
@@ -110,25 +110,28 @@ _metas: dict[Meta, Meta] = {}
 _utms: dict[tuple[str, str, str, str, str], Utm] = {}
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _shared(table: dict[_K, _V], key: _K, value: _V) -> _V:
+    """The copy of ``value`` stored under ``key`` in ``table``, or ``value`` itself once the table is full."""
+    got = table.get(key)
+    if got is None:
+        if len(table) >= _INTERN_LIMIT:
+            return value
+        got = table.setdefault(key, value)
+    return got
+
+
 def intern_meta(meta: Meta) -> Meta:
     """The shared copy of ``meta`` (equal value; the table is bounded)."""
-    got = _metas.get(meta)
-    if got is None:
-        if len(_metas) >= _INTERN_LIMIT:
-            return meta
-        got = _metas.setdefault(meta, meta)
-    return got
+    return _shared(_metas, meta, meta)
 
 
 def intern_utm(utm: Utm) -> Utm:
     """The shared copy of ``utm`` (equal value; the table is bounded)."""
-    key = (utm.source, utm.medium, utm.campaign, utm.content, utm.term)
-    got = _utms.get(key)
-    if got is None:
-        if len(_utms) >= _INTERN_LIMIT:
-            return utm
-        got = _utms.setdefault(key, utm)
-    return got
+    return _shared(_utms, (utm.source, utm.medium, utm.campaign, utm.content, utm.term), utm)
 
 
 _HEADER = "<qqdqqBBH"
