@@ -78,14 +78,10 @@ def pickled_positionally(cls: type[_T]) -> type[_T]:
     SourcePosition(source='redis', partition='ev0', offset='1-0')
     """
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if not all(f.init for f in fields):
-        raise TypeError(f"{cls.__name__} has fields outside __init__: it cannot pickle positionally")
-    names = [f.name for f in fields]
-    # attrgetter of one name returns the value itself, not a tuple: give it a second, unused one
-    get: Callable[[Any], tuple[Any, ...]] = attrgetter(*names) if len(names) > 1 else attrgetter(names[0], names[0])
-    if len(names) == 1:
-        one = get
-        get = lambda self: one(self)[:1]  # noqa: E731
+    if len(fields) < 2 or not all(f.init for f in fields):
+        # attrgetter of one name returns the value, not a tuple; fields outside __init__ cannot be passed
+        raise TypeError(f"{cls.__name__} needs two or more __init__ fields to pickle positionally")
+    get: Callable[[Any], tuple[Any, ...]] = attrgetter(*(f.name for f in fields))
 
     def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
         return cls, get(self)
