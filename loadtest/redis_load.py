@@ -73,6 +73,7 @@ from loadtest.measure import (
     state_size,
 )
 from loadtest.redis_server import RedisProcess, start_on_free_port
+from flows.run import RunSettings
 from loadtest.traffic import LOAD_TENANTS, TrafficSettings, write_schedule
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -103,6 +104,8 @@ class LoadSettings:
     """The flow's KPI window length (``--window-seconds``)."""
     lateness_ms: int = 2_000
     """The flow's allowed lateness (``--allowed-lateness-ms``): a window closes this long after its end."""
+    snapshot_interval_s: int = RunSettings.snapshot_interval_s
+    """The flow's recovery snapshot interval (``--snapshot-interval``); the flow's own default unless asked."""
     grace_s: float = 3.0
     """Rate mode: once everything was read, how long the sink must have been idle before the flow is stopped."""
     drain_timeout_s: float = 300.0
@@ -226,6 +229,7 @@ def _flow_cmd(s: LoadSettings, url: str, run_dir: Path, processes: int) -> list[
         "--data-dir", str(run_dir),
         "--window-seconds", str(s.window_s),
         "--allowed-lateness-ms", str(s.lateness_ms),
+        "--snapshot-interval", str(s.snapshot_interval_s),
         "--progress-every", "0",
     ]  # fmt: skip
 
@@ -640,6 +644,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=float, default=5.0, help="rate mode: seconds not judged at the start")
     ap.add_argument("--window-seconds", type=float, default=5.0, help="the flow's KPI window (%(default)s)")
     ap.add_argument("--allowed-lateness-ms", type=int, default=2000, help="the flow's KPI lateness (%(default)s)")
+    ap.add_argument(
+        "--snapshot-interval", type=int, default=RunSettings.snapshot_interval_s,
+        help="the flow's recovery snapshot interval, whole seconds (%(default)s, the flow's default)",
+    )
     ap.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the flow to read all")
     ap.add_argument(
         "--profile",
@@ -668,6 +676,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         warmup_s=args.warmup,
         window_s=args.window_seconds,
         lateness_ms=args.allowed_lateness_ms,
+        snapshot_interval_s=args.snapshot_interval,
         drain_timeout_s=args.drain_timeout,
         profile_s=args.profile,
         out=args.out,
