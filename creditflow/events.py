@@ -318,3 +318,34 @@ class KpiRow:
 
 SinkRow = CreditRow | ConversionRow | KpiRow | DeadLetter
 """Everything the ClickHouse sink accepts."""
+
+
+JOURNEY_OUTCOMES = ("converted", "expired")
+"""How a journey closes: a conversion credited its touches, or the person went idle
+past the tenant's idle TTL (wall time, or an event that much later in event time)."""
+
+
+@pickled_positionally
+@dataclass(frozen=True, slots=True)
+class ClosedJourney:
+    """One closed journey, converting or not: the training data of the data-driven models.
+
+    ``journey_id`` is unique and the same in a replay after a crash: the person
+    plus the conversion id (converted) or the event time of the journey's last
+    event (expired). Touches are in event-time order.
+    """
+
+    tenant_id: str
+    person_id: str
+    journey_id: str
+    outcome: str
+    """One of ``JOURNEY_OUTCOMES``."""
+    closed_at_ms: int
+    """Event time: the conversion's, or the journey's last event's (expired)."""
+    conversion_id: str
+    """'' unless converted."""
+    value: float
+    """The conversion's value (0.0 unless converted)."""
+    touch_channels: tuple[str, ...]
+    touch_ts_ms: tuple[int, ...]
+    """Event time of each touch, same order and length as ``touch_channels``."""

@@ -39,7 +39,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from creditflow.config import TenantConfigs
-from creditflow.events import PERSON_EVENT_TYPES, Event, RawRecord, SinkRow
+from creditflow.events import PERSON_EVENT_TYPES, ClosedJourney, Event, RawRecord, SinkRow
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import NoWeights, WeightsProvider
 from operators.decode import decode_events
@@ -73,13 +73,17 @@ def build_flow(
     sink: Sink[Any],
     settings: FlowSettings,
     adapt: Callable[[Any], RawRecord] | None = None,
+    archive: Sink[Any] | None = None,
 ) -> Dataflow:
     """Wire the attribution flow between ``source`` and ``sink``.
 
     The sink receives every ``SinkRow`` (credit, conversion, KPI and dead-letter
     rows). A ``FixedPartitionedSink`` such as the ClickHouse sink receives them
     as ``(table, row)`` pairs, the routing key it needs. ``adapt`` turns a
-    source's own items (e.g. Kafka messages) into ``RawRecord``.
+    source's own items (e.g. Kafka messages) into ``RawRecord``. ``archive``,
+    if given, receives every closed journey (``ClosedJourney``: converted once
+    credited, or expired), as ``(tenant_id, journey)`` pairs for a
+    ``FixedPartitionedSink`` such as ``sinks.parquet_archive.ParquetArchiveSink``.
     """
     flow = Dataflow(FLOW_ID)
     raw = op.input("source", flow, source)
@@ -90,7 +94,13 @@ def build_flow(
     # identify / consent / deletion_request validate now and are acted on by the identity issue.
     # A person's touches and conversions travel one path, in order, to their journey.
     person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in PERSON_EVENT_TYPES)
-    journeys = attribute("attribute", resolve_person("identity", person_events), settings.configs, settings.weights)
+    journeys = attribute(
+        "attribute",
+        resolve_person("identity", person_events),
+        settings.configs,
+        settings.weights,
+        archive=archive is not None,
+    )
     credited = dedupe_conversions("dedup", journeys.scored, settings.configs)
 
     # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
@@ -113,7 +123,16 @@ def build_flow(
     if isinstance(sink, FixedPartitionedSink):
         rows = op.map("route", rows, _route)
     op.output("sink", rows, sink)
+    if archive is not None:
+        closed: Any = op.merge("closed_journeys", credited.journeys, journeys.expired)
+        if isinstance(archive, FixedPartitionedSink):
+            closed = op.map("route_archive", closed, _route_journey)
+        op.output("archive", closed, archive)
     return flow
+
+
+def _route_journey(journey: ClosedJourney) -> tuple[str, ClosedJourney]:
+    return journey.tenant_id, journey
 
 
 def _route(row: SinkRow) -> tuple[str, SinkRow]:

@@ -10,7 +10,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event
+from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLetter, Event
 from creditflow.kpis import KEY_SEP, KpiDelta
 from operators.state_guard import guarded_keyed_step
 from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
@@ -25,6 +25,8 @@ class DedupOut:
     conversions: Stream[ConversionRow]
     kpi_deltas: Stream[KpiDelta]
     duplicates: Stream[DeadLetter]
+    journeys: Stream[ClosedJourney]
+    """The credited path of each first copy (when the journeys step archives)."""
 
 
 def conversion_key(sc: ScoredConversion) -> str:
@@ -44,7 +46,10 @@ def dedupe_conversions(
     credit_rows = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
     conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
     deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
-    return DedupOut(credit_rows.trues, conversions.trues, deltas.trues, deltas.falses)  # type: ignore[arg-type]
+    journeys = op.branch("journeys", deltas.falses, lambda x: isinstance(x, ClosedJourney))
+    return DedupOut(  # type: ignore[arg-type]
+        credit_rows.trues, conversions.trues, deltas.trues, journeys.falses, journeys.trues
+    )
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,20 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import DeadLetter, PersonEvent
+from typing import Any
+
+from creditflow.events import ClosedJourney, DeadLetter, PersonEvent
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_keyed_step
-from state.journeys import STATE_LAYOUT_VERSION, JourneyEnv, JourneyLogic, JourneyState, ScoredConversion
+from state.journeys import (
+    STATE_LAYOUT_VERSION,
+    ExpiredJourney,
+    JourneyEnv,
+    JourneyLogic,
+    JourneyState,
+    ScoredConversion,
+)
 
 
 @dataclass(frozen=True)
@@ -25,10 +34,21 @@ class AttributionOut:
     """KPI increments of the person's (de-duplicated) impressions and clicks."""
     duplicates: Stream[DeadLetter]
     """Conversions and touches this person had already sent with the same id."""
+    expired: Stream[ClosedJourney]
+    """Journeys that closed without a conversion (idle TTL); empty unless ``archive``."""
 
 
 def person_key(pe: PersonEvent) -> str:
     return f"{pe.event.tenant_id}{KEY_SEP}{pe.person_id}"
+
+
+def _with_key(kv: tuple[str, Any]) -> Any:
+    """The journey's output, an idle-expired journey completed with its tenant and person from the key."""
+    key, value = kv
+    if isinstance(value, ExpiredJourney):
+        tenant_id, _, person_id = key.partition(KEY_SEP)
+        return value.closed(tenant_id, person_id)
+    return value
 
 
 @operator
@@ -38,20 +58,26 @@ def attribute(
     configs: TenantConfigs,
     weights: WeightsProvider,
     now: Callable[[], float] = time.time,
+    archive: bool = False,
 ) -> AttributionOut:
     """Journeys keyed by tenant and person; credit rows at every conversion.
+
+    With ``archive``, every closed journey is emitted too: a converting one
+    inside its ``ScoredConversion`` (so de-duplication keeps or drops it with
+    the conversion), an unconverted one on ``expired``.
 
     The stateful sub-step is ``journey``; renaming it (or this step) would
     silently reset every journey, so the state guard refuses snapshots of
     another layout instead.
     """
 
-    env = JourneyEnv(configs, weights, now)  # shared by every key's logic
+    env = JourneyEnv(configs, weights, now, archive)  # shared by every key's logic
 
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(env, resume)
 
-    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True)
+    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True, unkey=_with_key)
     split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
     rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
-    return AttributionOut(split.trues, rest.trues, rest.falses)  # type: ignore[arg-type]
+    expired = op.branch("expired", rest.falses, lambda x: isinstance(x, ClosedJourney))
+    return AttributionOut(split.trues, rest.trues, expired.falses, expired.trues)  # type: ignore[arg-type]

@@ -52,14 +52,20 @@ def guarded_keyed_step(
     layout: int,
     build: Callable[[Any], Any],
     batch: bool = False,
+    unkey: Callable[[tuple[str, Any]], Any] | None = None,
 ) -> Stream[Any]:
     """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
 
     A plain function, not an operator: the sub-steps keep the ids of the
     calling operator's scope (``<operator>.key``, ``<operator>.<step>``,
-    ``<operator>.unkey``), which the recovery store is keyed by.
+    ``<operator>.unkey``), which the recovery store is keyed by. ``unkey``
+    turns a ``(key, value)`` output into the item passed on (default: the value).
     """
     keyed = op.key_on("key", up, key)
     stateful = op.stateful_batch if batch else op.stateful
     out = stateful(step, keyed, guarded_builder(step, layout, build))
-    return op.map("unkey", out, lambda kv: kv[1])
+    return op.map("unkey", out, unkey if unkey is not None else _value)
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]

@@ -25,7 +25,7 @@ import orjson
 from bytewax.operators import StatefulLogic
 
 from creditflow.config import DAY_MS, TenantConfigs
-from creditflow.events import ConversionRow, CreditRow, DeadLetter, Event, SourcePosition
+from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLetter, Event, SourcePosition
 from creditflow.kpis import KpiDelta
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 STATE_LAYOUT_VERSION = 1
 
-DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter
+DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter | ClosedJourney
 
 
 @dataclass(frozen=True, slots=True)

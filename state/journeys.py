@@ -40,6 +40,7 @@ from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.events import (
     EMPTY_UTM,
     UNATTRIBUTED_CHANNEL,
+    ClosedJourney,
     ConversionRow,
     CreditRow,
     DeadLetter,
@@ -65,6 +66,7 @@ from state.journey_state import (
 __all__ = [
     "INTERNAL_CHANNEL",
     "MAX_SEEN_CONVERSIONS",
+    "ExpiredJourney",
     "RECENT_TOUCH_IDS",
     "STATE_LAYOUT_VERSION",
     "JourneyEnv",
@@ -104,12 +106,37 @@ class ScoredConversion:
     credits: tuple[CreditRow, ...]
     kpi_deltas: tuple[KpiDelta, ...]
     position: SourcePosition
+    journey: ClosedJourney | None = None
+    """The credited path for the archive (``None`` when the flow keeps no archive)."""
 
-    def rows(self) -> list[CreditRow | ConversionRow | KpiDelta]:
-        return [*self.credits, self.conversion, *self.kpi_deltas]
+    def rows(self) -> list[CreditRow | ConversionRow | KpiDelta | ClosedJourney]:
+        rows: list[CreditRow | ConversionRow | KpiDelta | ClosedJourney] = [
+            *self.credits,
+            self.conversion,
+            *self.kpi_deltas,
+        ]
+        if self.journey is not None:
+            rows.append(self.journey)
+        return rows
 
 
-JourneyOutput = ScoredConversion | KpiDelta | DeadLetter
+@dataclass(frozen=True, slots=True)
+class ExpiredJourney:
+    """A journey closed by the wall-time idle TTL (``on_notify``), before its key is known.
+
+    The logic does not hold its own (tenant, person) key; the operator turns
+    this into a ``ClosedJourney`` with it (:func:`expired_journey`).
+    """
+
+    last_event_ms: int
+    touch_channels: tuple[str, ...]
+    touch_ts_ms: tuple[int, ...]
+
+    def closed(self, tenant_id: str, person_id: str) -> ClosedJourney:
+        return expired_journey(tenant_id, person_id, self.last_event_ms, self.touch_channels, self.touch_ts_ms)
+
+
+JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney
 
 
 # --------------------------------------------------------------------------- #
@@ -124,12 +151,16 @@ class JourneyEnv:
     tenant's ``TenantContext``. ``now`` returns the wall clock as epoch seconds.
     """
 
-    __slots__ = ("configs", "weights", "now", "default", "tenants")
+    __slots__ = ("configs", "weights", "now", "archive", "default", "tenants")
 
-    def __init__(self, configs: TenantConfigs, weights: WeightsProvider, now: Callable[[], float]) -> None:
+    def __init__(
+        self, configs: TenantConfigs, weights: WeightsProvider, now: Callable[[], float], archive: bool = False
+    ) -> None:
         self.configs = configs
         self.weights = weights
         self.now = now
+        self.archive = archive
+        """Emit every closed journey (``ClosedJourney``, ``ExpiredJourney``) for the Parquet archive."""
         self.default = TenantContext(self, configs.defaults)
         """The context of every tenant without settings of its own."""
         self.tenants = {t: TenantContext(self, cfg) for t, cfg in configs.tenants.items()}
@@ -193,7 +224,12 @@ class JourneyLogic:
         return self.on_batch([value])
 
     def on_notify(self) -> tuple[Iterable[JourneyOutput], bool]:
-        return (), True  # idle TTL reached: forget the person
+        # Idle TTL reached: forget the person; the touches no conversion consumed close unconverted.
+        if self._ctx.env.archive and self._packed:
+            j = Journey.unpack(self._packed, self._refs)
+            if j.ts:
+                return (ExpiredJourney(j.last_event_ms, tuple(m[1] for m in j.metas), tuple(j.ts)),), True
+        return (), True
 
     def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
         return (), False
@@ -213,6 +249,9 @@ class JourneyLogic:
         cfg = ctx.cfg
         ts_ms = ev.ts_ms
         if j.last_event_ms >= 0 and ts_ms - j.last_event_ms > ctx.idle_ttl_ms:
+            if env.archive and j.ts:
+                channels = tuple(m[1] for m in j.metas)
+                out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, channels, tuple(j.ts)))
             j = Journey()
         j.last_seen_wall_s = env.now()
         if ts_ms > j.last_event_ms:
@@ -251,9 +290,22 @@ class JourneyLogic:
             for r in rows
             if r.model == cfg.kpi_model and r.credit > 0
         )
+        journey = None
+        if self._ctx.env.archive:
+            journey = ClosedJourney(
+                tenant_id=ev.tenant_id,
+                person_id=pe.person_id,
+                journey_id=f"{pe.person_id}:converted:{conv.conversion_id}",
+                outcome="converted",
+                closed_at_ms=ev.ts_ms,
+                conversion_id=conv.conversion_id,
+                value=conv.value,
+                touch_channels=tuple(t[2] for t in eligible),
+                touch_ts_ms=tuple(t[0] for t in eligible),
+            )
         out.append(
             ScoredConversion(
-                pe.person_id, ev.event_id, conversion_row(pe, eligible, j), tuple(rows), deltas, ev.position
+                pe.person_id, ev.event_id, conversion_row(pe, eligible, j), tuple(rows), deltas, ev.position, journey
             )
         )
         # Consume: a later conversion credits only later touches.
@@ -262,6 +314,27 @@ class JourneyLogic:
 
 
 StatefulBatchLogic.register(JourneyLogic)
+
+
+def expired_journey(
+    tenant_id: str, person_id: str, last_event_ms: int, channels: tuple[str, ...], ts_ms: tuple[int, ...]
+) -> ClosedJourney:
+    """The unconverted rest of a journey that went idle: its id is the person and its last event time.
+
+    >>> expired_journey("acme", "u1", 5000, ("email",), (4000,)).journey_id
+    'u1:expired:5000'
+    """
+    return ClosedJourney(
+        tenant_id=tenant_id,
+        person_id=person_id,
+        journey_id=f"{person_id}:expired:{last_event_ms}",
+        outcome="expired",
+        closed_at_ms=last_event_ms,
+        conversion_id="",
+        value=0.0,
+        touch_channels=channels,
+        touch_ts_ms=ts_ms,
+    )
 
 
 def _seen_touch(j: Journey, event_id: str) -> bool:

@@ -15,6 +15,7 @@ from creditflow.config import DAY_MS, TenantConfig, TenantConfigs
 from creditflow.events import (
     EMPTY_UTM,
     UNATTRIBUTED_CHANNEL,
+    ClosedJourney,
     Conversion,
     ConversionRow,
     CreditRow,
@@ -33,6 +34,7 @@ from state.journeys import (
     MAX_SEEN_CONVERSIONS,
     RECENT_TOUCH_IDS,
     STATE_LAYOUT_VERSION,
+    ExpiredJourney,
     JourneyEnv,
     JourneyLogic,
     JourneyState,
@@ -62,8 +64,10 @@ def conversion(eid: str, day: float, cid: str, value: float = 100.0) -> PersonEv
     return PersonEvent("u:u1", ev)
 
 
-def logic(cfg: TenantConfig | None = None, weights=None) -> JourneyLogic:
-    env = JourneyEnv(TenantConfigs(defaults=cfg or TenantConfig()), weights or NoWeights(), now=lambda: 1000.0)
+def logic(cfg: TenantConfig | None = None, weights=None, archive: bool = False) -> JourneyLogic:
+    env = JourneyEnv(
+        TenantConfigs(defaults=cfg or TenantConfig()), weights or NoWeights(), now=lambda: 1000.0, archive=archive
+    )
     return JourneyLogic(env, None)
 
 
@@ -186,6 +190,40 @@ def test_wall_time_idle_ttl_discards_state() -> None:
     lg = logic(TenantConfig(idle_ttl_days=1))
     feed(lg, touch("a", 0, "email"))
     assert lg.notify_at().timestamp() == pytest.approx(1000.0 + 86_400)
+    assert lg.on_notify() == ((), True)
+
+
+def test_archive_gets_the_credited_path_of_each_conversion() -> None:
+    lg = logic(archive=True)
+    out = feed(lg, touch("a", 0, "email"), touch("b", 1, "search"), conversion("v", 2, "o1", 40.0))
+    (closed,) = [r for r in out if isinstance(r, ClosedJourney)]
+    assert closed == ClosedJourney(
+        "t1", "u:u1", "u:u1:converted:o1", "converted", T0 + 2 * DAY_MS, "o1", 40.0,
+        ("email", "search"), (T0, T0 + DAY_MS),
+    )  # fmt: skip
+    # consumed: the next conversion's path starts after it (no eligible touch: an empty path)
+    out = feed(lg, conversion("w", 3, "o2"))
+    assert [r.touch_channels for r in out if isinstance(r, ClosedJourney)] == [()]
+
+
+def test_archive_gets_the_unconverted_rest_when_the_person_goes_idle() -> None:
+    lg = logic(TenantConfig(idle_ttl_days=2), archive=True)
+    feed(lg, touch("a", 0, "email"), conversion("v", 0.5, "o1"), touch("b", 1, "display"))
+    out, discard = lg.on_notify()
+    assert discard is True
+    assert list(out) == [ExpiredJourney(T0 + DAY_MS, ("display",), (T0 + DAY_MS,))]
+    assert list(out)[0].closed("t1", "u:u1").journey_id == "u:u1:expired:" + str(T0 + DAY_MS)
+    # ... and when an event comes back after more than the idle TTL of event time
+    lg = logic(TenantConfig(idle_ttl_days=2), archive=True)
+    out = feed(lg, touch("a", 0, "email"), touch("b", 5, "search"))
+    (closed,) = [r for r in out if isinstance(r, ClosedJourney)]
+    assert (closed.outcome, closed.touch_channels, closed.closed_at_ms) == ("expired", ("email",), T0)
+
+
+def test_no_archive_rows_unless_asked() -> None:
+    lg = logic(TenantConfig(idle_ttl_days=2))
+    out = feed(lg, touch("a", 0, "email"), conversion("v", 0.5, "o1"), touch("b", 1, "x"), touch("c", 9, "y"))
+    assert not [r for r in out if isinstance(r, ClosedJourney)]
     assert lg.on_notify() == ((), True)
 
 
