@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from creditflow.config import MODELS, TenantConfig
 from creditflow.errors import CreditflowError
+from creditflow.weights import UNTRAINED, ScoringWeights
 
 __all__ = [
     "AttributionError",
@@ -33,7 +34,6 @@ __all__ = [
     "time_decay",
 ]
 
-_EMPTY_WEIGHTS: Mapping[str, float] = {}
 _CREDIT_SUM_TOLERANCE = 1e-9
 
 
@@ -139,15 +139,34 @@ def position_based(n: int, first: float = 0.4, last: float = 0.4) -> list[float]
     return shares
 
 
-def data_driven(channels: Sequence[str], channel_weights: Mapping[str, float]) -> list[float]:
-    """Credit of each touch proportional to its channel's weight (missing channel: 0).
+def data_driven(
+    channels: Sequence[str],
+    channel_weights: Mapping[str, float],
+    touch_ts_ms: Sequence[int] | None = None,
+    conversion_ts_ms: int = 0,
+    half_life_days: float | None = None,
+    per_channel: bool = False,
+) -> list[float]:
+    """Credit of each touch from its channel's trained weight (missing channel: 0).
 
-    Falls back to :func:`linear` when every weight in the journey is 0 or missing.
-    Only the weights of the journey's channels are looked at (and validated): a
-    negative or non-finite one raises :class:`AttributionError` naming the channel.
+    How position and recency enter: position does not, only the channel and
+    the touch's age. A touch's raw weight is ``channel_weights[channel]``,
+    times ``0.5 ** (age_days / half_life_days)`` when the model learnt a
+    recency half-life (``age`` = conversion time - touch time, needs
+    ``touch_ts_ms``), divided by the number of the path's touches on that
+    channel when ``per_channel`` (weights of channel *sets*, e.g. Markov
+    removal effects or Shapley values, are shared by a channel's touches;
+    per-exposure weights, e.g. logistic lift, are not). Shares are the raw
+    weights normalised. Falls back to :func:`linear` when every raw weight is 0.
+    Only the journey's channels are looked at (and validated): a negative or
+    non-finite weight raises :class:`AttributionError` naming the channel.
 
     >>> data_driven(["search", "email", "search"], {"search": 3.0, "email": 2.0})
     [0.375, 0.25, 0.375]
+    >>> data_driven(["search", "email", "search"], {"search": 3.0, "email": 2.0}, per_channel=True)
+    [0.3, 0.4, 0.3]
+    >>> data_driven(["a", "a"], {"a": 1.0}, [0, 86_400_000], 86_400_000, half_life_days=1.0)
+    [0.3333333333333333, 0.6666666666666666]
     >>> data_driven(["social", "email"], {"search": 1.0})  # no known channel: linear
     [0.5, 0.5]
     """
@@ -155,12 +174,24 @@ def data_driven(channels: Sequence[str], channel_weights: Mapping[str, float]) -
         return []
     get = channel_weights.get
     weights = [float(get(channel, 0.0)) for channel in channels]
-    top = 0.0
     for channel, w in zip(channels, weights, strict=True):
         if not (0.0 <= w < math.inf):  # also rejects NaN
             raise AttributionError(f"weight of channel {channel!r} must be finite and >= 0 (got {w})")
-        if w > top:
-            top = w
+    if half_life_days is not None:
+        if touch_ts_ms is None or len(touch_ts_ms) != len(channels):
+            raise AttributionError("recency weighting needs one touch time per channel")
+        if not (half_life_days > 0 and math.isfinite(half_life_days)):
+            raise AttributionError(f"half_life_days must be finite and > 0 (got {half_life_days})")
+        scale = _DAY_MS * half_life_days
+        weights = [
+            w * 0.5 ** (max(conversion_ts_ms - ts, 0) / scale) for w, ts in zip(weights, touch_ts_ms, strict=True)
+        ]
+    if per_channel:
+        counts: dict[str, int] = {}
+        for channel in channels:
+            counts[channel] = counts.get(channel, 0) + 1
+        weights = [w / counts[channel] for w, channel in zip(weights, channels, strict=True)]
+    top = max(weights)
     if top == 0.0:
         return linear(len(channels))
     # Scale by the largest weight first so that huge weights cannot overflow the total.
@@ -169,7 +200,10 @@ def data_driven(channels: Sequence[str], channel_weights: Mapping[str, float]) -
     return [w / total for w in scaled]
 
 
-_Scorer = Callable[[Sequence[int], Sequence[str], int, TenantConfig, Mapping[str, float]], list[float]]
+_DAY_MS = 86_400_000
+
+
+_Scorer = Callable[[Sequence[int], Sequence[str], int, TenantConfig, ScoringWeights], list[float]]
 
 _SCORERS: dict[str, _Scorer] = {
     "first_touch": lambda ts, ch, conv, cfg, cw: first_touch(len(ts)),
@@ -177,7 +211,9 @@ _SCORERS: dict[str, _Scorer] = {
     "linear": lambda ts, ch, conv, cfg, cw: linear(len(ts)),
     "time_decay": lambda ts, ch, conv, cfg, cw: time_decay(ts, conv, cfg.half_life_ms),
     "position_based": lambda ts, ch, conv, cfg, cw: position_based(len(ts), cfg.position_first, cfg.position_last),
-    "data_driven": lambda ts, ch, conv, cfg, cw: data_driven(ch, cw),
+    "data_driven": lambda ts, ch, conv, cfg, w: data_driven(
+        ch, w.channel_weights, ts, conv, w.half_life_days, w.split == "per_channel"
+    ),
 }
 assert set(_SCORERS) == set(MODELS), "every model in creditflow.config.MODELS needs a scorer"
 
@@ -188,13 +224,14 @@ def score(
     channels: Sequence[str],
     conversion_ts_ms: int,
     cfg: TenantConfig,
-    channel_weights: Mapping[str, float] | None = None,
+    weights: ScoringWeights | Mapping[str, float] | None = None,
 ) -> list[float]:
     """Shares of one journey under the named model, with the tenant's settings.
 
     ``touch_ts_ms`` and ``channels`` describe the same touches (equal lengths).
-    ``channel_weights`` is used by ``data_driven`` only; ``None`` means no trained
-    weights yet, so ``data_driven`` falls back to linear.
+    ``weights`` (the tenant's trained ``ScoringWeights``, or bare channel
+    weights) is used by ``data_driven`` only; ``None`` means no trained weights
+    yet, so ``data_driven`` falls back to linear.
 
     >>> from creditflow.config import TenantConfig
     >>> score("position_based", [1, 2, 3], ["a", "b", "c"], 10, TenantConfig())
@@ -209,9 +246,11 @@ def score(
         raise AttributionError(
             f"touch_ts_ms and channels must describe the same touches (got {len(touch_ts_ms)} and {len(channels)})"
         )
-    return scorer(
-        touch_ts_ms, channels, conversion_ts_ms, cfg, _EMPTY_WEIGHTS if channel_weights is None else channel_weights
-    )
+    if weights is None:
+        weights = UNTRAINED
+    elif not isinstance(weights, ScoringWeights):
+        weights = ScoringWeights(0, weights)
+    return scorer(touch_ts_ms, channels, conversion_ts_ms, cfg, weights)
 
 
 def split_revenue(credits: Sequence[float], value: float) -> list[float]:  # noqa: A002 (public name)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from typing import Any
-
 from creditflow.events import ClosedJourney, DeadLetter, PersonEvent
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider

@@ -49,7 +49,7 @@ from creditflow.events import (
     Utm,
 )
 from creditflow.kpis import KpiDelta, delta_of
-from creditflow.weights import WeightsProvider
+from creditflow.weights import UNTRAINED, ScoringWeights, WeightsProvider
 from state.conversion_dedup import duplicate_conversion, duplicate_event
 from state.journey_state import (
     DIGEST_BYTES,
@@ -281,8 +281,7 @@ class JourneyLogic:
         j.seen_conversions.append((cid, ev.ts_ms))
         upto = bisect.bisect_right(j.ts, ev.ts_ms)  # touches after the conversion are neither eligible nor consumed
         eligible = eligible_touches(j.touches(upto), ev.ts_ms, j.consumed_until_ms, cfg) if upto else []
-        version, channel_weights = self._ctx.env.weights.current(ev.tenant_id)
-        rows = credit_rows(pe, eligible, cfg, version, channel_weights)
+        rows = credit_rows(pe, eligible, cfg, self._ctx.env.weights.current(ev.tenant_id))
         deltas = tuple(
             KpiDelta.conversion(
                 ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position
@@ -421,8 +420,7 @@ def credit_rows(
     pe: PersonEvent,
     eligible: list[Touch],
     cfg: TenantConfig,
-    weights_version: int,
-    channel_weights: dict[str, float] | None,
+    weights: ScoringWeights = UNTRAINED,
 ) -> list[CreditRow]:
     """Credit rows of every configured model for one conversion.
 
@@ -438,9 +436,9 @@ def credit_rows(
     channels = [t[2] for t in touches]
     rows: list[CreditRow] = []
     for model in cfg.models:
-        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, channel_weights) if eligible else [1.0]
+        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, weights) if eligible else [1.0]
         revenue = attribution.split_revenue(shares, conv.value)
-        version = weights_version if model == "data_driven" else 0
+        version = weights.version if model == "data_driven" else 0
         for t, share, rev in zip(touches, shares, revenue, strict=True):
             rows.append(
                 CreditRow(

@@ -402,3 +402,35 @@ def test_data_driven_is_proportional_to_channel_weight(channels, weights):
     for w, s in zip(ws, shares, strict=True):
         # share / top share == weight / top weight (both ratios in [0, 1])
         assert s / shares[top] == pytest.approx(w / ws[top], rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# data_driven with a trained model's recency and split rule
+# ---------------------------------------------------------------------------
+
+
+def test_data_driven_recency_halves_a_touch_per_half_life():
+    ts = [0, 2 * DAY_MS, 4 * DAY_MS]
+    shares = data_driven(["a", "a", "a"], {"a": 1.0}, ts, 4 * DAY_MS, half_life_days=2.0)
+    assert_shares(shares, [1 / 7, 2 / 7, 4 / 7])
+
+
+def test_data_driven_per_channel_shares_a_channels_weight_among_its_touches():
+    # Markov/Shapley weights belong to the channel: three email touches share email's 1.0
+    shares = data_driven(["email", "email", "search", "email"], {"email": 1.0, "search": 1.0}, per_channel=True)
+    assert_shares(shares, [1 / 6, 1 / 6, 1 / 2, 1 / 6])
+
+
+def test_score_passes_the_trained_recency_and_split_to_data_driven():
+    from creditflow.weights import ScoringWeights
+
+    w = ScoringWeights(3, {"search": 1.0, "email": 1.0}, half_life_days=7.0, split="per_touch")
+    shares = score("data_driven", TS, CHANNELS, CONVERSION_TS, TenantConfig(), w)
+    assert_shares(shares, [0.25 / 0.75, 0.5 / 0.75, 0.0])  # social has no weight; two half-lives, one
+
+
+def test_data_driven_recency_needs_times_and_a_positive_half_life():
+    with pytest.raises(AttributionError, match="one touch time per channel"):
+        data_driven(["a"], {"a": 1.0}, half_life_days=1.0)
+    with pytest.raises(AttributionError, match="half_life_days"):
+        data_driven(["a"], {"a": 1.0}, [0], 0, half_life_days=0.0)

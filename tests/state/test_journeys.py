@@ -497,7 +497,7 @@ class PlainJourney:
             else:
                 self.seen.append((conv.conversion_id, ev.ts_ms))
                 eligible = eligible_touches(self.touches, ev.ts_ms, self.consumed, cfg)
-                rows = credit_rows(pe, eligible, cfg, 0, {})
+                rows = credit_rows(pe, eligible, cfg)
                 last_utm = next((u[1] for u in (self.last_utm, self.first_utm) if u and u[0] <= ev.ts_ms), EMPTY_UTM)
                 out.extend(rows)
                 out.append(
