@@ -24,7 +24,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
+
+if TYPE_CHECKING:
+    from creditflow.model_weights import ModelWeights
 
 EventType = Literal[
     "impression",
@@ -316,8 +319,8 @@ class KpiRow:
     table = "kpi_windows"
 
 
-SinkRow = CreditRow | ConversionRow | KpiRow | DeadLetter
-"""Everything the ClickHouse sink accepts."""
+SinkRow = Union[CreditRow, ConversionRow, KpiRow, DeadLetter, "ModelWeights"]
+"""Everything the ClickHouse sink accepts (``ModelWeights``: ``creditflow.model_weights``)."""
 
 
 JOURNEY_OUTCOMES = ("converted", "expired")

@@ -227,6 +227,8 @@ LOOKUP_CHUNK = 10_000
 
 _KEY_EXPRESSIONS: dict[str, tuple[str, str]] = {
     "window_start": ("toUnixTimestamp64Milli(`window_start`)", "Int64"),
+    "published_at": ("toUnixTimestamp64Milli(`published_at`)", "Int64"),
+    "version": ("toUInt32(`version`)", "UInt32"),
 }
 """Key columns read and compared as another expression and parameter type (DateTime64 as epoch ms)."""
 

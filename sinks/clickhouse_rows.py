@@ -31,6 +31,7 @@ from operator import itemgetter
 from typing import Any
 
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow
+from creditflow.model_weights import ModelWeights
 
 __all__ = [
     "COLUMNS",
@@ -118,6 +119,23 @@ COLUMNS: dict[str, list[str]] = {
         "event_type",
         "received_at",
     ],
+    ModelWeights.table: [
+        "tenant_id",
+        "version",
+        "action",
+        "published_at",
+        "method",
+        "channel_weights",
+        "half_life_days",
+        "split",
+        "trained_at",
+        "window_start",
+        "window_end",
+        "journeys",
+        "metrics",
+        "shares",
+        "written_at",
+    ],
 }
 """Insert columns per table, in ``to_row`` order; the write time is always last."""
 
@@ -128,6 +146,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     ConversionRow.table: ("tenant_id", "conversion_id"),
     KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id", "events"),
     DeadLetter.table: ("source", "partition", "position", "reason"),
+    ModelWeights.table: ("tenant_id", "version", "action", "published_at"),
 }
 """Each table's ORDER BY (``sinks/migrations/``): the row key."""
 
@@ -136,6 +155,7 @@ LOOKUP_WIDTH: dict[str, int] = {
     ConversionRow.table: 2,  # (tenant_id, conversion_id) IN (...)
     KpiRow.table: 2,  # (tenant_id, window_start) IN (...)
     DeadLetter.table: 3,  # (source, partition, position) IN (...)
+    ModelWeights.table: 2,  # (tenant_id, version) IN (...)
 }
 """How many leading key columns the existing-key lookup matches with a tuple ``IN`` (a primary-key prefix)."""
 
@@ -157,6 +177,7 @@ VERSION_COLUMN: dict[str, str] = {
     ConversionRow.table: "scored_at",
     KpiRow.table: "emitted_at",
     DeadLetter.table: "received_at",
+    ModelWeights.table: "written_at",
 }
 """Each table's write-time column (the ReplacingMergeTree version, always the last insert column)."""
 
@@ -199,6 +220,7 @@ ROW_TYPES: dict[type, str] = {
     ConversionRow: ConversionRow.table,
     KpiRow: KpiRow.table,
     DeadLetter: DeadLetter.table,
+    ModelWeights: ModelWeights.table,
 }
 """Sink row type -> table."""
 
@@ -287,18 +309,39 @@ def _dead_letter(r: DeadLetter, now_ms: int) -> tuple[Any, ...]:
     )
 
 
+def _model_weights(r: ModelWeights, now_ms: int) -> tuple[Any, ...]:
+    return (
+        r.tenant_id,
+        r.version,
+        r.action,
+        r.published_at_ms,
+        r.method,
+        dict(r.channel_weights),
+        r.half_life_days,
+        r.split,
+        r.trained_at_ms,
+        r.window_start_ms,
+        r.window_end_ms,
+        r.journeys,
+        dict(r.metrics),
+        dict(r.shares),
+        now_ms,
+    )
+
+
 _CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
     CreditRow: _credit,
     ConversionRow: _conversion,
     KpiRow: _kpi,
     DeadLetter: _dead_letter,
+    ModelWeights: _model_weights,
 }
 
 
 def _unsupported(item: object) -> TypeError:
     return TypeError(
         f"the ClickHouse sink cannot write a {type(item).__name__}: send CreditRow, ConversionRow, "
-        "KpiRow or DeadLetter (creditflow.events.SinkRow)"
+        "KpiRow, DeadLetter or ModelWeights (creditflow.events.SinkRow)"
     )
 
 

@@ -25,6 +25,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from creditflow.errors import CreditflowError
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SourcePosition, Utm
+from creditflow.model_weights import ModelWeights
 from sinks.clickhouse import (
     SINK_PARTITION,
     ClickHouseSink,
@@ -95,6 +96,13 @@ def kpi(i: int = 0, *, clicks: int = 2) -> KpiRow:
         roas=None,
         events=102,
     )
+
+
+def weights(version: int) -> ModelWeights:
+    return ModelWeights(
+        "acme", version, "incrementality", {"email": 1.0, "search": 2.0}, 7.0, "per_touch",
+        trained_at_ms=1_700_000_000_000, journeys=10, metrics={"log_loss": 0.4}, published_at_ms=1_700_000_000_000,
+    )  # fmt: skip
 
 
 def dead_letter(i: int = 0) -> DeadLetter:
@@ -173,12 +181,13 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4]
     assert migrate(client) == []
     assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
         (1, "0001_init"),
         (2, "0002_kpi_window_revisions"),
         (3, "0003_sink_commits"),
+        (4, "0004_model_weights"),
     ]
     for table in TABLES:
         sorting_key = client.command(
@@ -298,10 +307,13 @@ def test_replaying_the_same_batch_adds_no_rows(
     part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
 ) -> None:
     batch: list[SinkRow] = [credit(i) for i in range(50)] + [conversion(1), kpi(1), kpi(2), dead_letter(1)]
+    batch.append(weights(1))
     assert part.mode == "empty"
     part.write_batch(batch)
     counts = {t: count(part.client, t) for t in TABLES}
-    assert counts == {"attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1}
+    assert counts == {
+        "attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1, "model_weights": 1,
+    }  # fmt: skip
     again = restart(part, settings, mode)
     try:
         again.write_batch(batch)
@@ -312,6 +324,7 @@ def test_replaying_the_same_batch_adds_no_rows(
             "conversions": 2,
             "kpi_windows": 4,
             "dead_letters": 2,
+            "model_weights": 2,
         }
     finally:
         again.close()
@@ -622,6 +635,7 @@ def test_chdb_allows_one_open_path_per_process(tmp_path: Path) -> None:
 
 def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
     items: list[SinkRow] = [credit(i) for i in range(20)] + [conversion(i) for i in range(5)] + [kpi(0), dead_letter(0)]
+    items += [weights(1), weights(2)]
     flow = Dataflow("clickhouse_sink_test")
     rows = op.input("rows", flow, TestingSource(items, batch_size=4))
     keyed = op.map("key", rows, key_for_sink)
@@ -633,5 +647,8 @@ def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
             "conversions": 5,
             "kpi_windows": 1,
             "dead_letters": 1,
+            "model_weights": 2,
         }
         assert scalar(c, "SELECT sum(credit) FROM attribution_credits FINAL") == pytest.approx(10.0)
+        got = c.query("SELECT version, channel_weights, half_life_days FROM model_weights FINAL ORDER BY version")
+        assert got.result_rows == [(1, {"email": 1.0, "search": 2.0}, 7.0), (2, {"email": 1.0, "search": 2.0}, 7.0)]

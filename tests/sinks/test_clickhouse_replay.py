@@ -23,6 +23,7 @@ from clickhouse_connect.driver import Client
 
 import sinks.clickhouse as sink_module
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SourcePosition, Utm
+from creditflow.model_weights import ModelWeights
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, ClickHouseSinkPartition, key_for_sink, lookup_sql
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect
 from sinks.clickhouse_migrations import migrate
@@ -109,6 +110,14 @@ def rows_for(conversion_numbers: range, tenants: int = 3) -> list[SinkRow]:
                     tenant_id=tenant,
                 )
             )
+        if n % 10 == 0:  # a published weights version now and then (copied from Redis by the flow)
+            rows.append(
+                ModelWeights(
+                    tenant, n // 10 + 1, "markov", {"email": 0.25 + n % 3, "paid_search": 1.0}, None, "per_channel",
+                    trained_at_ms=T0, window_start_ms=T0 - 1000, window_end_ms=T0, journeys=n,
+                    metrics={"log_loss": 0.3}, published_at_ms=T0 + n,
+                )
+            )  # fmt: skip
     return rows
 
 
