@@ -2,15 +2,21 @@
 
     python -m jobs.evaluate --persons 50000 --seed 1
 
-Rule-based shares count the credit each method gives over the converting
-journeys; data-driven shares are the fitted weights (Markov removal effects,
-Shapley values over channel sets, the logistic incrementality model). The
-error of a method is its largest absolute share difference over the channels.
+Prints two worlds: the default one, with the high-intent confounder, and the
+same without it. Rule-based shares count the credit each method gives over the
+converting journeys; data-driven shares are the fitted weights (Markov removal
+effects, Shapley values over channel sets, the confounder-robust incrementality
+model, and the plain logistic model without ending controls as
+``incrementality_naive``). ``chosen`` is the method ``jobs.train.train_tenant``
+picks on held-out journeys, with its shares from the training split. The error
+of a method is its largest absolute share difference over the channels.
 
 >>> from jobs.synthetic import SyntheticWorld
 >>> report = evaluate(SyntheticWorld(), persons=3000, seed=2)
 >>> sorted(report.errors)
-['first_touch', 'incrementality', 'last_touch', 'linear', 'markov', 'shapley']
+['chosen', 'first_touch', 'incrementality', 'incrementality_naive', 'last_touch', 'linear', 'markov', 'shapley']
+>>> report.chosen in report.metrics
+True
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from creditflow.attribution import first_touch, last_touch, linear
-from jobs.incrementality import fit_logistic
+from jobs.incrementality import fit_incrementality, fit_logistic
 from jobs.markov import removal_effects
 from jobs.shapley import shapley_values
 from jobs.shares import normalised
 from jobs.synthetic import Journey, SyntheticWorld, generate, truth_shares
+from jobs.train import train_tenant
 
-__all__ = ["RULES", "Evaluation", "evaluate", "rule_shares"]
+__all__ = ["RULES", "Evaluation", "evaluate", "print_report", "rule_shares"]
 
 RULES = {"first_touch": first_touch, "last_touch": last_touch, "linear": linear}
 """The rule-based models compared, from the streaming scorer's own maths."""
@@ -39,6 +46,10 @@ class Evaluation:
     """method -> channel -> credit share."""
     errors: dict[str, float]
     """method -> largest absolute share error over the channels."""
+    chosen: str
+    """The data-driven method ``train_tenant`` chose (its shares are under ``"chosen"``)."""
+    metrics: dict[str, dict[str, float]]
+    """Data-driven method -> held-out metrics from ``train_tenant``."""
 
 
 def rule_shares(journeys: list[Journey], rule: str) -> dict[str, float]:
@@ -62,9 +73,14 @@ def evaluate(world: SyntheticWorld, persons: int, seed: int) -> Evaluation:
     shares = {rule: rule_shares(journeys, rule) for rule in ("first_touch", "last_touch", "linear")}
     shares["markov"] = removal_effects((tuple(c for c, _ in j.touches), j.converted) for j in journeys).weights
     shares["shapley"] = shapley_values(({c for c, _ in j.touches}, j.converted) for j in journeys).weights
-    shares["incrementality"] = fit_logistic((j.touches, j.converted) for j in journeys).weights
+    data = [(j.touches, j.converted) for j in journeys]
+    shares["incrementality"] = fit_incrementality(data).weights
+    shares["incrementality_naive"] = fit_logistic(data).weights
+    training = train_tenant(data, seed=seed)
+    shares["chosen"] = training.methods[training.chosen].shares
     errors = {m: max(abs(s.get(c, 0.0) - truth[c]) for c in truth) for m, s in shares.items()}
-    return Evaluation(truth, shares, errors)
+    metrics = {m: r.metrics for m, r in training.methods.items()}
+    return Evaluation(truth, shares, errors, training.chosen, metrics)
 
 
 def main() -> None:
@@ -72,13 +88,24 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    report = evaluate(SyntheticWorld(), args.persons, args.seed)
+    worlds = {"with the high-intent confounder": SyntheticWorld(), "without it": SyntheticWorld(high_intent=0.0)}
+    for title, world in worlds.items():
+        print(f"{title} ({args.persons} persons, seed {args.seed})")
+        print_report(evaluate(world, args.persons, args.seed))
+        print()
+
+
+def print_report(report: Evaluation) -> None:
+    """A table of shares and errors, best first, then the held-out metrics."""
     channels = sorted(report.truth)
-    print(f"{'method':16}" + "".join(f"{c:>10}" for c in channels) + f"{'max error':>11}")
-    print(f"{'truth':16}" + "".join(f"{report.truth[c]:10.3f}" for c in channels))
+    print(f"{'method':22}" + "".join(f"{c:>10}" for c in channels) + f"{'max error':>11}")
+    print(f"{'truth':22}" + "".join(f"{report.truth[c]:10.3f}" for c in channels))
     for method, shares in sorted(report.shares.items(), key=lambda kv: report.errors[kv[0]]):
         row = "".join(f"{shares.get(c, 0.0):10.3f}" for c in channels)
-        print(f"{method:16}{row}{report.errors[method]:11.3f}")
+        name = f"chosen: {report.chosen}" if method == "chosen" else method
+        print(f"{name:22}{row}{report.errors[method]:11.3f}")
+    held = ", ".join(f"{m} {v['log_loss']:.4f}/{v['auc']:.3f}" for m, v in report.metrics.items())
+    print(f"held-out log loss/AUC: {held}")
 
 
 if __name__ == "__main__":

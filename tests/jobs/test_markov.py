@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from jobs.markov import removal_effects
+from jobs.markov import fit_counts, predict, removal_effects
 
 
 def test_hand_computed_chain() -> None:
@@ -45,3 +46,22 @@ def test_same_journeys_in_any_order_give_the_same_fit() -> None:
 def test_nothing_converting_gives_zero_weights() -> None:
     fit = removal_effects([(("a", "b"), False)])
     assert fit.conversion_probability == 0.0 and fit.weights == {"a": 0.0, "b": 0.0}
+
+
+def test_predict_is_the_last_states_conversion_odds() -> None:
+    paths = [(("email", "search"), True), (("search",), False), (("email",), False), ((), True), ((), False)]
+    fit = removal_effects(paths)
+    assert fit.endings == {None: (1, 1), "email": (0, 1), "search": (1, 1)}
+    # the chain's own path probabilities cancel: only what follows the last state counts
+    assert predict(fit, [("search",), ("email", "search"), ("email",), ()], prior=0.0).tolist() == [0.5, 0.5, 0.0, 0.5]
+    overall = 2 / 5
+    assert predict(fit, [("email",)])[0] == pytest.approx((0 + overall) / (1 + 1))  # one pseudo-journey
+    assert predict(fit, [("tv",), ("search", "tv")]).tolist() == pytest.approx([overall, overall])  # never seen
+
+
+def test_fit_counts_is_the_fit_from_paths() -> None:
+    paths = [(("a", "b"), True), (("b",), False), ((), True)]
+    fit = removal_effects(paths)
+    counts = np.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]], dtype=float)  # start, a, b
+    ends = np.array([[1, 0], [0, 0], [1, 1]], dtype=float)
+    assert fit_counts(("a", "b"), counts, ends, 3) == fit

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from jobs.shapley import EXACT_MAX_CHANNELS, _sampled, shapley_values
+from jobs.shapley import EXACT_MAX_CHANNELS, _sampled, fit_counts, predict, shapley_values
 
 
 def random_journeys(channels: list[str], n: int, seed: int) -> list[tuple[set[str], bool]]:
@@ -58,3 +58,25 @@ def test_beyond_the_exact_limit_the_estimate_is_seeded() -> None:
     assert not first.exact and len(first.channels) == EXACT_MAX_CHANNELS + 2
     assert shapley_values(journeys, seed=7, samples=300).values == first.values
     assert shapley_values(journeys, seed=8, samples=300).values != first.values
+
+
+def test_predict_is_the_smoothed_rate_of_the_exact_set() -> None:
+    journeys = [({"search"}, True), ({"search"}, False), ({"search"}, True), ({"email"}, False), (set(), False)]
+    fit = shapley_values(journeys)
+    assert fit.sets == {frozenset({"search"}): (3, 2), frozenset({"email"}): (1, 0), frozenset(): (1, 0)}
+    assert predict(fit, [{"search"}, {"email"}, set()], prior=0.0).tolist() == pytest.approx([2 / 3, 0.0, 0.0])
+    overall = 2 / 5
+    assert predict(fit, [{"search"}])[0] == pytest.approx((2 + overall) / (3 + 1))
+    assert predict(fit, [{"search", "email"}, {"tv"}]).tolist() == pytest.approx([overall, overall])  # unseen sets
+
+
+def test_fit_counts_is_the_fit_from_sets() -> None:
+    journeys = random_journeys(["search", "email", "social"], 500, seed=6)
+    fit = shapley_values(journeys)
+    bits = {c: 1 << i for i, c in enumerate(fit.channels)}
+    counts: dict[int, tuple[int, int]] = {}
+    for touched, conv in journeys:
+        mask = sum(bits[c] for c in touched)
+        n, c = counts.get(mask, (0, 0))
+        counts[mask] = (n + 1, c + conv)
+    assert fit_counts(fit.channels, counts) == fit
