@@ -28,6 +28,19 @@ def _default_dsn(data_dir: str) -> str:
     return f"chdb://{Path(data_dir, 'clickhouse').resolve()}"
 
 
+def default_weights_url(source: str) -> str | None:
+    """The source's Redis (without its query) for a ``redis://`` source, else ``None``.
+
+    >>> default_weights_url("redis://127.0.0.1:6379/0?streams=events")
+    'redis://127.0.0.1:6379/0'
+    >>> default_weights_url("file:events.jsonl") is None
+    True
+    """
+    if source.startswith(("redis://", "rediss://")):
+        return source.partition("?")[0]
+    return None
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clickhouse", metavar="DSN", help="chdb:///path (embedded, default under --data-dir) or http://host:8123"
@@ -76,6 +89,24 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="how long a closed KPI window still takes late events and is restated (%(default)s)",
     )
     p.add_argument(
+        "--archive",
+        metavar="URI",
+        help="where closed journeys are archived as Parquet for retraining: a directory or a pyarrow filesystem "
+        "URI such as s3://bucket/prefix (default <data dir>/archive; 'none' keeps no archive)",
+    )
+    p.add_argument(
+        "--archive-flush-s",
+        type=float,
+        default=60.0,
+        help="archived journeys are written as a file at least this often while events flow (%(default)s)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="REDIS_URL",
+        help="Redis holding the published model weights the data-driven model follows live (default: the "
+        "source's Redis for a redis:// source, else none; 'none' scores with untrained weights)",
+    )
+    p.add_argument(
         "--progress-every",
         type=float,
         default=2.0,
@@ -87,8 +118,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-untyped-def]
     from flows.run import RunSettings
 
+    archive = args.archive or str(Path(args.data_dir, "archive").resolve())
+    weights = args.weights or default_weights_url(source)
     return RunSettings(
         source=source,
+        archive_uri=None if archive == "none" else archive,
+        archive_flush_s=args.archive_flush_s,
+        weights_url=None if weights in ("none", None) else weights,
         clickhouse_dsn=args.clickhouse or _default_dsn(args.data_dir),
         tenants_file=args.tenants,
         recovery_dir=(args.recovery_dir or str(Path(args.data_dir, "recovery"))) if args.recovery else None,
@@ -168,6 +204,38 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from jobs.retrain import run, settings_from_args
+
+    return run(settings_from_args(args))
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    import redis
+
+    from creditflow.weights_store import current_version, rollback, versions
+
+    client = redis.Redis.from_url(args.redis)
+    try:
+        if args.action == "rollback":
+            if args.to is None:
+                raise CreditflowError("weights rollback needs --to VERSION (see `creditflow weights list`)")
+            back = rollback(client, args.tenant, args.to)
+            print(f"tenant {args.tenant!r} scores with weights v{back.version} ({back.method}) again")
+            return 0
+        current = current_version(client, args.tenant)
+        for w in versions(client, args.tenant):
+            mark = "*" if w.version == current else " "
+            top = ", ".join(f"{c} {v:.3g}" for c, v in sorted(w.channel_weights.items(), key=lambda cv: -cv[1])[:4])
+            loss = w.metrics.get("log_loss")
+            print(f"{mark} v{w.version:<4} {w.method:<15} journeys {w.journeys:<9} log_loss {loss} | {top}")
+        if current == 0:
+            print(f"tenant {args.tenant!r} has no current weights (data_driven credits linearly, version 0)")
+        return 0
+    finally:
+        client.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditflow", description="Real-time marketing attribution.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -213,6 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_loadtest_arguments(load_p)
     load_p.set_defaults(func=cmd_loadtest)
+
+    from jobs.retrain import add_arguments as add_retrain_arguments
+
+    retrain_p = sub.add_parser(
+        "retrain",
+        help="Ray job: train the data-driven weights per tenant on the journey archive and publish them",
+        description="Reads the Parquet archive of closed journeys with ray.data, trains Markov, Shapley and an "
+        "incrementality model per tenant, evaluates them on held-out journeys and publishes the chosen "
+        "weights as a new version that running flows pick up within a second (see jobs/retrain.py).",
+    )
+    add_retrain_arguments(retrain_p)
+    retrain_p.set_defaults(func=cmd_retrain)
+
+    weights_p = sub.add_parser("weights", help="list a tenant's weight versions, or roll back to one")
+    weights_p.add_argument("action", choices=["list", "rollback"])
+    weights_p.add_argument("--tenant", required=True)
+    weights_p.add_argument("--to", type=int, metavar="VERSION", help="rollback: the version to score with again")
+    weights_p.add_argument("--redis", required=True, help="the Redis the weights are published to")
+    weights_p.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -48,6 +48,7 @@ from operators.identity import resolve_person
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
 from operators.progress import ProgressCounter
+from operators.weights_log import weights_rows
 from state.kpi_windows import WindowSettings
 
 FLOW_ID = "creditflow"
@@ -74,6 +75,7 @@ def build_flow(
     settings: FlowSettings,
     adapt: Callable[[Any], RawRecord] | None = None,
     archive: Sink[Any] | None = None,
+    weights_log: Source[RawRecord] | None = None,
 ) -> Dataflow:
     """Wire the attribution flow between ``source`` and ``sink``.
 
@@ -84,6 +86,9 @@ def build_flow(
     if given, receives every closed journey (``ClosedJourney``: converted once
     credited, or expired), as ``(tenant_id, journey)`` pairs for a
     ``FixedPartitionedSink`` such as ``sinks.parquet_archive.ParquetArchiveSink``.
+    ``weights_log``, if given, is read as a second input (the ``weights:log``
+    Redis stream, ``creditflow.weights_store``): its records become
+    ``model_weights`` rows of the same sink.
     """
     flow = Dataflow(FLOW_ID)
     raw = op.input("source", flow, source)
@@ -109,8 +114,12 @@ def build_flow(
     kpi_in = op.merge("kpi_in", spend_deltas, journeys.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)
 
+    extra: list[Any] = []
+    if weights_log is not None:
+        extra.append(weights_rows("weights_log", op.input("weights_source", flow, weights_log)))
     rows: Any = op.merge(
         "rows",
+        *extra,
         credited.credits,
         credited.conversions,
         kpis.rows,

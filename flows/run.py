@@ -33,6 +33,8 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
+from creditflow.weights import NoWeights
+from creditflow.weights_store import LOG_STREAM, RedisWeights
 from flows.attribution import FLOW_ID, FlowSettings, build_flow
 from flows.recovery_check import (
     check_recovery_store,
@@ -44,6 +46,8 @@ from flows.source_spec import parse_source_spec
 from operators.progress import ProgressCounter
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_client import ClickHouseSettings
+from sinks.parquet_archive import ArchiveSettings, ParquetArchiveSink
+from sources.redis_streams import RedisStreamSource
 from state.kpi_windows import WindowSettings
 
 log = logging.getLogger("creditflow.run")
@@ -72,6 +76,13 @@ class RunSettings:
     progress_every_s: float = 2.0
     fresh_state: bool = False
     """Move an existing recovery store aside to ``<dir>.old-<timestamp>`` and start every stateful step empty."""
+    archive_uri: str | None = None
+    """Parquet archive of closed journeys (directory or pyarrow filesystem URI); None keeps none."""
+    weights_url: str | None = None
+    """Redis with the published model weights: followed live, and its ``weights:log`` copied to ClickHouse."""
+    weights_poll_s: float = 0.25
+    archive_flush_s: float = 60.0
+    """Archived journeys wait at most about this long (while items flow) before they are written as a file."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -94,6 +105,7 @@ class RunSettings:
                 restate_horizon_ms=self.restate_horizon_ms,
             ),
             progress=ProgressCounter(self.progress_every_s),
+            weights=RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url else NoWeights(),
         )
 
 
@@ -105,7 +117,17 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     # Write-behind: large inserts every 200 ms at most, off the worker thread (chDB releases the GIL).
     sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn, replay_margin_s=margin_s, write_behind_s=0.2))
     recovery_dir = Path(settings.recovery_dir) if settings.recovery_dir else None
-    return build_flow(spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter())
+    archive = None
+    if settings.archive_uri:
+        archive = ParquetArchiveSink(ArchiveSettings(settings.archive_uri, flush_age_s=settings.archive_flush_s))
+    # The weights log is never trimmed by the flow: the publisher caps it (weights_store.LOG_MAXLEN).
+    # It ends when the main source does, so a finite run still finishes.
+    weights_log = None
+    if settings.weights_url:
+        weights_log = RedisStreamSource(settings.weights_url, [LOG_STREAM], stop_at_end=spec.ends)
+    return build_flow(
+        spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter(), archive=archive, weights_log=weights_log
+    )
 
 
 def _start_fresh(settings: RunSettings) -> RunSettings:

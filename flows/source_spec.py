@@ -38,6 +38,19 @@ class SourceSpec:
     kind: str
     text: str
 
+    @property
+    def ends(self) -> bool:
+        """Whether the source ends by itself (files, the generator, Redis with ``stop_at_end``).
+
+        >>> parse_source_spec("redis://h:6379/0?streams=a&stop_at_end=1").ends, parse_source_spec("file:x").ends
+        (True, True)
+        >>> parse_source_spec("redis://h:6379/0?streams=a").ends
+        False
+        """
+        if self.kind == "redis":
+            return parse_qs(urlsplit(self.text).query).get("stop_at_end", ["0"])[0] in ("1", "true", "yes")
+        return self.kind in ("file", "generator")
+
     def adapter(self) -> Callable[[Any], RawRecord] | None:
         """How the source's items become ``RawRecord`` (None: they already are)."""
         if self.kind == "kafka":
@@ -66,7 +79,7 @@ class SourceSpec:
             q = parse_qs(url.query)
             streams = [s for s in q.get("streams", ["events"])[0].split(",") if s]
             base = url._replace(query="").geturl()
-            stop = q.get("stop_at_end", ["0"])[0] in ("1", "true", "yes")
+            stop = self.ends
             trim = q.get("trim", ["1"])[0] not in ("0", "false", "no")
             trim_every = float(q.get("trim_every_s", ["10"])[0])
             return RedisStreamSource(

@@ -50,6 +50,7 @@ from typing import IO, Any
 
 import redis
 
+from flows.run import RunSettings
 from loadtest.load_report import (
     RunRecord,
     Targets,
@@ -73,7 +74,6 @@ from loadtest.measure import (
     state_size,
 )
 from loadtest.redis_server import RedisProcess, start_on_free_port
-from flows.run import RunSettings
 from loadtest.traffic import LOAD_TENANTS, TrafficSettings, write_schedule
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -645,7 +645,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--window-seconds", type=float, default=5.0, help="the flow's KPI window (%(default)s)")
     ap.add_argument("--allowed-lateness-ms", type=int, default=2000, help="the flow's KPI lateness (%(default)s)")
     ap.add_argument(
-        "--snapshot-interval", type=int, default=RunSettings.snapshot_interval_s,
+        "--snapshot-interval",
+        type=int,
+        default=RunSettings.snapshot_interval_s,
         help="the flow's recovery snapshot interval, whole seconds (%(default)s, the flow's default)",
     )
     ap.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the flow to read all")
