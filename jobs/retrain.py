@@ -99,14 +99,29 @@ def say(msg: str, t0: float) -> None:
 
 
 def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
-    """Archive rows -> ``(touches as (channel, age days before closing), converted)``, in ``journey_id`` order.
+    """Archive rows -> ``(touches as (channel, age in days before the path's last touch), converted)``.
+
+    In ``journey_id`` order, so the result does not depend on the order files were read in.
+    Ages count back from the journey's *last touch*, not from its closing time: a
+    non-converting journey has no conversion time (it closes at its last event),
+    so measuring from the close would tell the models which journeys converted.
+    The online scorer measures from the conversion instead; that adds the same
+    time to every touch of a path, which a recency factor ``0.5 ** (age / h)``
+    turns into one common factor: the normalised credits are the same.
+
+    Journeys without a touch are left out: the archive holds converting ones (a
+    conversion with no eligible touch) but can never hold non-converting ones (a
+    person never touched has no journey), so they would only teach the models
+    that an untouched person always converts. A ``journey_id`` written twice (a
+    crash before the flow's first snapshot) counts once.
 
     >>> import datetime as dt
-    >>> t = pa.table({"journey_id": ["b", "a"], "outcome": ["expired", "converted"],
-    ...               "closed_at": pa.array([2 * DAY_MS, DAY_MS], pa.timestamp("ms", tz="UTC")),
-    ...               "touches": [[{"channel": "email", "ts": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)}], []]})
+    >>> ts = lambda d: dt.datetime(1970, 1, 1 + d, tzinfo=dt.UTC)
+    >>> t = pa.table({"journey_id": ["b", "a", "c", "c"], "outcome": ["expired", "converted", "converted", "converted"],
+    ...               "touches": [[{"channel": "email", "ts": ts(0)}, {"channel": "search", "ts": ts(2)}], [],
+    ...                           [{"channel": "social", "ts": ts(1)}], [{"channel": "social", "ts": ts(1)}]]})
     >>> journeys_of(t)
-    [([], True), ([('email', 2.0)], False)]
+    [([('email', 2.0), ('search', 0.0)], False), ([('social', 0.0)], True)]
     """
     if table.num_rows == 0:
         return []
@@ -115,17 +130,20 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
     if len(ids) > 1 and (ids[1:] == ids[:-1]).any():  # a crash before the flow's first snapshot rewrites files
         keep = np.concatenate(([True], ids[1:] != ids[:-1]))
         table = table.filter(pa.array(keep))
-    closed = table.column("closed_at").cast(pa.int64()).to_numpy()
     converted = pc.equal(table.column("outcome"), "converted").to_numpy(zero_copy_only=False)
     touches = table.column("touches").combine_chunks()
     offsets = touches.offsets.to_numpy()
     flat = touches.flatten()
     channels = flat.field("channel").to_pylist()
-    ts = flat.field("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    row_of_touch = np.repeat(np.arange(len(closed)), np.diff(offsets))
-    ages = ((closed[row_of_touch] - ts) / DAY_MS).tolist()
+    ts = flat.field("ts").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    lengths = np.diff(offsets)
+    touched = lengths > 0
+    last = np.zeros(len(lengths), dtype=np.int64)
+    if len(ts):
+        last[touched] = np.maximum.reduceat(ts, offsets[:-1][touched])
+    ages = ((np.repeat(last, lengths) - ts) / DAY_MS).tolist()
     out = []
-    for i in range(len(closed)):
+    for i in np.flatnonzero(touched).tolist():
         lo, hi = offsets[i], offsets[i + 1]
         out.append((list(zip(channels[lo:hi], ages[lo:hi], strict=True)), bool(converted[i])))
     return out
@@ -216,10 +234,8 @@ def retrain(settings: RetrainSettings) -> list[TenantReport]:
         train_remote = ray.remote(_train_one)
         pending = {}
         for tenant in tenants:
-            ds = ray.data.read_parquet(
-                files[tenant],
-                filesystem=location.filesystem,
-                columns=["journey_id", "outcome", "closed_at", "touches"],
+            ds = ray.data.read_parquet(files[tenant], filesystem=location.filesystem).select_columns(
+                ["journey_id", "outcome", "closed_at", "touches"]
             )
             pending[train_remote.remote(tenant, settings, *ds.to_arrow_refs())] = tenant
         say(f"training {len(pending)} tenant(s) in Ray tasks", t0)
