@@ -1,0 +1,89 @@
+"""The retrain job's pure parts: archive rows to training paths, settings, the chosen weights record."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pyarrow as pa
+import pytest
+
+from creditflow.errors import CreditflowError
+from creditflow.model_weights import model_weights_from_json
+from jobs.retrain import RetrainSettings, add_arguments, journeys_of, settings_from_args, weights_of
+from jobs.synthetic import SyntheticWorld, generate
+from jobs.train import train_tenant
+
+DAY = 86_400_000
+
+
+def table(rows: list[tuple[str, str, list[tuple[str, int]]]]) -> pa.Table:
+    ts = pa.timestamp("ms", tz="UTC")
+    return pa.table(
+        {
+            "journey_id": [r[0] for r in rows],
+            "outcome": [r[1] for r in rows],
+            "closed_at": pa.array([max([t for _, t in r[2]], default=0) for r in rows], ts),
+            "touches": pa.array(
+                [[{"channel": c, "ts": t} for c, t in r[2]] for r in rows],
+                pa.list_(pa.struct([("channel", pa.string()), ("ts", ts)])),
+            ),
+        }
+    )
+
+
+def test_paths_do_not_depend_on_the_order_files_were_read_in() -> None:
+    rows = [(f"j{i:03d}", ("converted", "expired")[i % 2], [("email", i * DAY), ("search", (i + 1) * DAY)])
+            for i in range(50)]  # fmt: skip
+    assert journeys_of(table(rows)) == journeys_of(table(list(reversed(rows))))
+
+
+def test_ages_count_back_from_the_last_touch_whatever_the_outcome() -> None:
+    got = journeys_of(table([("a", "converted", [("email", 0), ("search", 3 * DAY)]),
+                             ("b", "expired", [("email", 0), ("search", 3 * DAY)])]))  # fmt: skip
+    assert got == [([("email", 3.0), ("search", 0.0)], True), ([("email", 3.0), ("search", 0.0)], False)]
+
+
+def test_untouched_and_twice_written_journeys_are_left_out() -> None:
+    got = journeys_of(table([("a", "converted", []), ("b", "expired", [("x", 0)]), ("b", "expired", [("x", 0)])]))
+    assert got == [([("x", 0.0)], False)]
+
+
+def test_weights_of_carries_the_chosen_method_and_every_methods_metrics() -> None:
+    journeys = [(list(j.touches), j.converted) for j in generate(SyntheticWorld(), persons=3000, seed=2) if j.touches]
+    training = train_tenant(journeys, seed=1)
+    t = table([("a", "converted", [("email", 5 * DAY)]), ("b", "expired", [("email", 9 * DAY)])])
+    w = weights_of("acme", training, t, trained_at_ms=42)
+    assert w.method == training.chosen and w.trained_at_ms == 42
+    assert (w.window_start_ms, w.window_end_ms) == (5 * DAY, 9 * DAY)
+    assert {f"{m}.log_loss" for m in training.methods} <= set(w.metrics)
+    numbered = dataclasses.replace(w, version=1)  # publish() numbers it
+    assert model_weights_from_json(numbered.to_json()) == numbered
+
+
+def parse(*argv: str) -> RetrainSettings:
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    return settings_from_args(ap.parse_args(list(argv)))
+
+
+def test_settings_need_a_redis_to_publish_to_or_a_dry_run() -> None:
+    with pytest.raises(CreditflowError, match="--redis URL"):
+        parse("--archive", "/tmp/a")
+    assert parse("--archive", "/tmp/a", "--dry-run").redis_url is None
+    s = parse("--archive", "/tmp/a", "--redis", "redis://h:1/0", "--tenants", "acme,globex", "--since", "2026-01-01")
+    assert (s.redis_url, s.tenants, s.start_date) == ("redis://h:1/0", ("acme", "globex"), "2026-01-01")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [("holdout_fraction", 1.0, "--holdout"),
+                                                           ("min_journeys", 0, "--min-journeys")])  # fmt: skip
+def test_settings_refuse_values_that_cannot_train(field: str, value: float, message: str) -> None:
+    with pytest.raises(CreditflowError, match=message):
+        RetrainSettings("/tmp/a", **{field: value})  # type: ignore[arg-type]
+
+
+def test_a_dry_run_on_an_empty_archive_says_there_is_nothing(tmp_path, capsys) -> None:
+    from jobs.retrain import main
+
+    assert main(["--archive", str(tmp_path), "--dry-run", "--tenants", "acme"]) == 1
+    assert "no archived journeys in the window" in capsys.readouterr().out
