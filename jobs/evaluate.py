@@ -1,6 +1,6 @@
 """Each method's per-channel credit shares against a known truth, and its largest error.
 
-    python -m jobs.evaluate --persons 50000 --seed 1
+    python -m jobs.evaluate --persons 50000 --seed 1 [--plot docs/evaluation.png]
 
 Prints two worlds: the default one, with the high-intent confounder, and the
 same without it. Rule-based shares count the credit each method gives over the
@@ -87,12 +87,49 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--persons", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--plot", metavar="PNG", help="also draw each world's shares against the truth")
     args = ap.parse_args()
     worlds = {"with the high-intent confounder": SyntheticWorld(), "without it": SyntheticWorld(high_intent=0.0)}
+    reports = {}
     for title, world in worlds.items():
         print(f"{title} ({args.persons} persons, seed {args.seed})")
-        print_report(evaluate(world, args.persons, args.seed))
+        reports[title] = evaluate(world, args.persons, args.seed)
+        print_report(reports[title])
         print()
+    if args.plot:
+        print(f"picture: {plot_reports(reports, args.plot)}")
+
+
+PLOTTED = ("chosen", "last_touch", "linear", "first_touch", "markov", "shapley")
+
+
+def plot_reports(reports: dict[str, Evaluation], out: str) -> str:
+    """One panel per world: each channel's true share (black) next to each method's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(reports), figsize=(7 * len(reports), 4.5), sharey=True)
+    for ax, (title, report) in zip(axes, reports.items(), strict=True):
+        channels = sorted(report.truth, key=lambda c: -report.truth[c])
+        width = 0.8 / (len(PLOTTED) + 1)
+        xs = range(len(channels))
+        ax.bar([x - 0.4 for x in xs], [report.truth[c] for c in channels], width, align="edge", color="black",
+               label="truth")  # fmt: skip
+        for k, method in enumerate(PLOTTED, start=1):
+            name = f"chosen ({report.chosen})" if method == "chosen" else method
+            ax.bar([x - 0.4 + k * width for x in xs], [report.shares[method].get(c, 0.0) for c in channels], width,
+                   align="edge", label=f"{name}: max error {report.errors[method]:.2f}")  # fmt: skip
+        ax.set_xticks(list(xs), channels)
+        ax.set_title(title)
+        ax.set_ylabel("credit share")
+        ax.legend(fontsize=8)
+    fig.suptitle("Credit share per channel against the known incremental truth (jobs.evaluate)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def print_report(report: Evaluation) -> None:

@@ -55,3 +55,12 @@ def test_rule_shares_split_credit_per_rule() -> None:
     assert rule_shares(journeys, "linear") == {"a": 0.5, "b": 0.5}
     with pytest.raises(ValueError, match="unknown rule"):
         rule_shares(journeys, "u_shaped")
+
+
+def test_the_picture_has_a_panel_per_world(tmp_path) -> None:
+    from jobs.evaluate import evaluate, plot_reports
+    from jobs.synthetic import SyntheticWorld
+
+    reports = {"a": evaluate(SyntheticWorld(), 2000, 1), "b": evaluate(SyntheticWorld(high_intent=0.0), 2000, 1)}
+    out = plot_reports(reports, str(tmp_path / "eval.png"))
+    assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.endswith("eval.png")
