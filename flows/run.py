@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -119,7 +120,10 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     recovery_dir = Path(settings.recovery_dir) if settings.recovery_dir else None
     archive = None
     if settings.archive_uri:
-        archive = ParquetArchiveSink(ArchiveSettings(settings.archive_uri, flush_age_s=settings.archive_flush_s))
+        lineage = store_lineage(recovery_dir) if recovery_dir is not None else ""
+        archive = ParquetArchiveSink(
+            ArchiveSettings(settings.archive_uri, flush_age_s=settings.archive_flush_s, lineage=lineage)
+        )
     # The weights log is never trimmed by the flow: the publisher caps it (weights_store.LOG_MAXLEN).
     # It ends when the main source does, so a finite run still finishes.
     weights_log = None
@@ -128,6 +132,36 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     return build_flow(
         spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter(), archive=archive, weights_log=weights_log
     )
+
+
+LINEAGE_FILE = "creditflow-lineage"
+
+
+def store_lineage(recovery_dir: Path) -> str:
+    """The recovery store's identity, made once (a random id in ``<dir>/creditflow-lineage``).
+
+    The archive sink uses it to tell a new store from the same store restarting
+    before its first snapshot (``sinks.parquet_archive``). Safe when several
+    processes start at once: the first to create the file wins.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> store_lineage(d) == store_lineage(d) != store_lineage(Path(tempfile.mkdtemp()))
+    True
+    """
+    recovery_dir.mkdir(parents=True, exist_ok=True)
+    path = recovery_dir / LINEAGE_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        for _ in range(50):  # another process may be between creating and writing it
+            text = path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.01)
+        raise CreditflowError(f"{path} is empty; delete it only together with the recovery store") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(uuid.uuid4().hex + "\n")
+    return path.read_text().strip()
 
 
 def _start_fresh(settings: RunSettings) -> RunSettings:

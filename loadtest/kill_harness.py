@@ -90,6 +90,9 @@ class HarnessReport:
     restated_kpi_rows: int = 0
     """KPI rows superseded by a later revision of their window (events that arrived after the window
     first closed, e.g. restart skew). The check compares each window's latest revision."""
+    archived_journeys: int = 0
+    duplicate_archived_journeys: int = 0
+    """Journey ids found more than once in the Parquet archive (``sinks.parquet_archive``)."""
     stream_entries_left: int = 0
     """Entries still in the streams at the end: trimming ran while kills happened."""
     mismatches: list[str] = field(default_factory=list)
@@ -103,6 +106,7 @@ class HarnessReport:
             or self.duplicate_kpi_rows
             or self.duplicate_dead_letters
             or self.duplicate_conversions
+            or self.duplicate_archived_journeys
         )
 
 
@@ -198,9 +202,13 @@ def recount(payloads: list[list[bytes]], window_ms: int) -> dict[str, Any]:
     ]
     records.sort(key=lambda r: _ts_of(r.payload))
     out: list[Any] = []
+    closed: list[Any] = []
     settings = FlowSettings(windows=WindowSettings(length_ms=window_ms))
-    run_main(build_flow(TestingSource(records, batch_size=500), TestingSink(out), settings))
+    run_main(
+        build_flow(TestingSource(records, batch_size=500), TestingSink(out), settings, archive=TestingSink(closed))
+    )
     return {
+        "journeys": {j.journey_id: (j.tenant_id, j.outcome, j.touch_channels, j.touch_ts_ms) for j in closed},
         "credits": {
             (r.tenant_id, r.conversion_id, r.model, r.touch_event_id): round(r.credit, 9)
             for r in out
@@ -243,6 +251,34 @@ def _latest_kpis(rows: Iterable[tuple[str, int, str, str, int, tuple[Any, ...]]]
 
 def _kpi_values(imps: int, clicks: int, conv: float, cost: float, rev: float) -> tuple[int, int, float, float, float]:
     return int(imps), int(clicks), round(float(conv), 6), round(float(cost), 6), round(float(rev), 6)
+
+
+def compare_archive(archive: Path, expected: dict[str, Any], report: HarnessReport) -> None:
+    """The Parquet archive against the recount's closed journeys: each once, with the same path."""
+    from sinks.parquet_archive import read_archive
+
+    table = read_archive(str(archive))
+    ids = table.column("journey_id").to_pylist()
+    report.archived_journeys = len(ids)
+    report.duplicate_archived_journeys = len(ids) - len(set(ids))
+    got = {
+        jid: (tenant, outcome, tuple(t["channel"] for t in touches), tuple(_ms(t["ts"]) for t in touches))
+        for jid, tenant, outcome, touches in zip(
+            ids, *(table.column(c).to_pylist() for c in ("tenant_id", "outcome", "touches")), strict=True
+        )
+    }
+    if got != expected["journeys"]:
+        missing = expected["journeys"].keys() - got.keys()
+        extra = got.keys() - expected["journeys"].keys()
+        differ = [k for k in got.keys() & expected["journeys"].keys() if got[k] != expected["journeys"][k]]
+        report.mismatches.append(
+            f"archive: {len(missing)} journeys missing, {len(extra)} unexpected, {len(differ)} with another path "
+            f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]} {differ[:2]})"
+        )
+
+
+def _ms(ts: Any) -> int:
+    return int(ts.timestamp() * 1000)
 
 
 def compare(dsn: str, expected: dict[str, Any], report: HarnessReport, window_ms: int) -> None:
@@ -364,6 +400,7 @@ def run_harness(
     finally:
         client.close()
     compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report, s.window_ms)
+    compare_archive(s.workdir / "archive", expected, report)
     return report
 
 

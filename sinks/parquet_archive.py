@@ -72,12 +72,16 @@ Delivery guarantee: each journey_id exactly once
     Upstream emits each ``journey_id`` once per run (``ClosedJourney``); the
     sink does not de-duplicate.
 
-    Without a resume state (first start, ``--fresh-state``) nothing is
-    deleted: the partition starts after the highest seq of its files in the
-    archive; leftover temporary files are only logged. A crash before the
-    flow's first snapshot also restarts this way, and Bytewax then replays
-    everything, so what the crashed run had flushed is written twice:
-    readers that must be exact de-duplicate on ``journey_id``.
+    Without a resume state the partition starts after the highest seq of
+    its files, and the archive remembers at which seq this ``lineage`` (the
+    recovery store) began (``_lineage/<partition>.json``). That start is either
+    a new store (first run, ``--fresh-state``): the files before are history
+    and stay; or the same store restarting before it ever took a snapshot (a
+    crash in the first seconds): Bytewax then replays everything, so the
+    files this lineage wrote are deleted first and rewritten by the replay.
+    Without a lineage (no recovery) nothing is deleted, and a restart writes
+    what it replays again: readers de-duplicate on ``journey_id``
+    (``jobs.retrain`` does). Leftover temporary files are only logged.
 
     One sink per archive: two flows writing the same ``uri`` would number
     their files alike and delete each other's on resume. Readers see whole
@@ -134,6 +138,7 @@ ArchiveResume(next_seq=0, pending_rows=1)
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import time
@@ -255,6 +260,9 @@ class ArchiveSettings:
     """Retries of a file write that failed with ``OSError`` before :class:`ArchiveError`."""
     retry_backoff_s: float = 1.0
     """Wait before the first retry; doubles after each."""
+    lineage: str = ""
+    """The identity of the flow's recovery store (``flows.run.store_lineage``); '' without recovery.
+    A start without a resume state deletes the files this lineage wrote (see the module docstring)."""
 
     def __post_init__(self) -> None:
         uri = self.uri
@@ -533,6 +541,15 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         self._chunks: list[pa.Table] = []
         if resume is None:
             self.next_seq = max(finals.values(), default=-1) + 1
+            began = self._lineage_start()
+            if began is not None:  # this store restarts before its first snapshot: the replay rewrites these
+                doomed = sorted(path for path, seq in finals.items() if seq >= began)
+                for path in doomed:
+                    self._io(partial(self._fs.delete_file, path), f"deleting {path}")
+                self.deleted_files = len(doomed)
+                self.next_seq = began
+            elif settings.lineage:
+                self._mark_lineage_start()
             if temps:
                 logger.warning(
                     "Parquet archive sink %s starts without a resume state and keeps %d temporary files of an "
@@ -567,6 +584,42 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
     def pending_rows(self) -> int:
         """Rows waiting for the next flush."""
         return self._pending
+
+    def _lineage_path(self) -> str:
+        return _join(self._root, "_lineage", f"{self._partition}.json")
+
+    def _lineage_start(self) -> int | None:
+        """The seq this lineage began at, if the archive's marker names this lineage."""
+        if not self._settings.lineage:
+            return None
+        path = self._lineage_path()
+        info = self._io(lambda: self._fs.get_file_info(path), f"reading {path}")
+        if info.type != pafs.FileType.File:
+            return None
+
+        def read() -> bytes:
+            with self._fs.open_input_stream(path) as f:
+                return bytes(f.read())
+
+        try:
+            marker = json.loads(self._io(read, f"reading {path}"))
+        except ValueError:
+            return None
+        if marker.get("lineage") == self._settings.lineage and isinstance(marker.get("first_seq"), int):
+            return int(marker["first_seq"])
+        return None
+
+    def _mark_lineage_start(self) -> None:
+        data = json.dumps({"lineage": self._settings.lineage, "first_seq": self.next_seq}).encode()
+        directory = _join(self._root, "_lineage")
+        if not self._single_put:
+            self._io(lambda: self._fs.create_dir(directory, recursive=True), f"creating {directory}")
+
+        def write() -> None:
+            with self._fs.open_output_stream(self._lineage_path()) as f:
+                f.write(data)
+
+        self._io(write, f"writing {self._lineage_path()}")
 
     def _own_files(self) -> tuple[dict[str, int], list[str]]:
         """This partition's files under the root: ``{path: seq}`` and the temporary files' paths."""

@@ -32,7 +32,8 @@ def test_twenty_kills_across_one_and_two_processes_leave_exactly_once_effects(re
     assert report.duplicate_conversions == 0
     assert report.duplicate_kpi_rows == 0
     assert report.duplicate_dead_letters == 0
-    assert report.mismatches == []  # credits, conversions, each window's latest KPI row, dead letters
+    assert report.duplicate_archived_journeys == 0 and report.archived_journeys > 100  # the Parquet archive too
+    assert report.mismatches == []  # credits, conversions, latest KPI rows, dead letters, archived journeys
     print(f"KPI rows restated by late events: {report.restated_kpi_rows}")
     assert report.credit_rows == report.expected_credit_rows > 1000
     assert min(report.alive_times_s) < 1.0, "some kills must land before the first snapshot"

@@ -419,6 +419,32 @@ def test_a_fresh_start_over_an_existing_archive_deletes_nothing_and_continues_th
     assert archived_ids(tmp_path) == ids(journeys(14))
 
 
+def test_the_same_store_restarting_before_its_first_snapshot_rewrites_its_files_once(tmp_path: Path) -> None:
+    history = build(tmp_path, flush_rows=4, lineage="old-store")  # an earlier store's files are history
+    for batch in batches(journeys(8), [4]):
+        history.write_batch(batch)
+    history.close()  # seq 0, 1
+    crashed = build(tmp_path, flush_rows=4, lineage="store-a")  # a new store begins at seq 2 ...
+    assert crashed.next_seq == 2 and crashed.deleted_files == 0
+    for batch in batches(journeys(10, start=8), [4]):
+        crashed.write_batch(batch)  # ... flushes seq 2 and 3, then dies before any snapshot
+    crashed_files = [p for p in parquet_files(tmp_path) if int(p.rsplit("-", 1)[1][:10]) >= 2]
+    restarted = build(tmp_path, flush_rows=4, lineage="store-a")  # no resume state: Bytewax replays everything
+    assert (restarted.next_seq, restarted.deleted_files) == (2, len(crashed_files)) and crashed_files
+    for batch in batches(journeys(10, start=8), [3, 5]):
+        restarted.write_batch(batch)
+    restarted.close()
+    assert archived_ids(tmp_path) == ids(journeys(18))  # the history kept, the replay written once
+
+
+def test_without_a_lineage_a_start_without_snapshot_deletes_nothing(tmp_path: Path) -> None:
+    first = build(tmp_path, flush_rows=2)
+    first.write_batch(journeys(4))
+    again = build(tmp_path, flush_rows=2)
+    assert (again.next_seq, again.deleted_files) == (1, 0)
+    assert not (tmp_path / "_lineage").exists()
+
+
 @hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_property_every_journey_once_whatever_the_crashes_batches_and_flushes(data: st.DataObject) -> None:
