@@ -434,3 +434,27 @@ def test_data_driven_recency_needs_times_and_a_positive_half_life():
         data_driven(["a"], {"a": 1.0}, half_life_days=1.0)
     with pytest.raises(AttributionError, match="half_life_days"):
         data_driven(["a"], {"a": 1.0}, [0], 0, half_life_days=0.0)
+
+
+@given(
+    journey=journeys(),
+    half_life=st.one_of(st.none(), st.floats(min_value=1e-3, max_value=1e6)),
+    per_channel=st.booleans(),
+    value=st.floats(min_value=0.0, max_value=1e9),
+    weights=weights_maps,
+)
+@settings(max_examples=200)
+def test_trained_data_driven_credits_sum_to_one_and_revenue_to_the_value(
+    journey, half_life, per_channel, value, weights
+):
+    touch_ts, channels, conversion_ts = journey
+    shares = data_driven(channels, weights, touch_ts, conversion_ts, half_life, per_channel)
+    assert_valid_shares(shares, len(channels))
+    revenue = split_revenue(shares, value)
+    assert abs(sum(revenue) - value) <= 1e-9 * max(1.0, abs(value))
+    # shifting every touch by the same time (measuring from the last touch, as training does) changes nothing
+    spread_days = (conversion_ts - min(touch_ts)) / DAY_MS if touch_ts else 0.0
+    if touch_ts and (half_life is None or spread_days / half_life < 500):  # no weight underflows to 0
+        shift = max(conversion_ts - max(touch_ts), 0)
+        moved = data_driven(channels, weights, [t + shift for t in touch_ts], conversion_ts, half_life, per_channel)
+        assert moved == pytest.approx(shares, rel=1e-6, abs=1e-12)
