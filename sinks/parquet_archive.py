@@ -316,8 +316,10 @@ class ArchiveResume:
     """
 
     next_seq: int
-    pending: bytes = field(default=b"", repr=False)
-    """The waiting rows as a zstd Arrow IPC stream of the pending schema; b'' when none."""
+    pending: bytes | tuple[bytes, ...] = field(default=b"", repr=False)
+    """The waiting rows as zstd Arrow IPC streams of the pending schema, one per batch of rows
+    encoded at a snapshot (each is encoded once: a snapshot costs the rows new since the last);
+    b'' or () when none."""
     pending_rows: int = 0
 
 
@@ -539,6 +541,8 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
             self._io(lambda: self._fs.create_dir(self._root, recursive=True), f"creating {self._root}")
         finals, temps = self._own_files()
         self._chunks: list[pa.Table] = []
+        self._encoded: list[bytes] = []
+        """``_chunks[i]`` as a snapshot segment, for the first ``len(_encoded)`` chunks: each chunk is encoded once."""
         if resume is None:
             self.next_seq = max(finals.values(), default=-1) + 1
             began = self._lineage_start()
@@ -564,8 +568,11 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
             for path in doomed:
                 self._io(partial(self._fs.delete_file, path), f"deleting {path}")
             self.deleted_files = len(doomed)
-            if resume.pending:
-                self._chunks.append(_decode_pending(resume.pending, step_id))
+            segments = (resume.pending,) if isinstance(resume.pending, bytes) else tuple(resume.pending)
+            for segment in segments:
+                if segment:
+                    self._chunks.append(_decode_pending(segment, step_id))
+                    self._encoded.append(segment)
         self._rows: list[ClosedJourney] = []
         self._pending = sum(len(c) for c in self._chunks)
         self._oldest_at: float | None = clock() if self._pending else None
@@ -681,9 +688,9 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         if self._rows:
             self._chunks.append(_journeys_table(self._rows))
             self._rows = []
-        if len(self._chunks) > 1:
-            self._chunks = [pa.concat_tables(self._chunks).combine_chunks()]
-        return self._chunks[0] if self._chunks else _PENDING_SCHEMA.empty_table()
+        if not self._chunks:
+            return _PENDING_SCHEMA.empty_table()
+        return pa.concat_tables(self._chunks).combine_chunks() if len(self._chunks) > 1 else self._chunks[0]
 
     def _flush(self) -> None:
         """Write every waiting row: one file per (tenant, date), all named with ``next_seq``."""
@@ -703,6 +710,7 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
                 "Parquet archive sink %s wrote %d rows in %d files (seq %d)", self._step_id, len(table), files, seq
             )
         self._chunks = []
+        self._encoded = []
         self._rows = []
         self._pending = 0
         self._oldest_at = None
@@ -765,9 +773,12 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         if self._too_old():
             self._flush()
         if self._last_snapshot is None:
-            table = self._pending_table()
-            pending = _encode_pending(table) if table.num_rows else b""
-            self._last_snapshot = ArchiveResume(self.next_seq, pending, table.num_rows)
+            if self._rows:
+                self._chunks.append(_journeys_table(self._rows))
+                self._rows = []
+            while len(self._encoded) < len(self._chunks):  # only rows new since the last snapshot are encoded
+                self._encoded.append(_encode_pending(self._chunks[len(self._encoded)]))
+            self._last_snapshot = ArchiveResume(self.next_seq, tuple(self._encoded), self._pending)
         return self._last_snapshot
 
     def close(self) -> None:

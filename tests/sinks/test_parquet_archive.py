@@ -302,7 +302,7 @@ def test_rows_are_flushed_once_the_oldest_is_flush_age_s_old(tmp_path: Path) -> 
     assert part.snapshot().pending_rows == 1
     clock.advance(1)
     snap = part.snapshot()  # a snapshot flushes what is too old, then has nothing pending
-    assert (snap.next_seq, snap.pending_rows, snap.pending) == (2, 0, b"")
+    assert (snap.next_seq, snap.pending_rows, snap.pending) == (2, 0, ())
     assert archived_ids(tmp_path) == ids(journeys(4))
 
 
@@ -663,3 +663,15 @@ def test_abort_and_resume_in_a_dataflow_writes_each_journey_once(
     assert temp_files(root) == []
     removed = [int(n) for n in re.findall(r"resumed; (\d+) files removed", caplog.text)]
     assert len(removed) == 2 and all(removed), "both resumes deleted files written after their snapshot"
+
+
+def test_a_snapshot_encodes_only_the_rows_new_since_the_last_one(tmp_path: Path) -> None:
+    part = build(tmp_path, flush_rows=1000)
+    part.write_batch(journeys(10))
+    first = part.snapshot().pending
+    part.write_batch(journeys(5, start=10))
+    second = part.snapshot().pending
+    assert isinstance(first, tuple) and second[: len(first)] == first and len(second) == len(first) + 1
+    resumed = build(tmp_path, ArchiveResume(part.next_seq, second, 15), flush_rows=1000)
+    resumed.close()
+    assert archived_ids(tmp_path) == ids(journeys(15))
