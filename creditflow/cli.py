@@ -97,7 +97,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--archive-flush-s",
         type=float,
-        default=60.0,
+        default=10.0,
         help="archived journeys are written as a file at least this often while events flow (%(default)s)",
     )
     p.add_argument(

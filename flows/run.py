@@ -82,7 +82,7 @@ class RunSettings:
     weights_url: str | None = None
     """Redis with the published model weights: followed live, and its ``weights:log`` copied to ClickHouse."""
     weights_poll_s: float = 0.25
-    archive_flush_s: float = 60.0
+    archive_flush_s: float = 10.0
     """Archived journeys wait at most about this long (while items flow) before they are written as a file."""
 
     def __post_init__(self) -> None:
