@@ -183,8 +183,15 @@ def _train_one(tenant_id: str, settings: RetrainSettings, *tables: pa.Table) -> 
             tenant_id, n, f"skipped: {n} journeys, fewer than --min-journeys {settings.min_journeys}"
         ), None
     journeys = journeys_of(table)
-    if not any(c for _, c in journeys):
+    converting = sum(1 for _, c in journeys if c)
+    if not converting:
         return TenantReport(tenant_id, n, "skipped: no converting journey in the window"), None
+    if converting == len(journeys):
+        why = (
+            "skipped: no non-converting journey in the window, so no model can tell what a channel adds "
+            "(a journey closes unconverted after the tenant's idle TTL, idle_ttl_days, 30 by default)"
+        )
+        return TenantReport(tenant_id, n, why), None
     training = train_tenant(journeys, seed=settings.seed, holdout_fraction=settings.holdout_fraction)
     weights = weights_of(tenant_id, training, table, int(time.time() * 1000))
     report = TenantReport(

@@ -87,3 +87,11 @@ def test_a_dry_run_on_an_empty_archive_says_there_is_nothing(tmp_path, capsys) -
 
     assert main(["--archive", str(tmp_path), "--dry-run", "--tenants", "acme"]) == 1
     assert "no archived journeys in the window" in capsys.readouterr().out
+
+
+def test_a_tenant_with_only_converting_journeys_is_skipped_with_the_reason() -> None:
+    from jobs.retrain import _train_one
+
+    rows = [(f"j{i}", "converted", [("email", i * DAY)]) for i in range(200)]
+    report, weights = _train_one("acme", RetrainSettings("/tmp/a"), table(rows))
+    assert weights is None and "no non-converting journey" in report.status and "idle_ttl_days" in report.status
