@@ -106,6 +106,8 @@ class LoadSettings:
     """The flow's allowed lateness (``--allowed-lateness-ms``): a window closes this long after its end."""
     snapshot_interval_s: int = RunSettings.snapshot_interval_s
     """The flow's recovery snapshot interval (``--snapshot-interval``); the flow's own default unless asked."""
+    backup_interval_s: int = RunSettings.backup_interval_s
+    """How long the flow keeps superseded snapshots (``--backup-interval``); the flow's own default unless asked."""
     grace_s: float = 3.0
     """Rate mode: once everything was read, how long the sink must have been idle before the flow is stopped."""
     drain_timeout_s: float = 300.0
@@ -230,6 +232,7 @@ def _flow_cmd(s: LoadSettings, url: str, run_dir: Path, processes: int) -> list[
         "--window-seconds", str(s.window_s),
         "--allowed-lateness-ms", str(s.lateness_ms),
         "--snapshot-interval", str(s.snapshot_interval_s),
+        "--backup-interval", str(s.backup_interval_s),
         "--progress-every", "0",
     ]  # fmt: skip
 
@@ -650,6 +653,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=RunSettings.snapshot_interval_s,
         help="the flow's recovery snapshot interval, whole seconds (%(default)s, the flow's default)",
     )
+    ap.add_argument(
+        "--backup-interval",
+        type=int,
+        default=RunSettings.backup_interval_s,
+        help="seconds the flow keeps superseded snapshots (%(default)s, the flow's default)",
+    )
     ap.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the flow to read all")
     ap.add_argument(
         "--profile",
@@ -679,6 +688,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         window_s=args.window_seconds,
         lateness_ms=args.allowed_lateness_ms,
         snapshot_interval_s=args.snapshot_interval,
+        backup_interval_s=args.backup_interval,
         drain_timeout_s=args.drain_timeout,
         profile_s=args.profile,
         out=args.out,
