@@ -225,7 +225,7 @@ def retrain(settings: RetrainSettings) -> list[TenantReport]:
     """Train every tenant of the archive in Ray, publish (unless a dry run), return the reports."""
     import ray
 
-    from sinks.parquet_archive import archive_files
+    from sinks.archive_reader import archive_files
 
     t0 = time.monotonic()
     location, files = archive_files(settings.archive, None, settings.start_date, settings.end_date)

@@ -255,7 +255,7 @@ def _kpi_values(imps: int, clicks: int, conv: float, cost: float, rev: float) ->
 
 def compare_archive(archive: Path, expected: dict[str, Any], report: HarnessReport) -> None:
     """The Parquet archive against the recount's closed journeys: each once, with the same path."""
-    from sinks.parquet_archive import read_archive
+    from sinks.archive_reader import read_archive
 
     table = read_archive(str(archive))
     ids = table.column("journey_id").to_pylist()

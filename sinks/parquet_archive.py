@@ -104,7 +104,7 @@ Errors
     valid journeys, so a rejection is a bug to fix there; a sink has no
     stream to send a dead letter on.
 
-Reading
+Reading (``sinks.archive_reader``)
     :func:`read_archive` returns a pyarrow table (``tenant_id``, ``date``
     and the file columns) for a tenant and a date range, listing and reading
     only those directories. For Ray, :func:`archive_files` gives the
@@ -128,6 +128,7 @@ ArchiveResume(next_seq=0, pending_rows=1)
 >>> part.close()  # flushes what is pending
 >>> part.rows_written, part.files_written, part.rejected
 (1, 1, 1)
+>>> from sinks.archive_reader import read_archive
 >>> table = read_archive(root, tenant_id="acme", start_date="2026-01-01")
 >>> table.select(["tenant_id", "date", "journey_id", "value"]).to_pylist()
 [{'tenant_id': 'acme', 'date': datetime.date(2026, 1, 1), 'journey_id': 'p1/o1', 'value': 25.0}]
@@ -172,11 +173,9 @@ __all__ = [
     "ArchiveSettings",
     "ParquetArchivePartition",
     "ParquetArchiveSink",
-    "archive_files",
     "archive_location",
     "archive_partitioning",
     "file_name",
-    "read_archive",
 ]
 
 logger = logging.getLogger("creditflow.sinks.parquet_archive")
@@ -837,108 +836,3 @@ class ParquetArchiveSink(FixedPartitionedSink[ClosedJourney, ArchiveResume]):
             clock=self.clock,
             sleep=self.sleep,
         )
-
-
-# --- reading -------------------------------------------------------------------
-
-
-def _iso_date(value: str | None, name: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise ArchiveError(f"{name}={value!r} is not a date: use YYYY-MM-DD, e.g. '2026-01-31'")
-    return parsed.isoformat()
-
-
-def _subdirs(fs: pafs.FileSystem, path: str, key: str) -> list[tuple[str, str]]:
-    """``(decoded value, path)`` of the ``key=value`` directories directly in ``path``."""
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    out = []
-    for info in infos:
-        name = info.base_name
-        if info.type == pafs.FileType.Directory and name.startswith(key + "="):
-            out.append((urllib.parse.unquote(name[len(key) + 1 :]), info.path))
-    return sorted(out)
-
-
-def archive_files(
-    uri: str,
-    tenant_id: str | None = None,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    *,
-    filesystem: pafs.FileSystem | None = None,
-) -> tuple[ArchiveLocation, dict[str, list[str]]]:
-    """The archive's location and its data files per tenant, for ``tenant_id`` (all when None) and the dates.
-
-    Dates are ``YYYY-MM-DD`` (UTC date of ``closed_at``), both inclusive,
-    either open when None. Only the root, the tenant directories and the
-    matching ``date=`` directories are listed; temporary files are skipped.
-    Tenants without files in the window are absent. The paths are in
-    ``location.filesystem``: give both to ``ray.data.read_parquet(paths,
-    filesystem=...)`` (the files hold :data:`ARCHIVE_SCHEMA`; add
-    ``partitioning=Partitioning("hive", base_dir=location.path)`` for the
-    ``tenant_id`` and ``date`` columns).
-    """
-    start, end = _iso_date(start_date, "start_date"), _iso_date(end_date, "end_date")
-    if start is not None and end is not None and end < start:
-        raise ArchiveError(f"end_date {end} is before start_date {start}: swap them")
-    location = archive_location(uri, filesystem)
-    fs, root = location
-    if tenant_id is not None:
-        tenant_dirs = [(tenant_id, _join(root, _tenant_dir(tenant_id)))]
-    else:
-        tenant_dirs = _subdirs(fs, root, "tenant_id")
-    files: dict[str, list[str]] = {}
-    for tenant, tenant_path in tenant_dirs:
-        paths = []
-        for date, date_path in _subdirs(fs, tenant_path, "date"):
-            if (start is None or date >= start) and (end is None or date <= end):
-                for info in fs.get_file_info(pafs.FileSelector(date_path, allow_not_found=True)):
-                    name = info.base_name
-                    if info.type == pafs.FileType.File and name.endswith(".parquet") and name[:1] not in "_.":
-                        paths.append(info.path)
-        if paths:
-            files[tenant] = sorted(paths)
-    return location, files
-
-
-def read_archive(
-    uri: str,
-    tenant_id: str | None = None,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    *,
-    filesystem: pafs.FileSystem | None = None,
-) -> pa.Table:
-    """The archived journeys of ``tenant_id`` (all when None) closed from ``start_date`` to ``end_date``.
-
-    Dates as in :func:`archive_files`, which finds the files: only the
-    matching ``tenant_id=``/``date=`` directories are listed and read. They
-    are read as a ``pyarrow.dataset`` with :func:`archive_partitioning` and
-    the same partition filter. Columns: :data:`READ_SCHEMA` (``tenant_id``,
-    ``date`` as date32, then :data:`ARCHIVE_SCHEMA`); an empty or missing
-    archive gives an empty table.
-    """
-    (fs, root), files = archive_files(uri, tenant_id, start_date, end_date, filesystem=filesystem)
-    dataset = ds.dataset(
-        sorted(path for paths in files.values() for path in paths),
-        schema=pa.schema([*ARCHIVE_SCHEMA, *PARTITION_SCHEMA]),
-        format="parquet",
-        filesystem=fs,
-        partitioning=archive_partitioning(),
-        partition_base_dir=root,
-    )
-    condition: ds.Expression | None = None
-    for expr in (
-        ds.field("tenant_id") == tenant_id if tenant_id is not None else None,
-        ds.field("date") >= dt.date.fromisoformat(start_date) if start_date is not None else None,
-        ds.field("date") <= dt.date.fromisoformat(end_date) if end_date is not None else None,
-    ):
-        if expr is not None:
-            condition = expr if condition is None else condition & expr
-    return dataset.to_table(filter=condition).select(READ_SCHEMA.names)

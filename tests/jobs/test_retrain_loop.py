@@ -25,7 +25,7 @@ from creditflow.weights_store import current_version, rollback
 from jobs.retrain import RetrainSettings, retrain
 from jobs.synthetic import SyntheticWorld, generate
 from jobs.train import MethodResult, path_credit
-from sinks.parquet_archive import read_archive
+from sinks.archive_reader import read_archive
 from sources.redis_streams import publish
 
 pytestmark = pytest.mark.integration

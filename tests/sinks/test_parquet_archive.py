@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 import sinks.parquet_archive as archive_module
 from creditflow.events import ClosedJourney
+from sinks.archive_reader import archive_files, read_archive
 from sinks.parquet_archive import (
     ARCHIVE_SCHEMA,
     READ_SCHEMA,
@@ -42,11 +43,9 @@ from sinks.parquet_archive import (
     ArchiveSettings,
     ParquetArchivePartition,
     ParquetArchiveSink,
-    archive_files,
     archive_location,
     archive_partitioning,
     file_name,
-    read_archive,
 )
 from tests.sinks.archive_faults import faulty_filesystem
 
