@@ -77,6 +77,10 @@ class TenantConfig:
     """Cap on touches kept per person; the oldest are dropped first."""
     idle_ttl_days: float = 30.0
     """A person with no event for this long (event time or wall time) is forgotten."""
+    training_close_days: float = 7.0
+    """With the journey archive on, a person with no event for this long (wall time) has the journey
+    archived as ``unconverted`` for training, and stays in state for attribution until ``idle_ttl_days``
+    (so models learn from non-converting paths long before a journey expires)."""
     conversion_dedup_days: float = 30.0
     """A conversion_id seen again within this long is a duplicate and earns no credit."""
     half_life_days: float = 7.0
@@ -99,6 +103,7 @@ class TenantConfig:
             "lookback_days",
             "impression_lookback_days",
             "idle_ttl_days",
+            "training_close_days",
             "half_life_days",
             "conversion_dedup_days",
         ):

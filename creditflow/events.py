@@ -323,9 +323,10 @@ SinkRow = Union[CreditRow, ConversionRow, KpiRow, DeadLetter, "ModelWeights"]
 """Everything the ClickHouse sink accepts (``ModelWeights``: ``creditflow.model_weights``)."""
 
 
-JOURNEY_OUTCOMES = ("converted", "expired")
-"""How a journey closes: a conversion credited its touches, or the person went idle
-past the tenant's idle TTL (wall time, or an event that much later in event time)."""
+JOURNEY_OUTCOMES = ("converted", "expired", "unconverted")
+"""How a journey closes: a conversion credited its touches; the person went idle past the
+tenant's idle TTL (wall time, or an event that much later in event time); or, for training
+only, the person has been idle ``training_close_days`` (the journey stays in state)."""
 
 
 @pickled_positionally

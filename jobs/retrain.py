@@ -113,7 +113,8 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
     conversion with no eligible touch) but can never hold non-converting ones (a
     person never touched has no journey), so they would only teach the models
     that an untouched person always converts. A ``journey_id`` written twice (a
-    crash before the flow's first snapshot) counts once.
+    crash before the flow's first snapshot) counts once, and so does a path archived both
+    ``unconverted`` (training close) and ``expired`` (idle TTL).
 
     >>> import datetime as dt
     >>> ts = lambda d: dt.datetime(1970, 1, 1 + d, tzinfo=dt.UTC)
@@ -130,6 +131,8 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
     if len(ids) > 1 and (ids[1:] == ids[:-1]).any():  # a crash before the flow's first snapshot rewrites files
         keep = np.concatenate(([True], ids[1:] != ids[:-1]))
         table = table.filter(pa.array(keep))
+    if "person_id" in table.column_names:
+        table = _one_unconverted_close(table)
     converted = pc.equal(table.column("outcome"), "converted").to_numpy(zero_copy_only=False)
     touches = table.column("touches").combine_chunks()
     offsets = touches.offsets.to_numpy()
@@ -147,6 +150,25 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
         lo, hi = offsets[i], offsets[i + 1]
         out.append((list(zip(channels[lo:hi], ages[lo:hi], strict=True)), bool(converted[i])))
     return out
+
+
+def _one_unconverted_close(table: pa.Table) -> pa.Table:
+    """One row per (person, closing time) among non-converting rows, in ``journey_id`` order.
+
+    An idle path is archived ``unconverted`` at the training close and the same path ``expired``
+    at the idle TTL; it is one negative example.
+    """
+    outcome = table.column("outcome").to_numpy(zero_copy_only=False)
+    person = table.column("person_id").to_numpy(zero_copy_only=False)
+    closed = table.column("closed_at").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    seen: set[tuple[str, int]] = set()
+    keep = np.ones(len(outcome), dtype=bool)
+    for i in np.flatnonzero(outcome != "converted").tolist():
+        key = (person[i], int(closed[i]))
+        if key in seen:
+            keep[i] = False
+        seen.add(key)
+    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def weights_of(tenant_id: str, training: TenantTraining, table: pa.Table, trained_at_ms: int) -> ModelWeights:
@@ -242,7 +264,7 @@ def retrain(settings: RetrainSettings) -> list[TenantReport]:
         pending = {}
         for tenant in tenants:
             ds = ray.data.read_parquet(files[tenant], filesystem=location.filesystem).select_columns(
-                ["journey_id", "outcome", "closed_at", "touches"]
+                ["journey_id", "person_id", "outcome", "closed_at", "touches"]
             )
             pending[train_remote.remote(tenant, settings, *ds.to_arrow_refs())] = tenant
         say(f"training {len(pending)} tenant(s) in Ray tasks", t0)

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -131,9 +132,13 @@ class ExpiredJourney:
     last_event_ms: int
     touch_channels: tuple[str, ...]
     touch_ts_ms: tuple[int, ...]
+    outcome: str = "expired"
+    """``expired`` (idle TTL: the person is forgotten) or ``unconverted`` (training close: kept)."""
 
     def closed(self, tenant_id: str, person_id: str) -> ClosedJourney:
-        return expired_journey(tenant_id, person_id, self.last_event_ms, self.touch_channels, self.touch_ts_ms)
+        return expired_journey(
+            tenant_id, person_id, self.last_event_ms, self.touch_channels, self.touch_ts_ms, self.outcome
+        )
 
 
 JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney
@@ -169,13 +174,15 @@ class JourneyEnv:
 class TenantContext:
     """A tenant's settings, precomputed, shared by all its journeys."""
 
-    __slots__ = ("env", "cfg", "idle_ttl_ms", "idle_ttl", "horizon_ms")
+    __slots__ = ("env", "cfg", "idle_ttl_ms", "idle_ttl_s", "training_close_s", "horizon_ms")
 
     def __init__(self, env: JourneyEnv, cfg: TenantConfig) -> None:
         self.env = env
         self.cfg = cfg
         self.idle_ttl_ms = cfg.idle_ttl_ms
-        self.idle_ttl = timedelta(milliseconds=cfg.idle_ttl_ms)
+        self.idle_ttl_s = cfg.idle_ttl_ms / 1000.0
+        self.training_close_s = cfg.training_close_days * 86_400.0 if env.archive else math.inf
+        """When an idle journey is archived ``unconverted`` (archive on and before the idle TTL only)."""
         self.horizon_ms = max(cfg.lookback_ms("click"), cfg.lookback_ms("impression"))
 
 
@@ -224,18 +231,30 @@ class JourneyLogic:
         return self.on_batch([value])
 
     def on_notify(self) -> tuple[Iterable[JourneyOutput], bool]:
-        # Idle TTL reached: forget the person; the touches no conversion consumed close unconverted.
-        if self._ctx.env.archive and self._packed:
+        # Either the training close (archive the open path as `unconverted`, keep the person) or the
+        # idle TTL (forget the person; the touches no conversion consumed close `expired`).
+        ctx = self._ctx
+        closing = ctx.training_close_s < ctx.idle_ttl_s and ctx.env.now() < wall_s_of(self._packed) + ctx.idle_ttl_s
+        forget = not closing
+        if ctx.env.archive and self._packed:
             j = Journey.unpack(self._packed, self._refs)
             if j.ts:
-                return (ExpiredJourney(j.last_event_ms, tuple(m[1] for m in j.metas), tuple(j.ts)),), True
-        return (), True
+                outcome = "expired" if forget else "unconverted"
+                closed = ExpiredJourney(j.last_event_ms, tuple(m[1] for m in j.metas), tuple(j.ts), outcome)
+                return (closed,), forget
+        return (), forget
 
     def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
         return (), False
 
     def notify_at(self) -> datetime | None:
-        return datetime.fromtimestamp(wall_s_of(self._packed), tz=UTC) + self._ctx.idle_ttl
+        ctx = self._ctx
+        last = wall_s_of(self._packed)
+        due = last + ctx.idle_ttl_s
+        close = last + ctx.training_close_s  # inf without the archive
+        if close < due and ctx.env.now() < close:
+            due = close
+        return datetime.fromtimestamp(due, tz=UTC)
 
     def snapshot(self) -> JourneyState:
         return JourneyState(self._packed, self._refs)
@@ -316,9 +335,14 @@ StatefulBatchLogic.register(JourneyLogic)
 
 
 def expired_journey(
-    tenant_id: str, person_id: str, last_event_ms: int, channels: tuple[str, ...], ts_ms: tuple[int, ...]
+    tenant_id: str,
+    person_id: str,
+    last_event_ms: int,
+    channels: tuple[str, ...],
+    ts_ms: tuple[int, ...],
+    outcome: str = "expired",
 ) -> ClosedJourney:
-    """The unconverted rest of a journey that went idle: its id is the person and its last event time.
+    """The unconverted rest of a journey that went idle: its id is the person, outcome and last event time.
 
     >>> expired_journey("acme", "u1", 5000, ("email",), (4000,)).journey_id
     'u1:expired:5000'
@@ -326,8 +350,8 @@ def expired_journey(
     return ClosedJourney(
         tenant_id=tenant_id,
         person_id=person_id,
-        journey_id=f"{person_id}:expired:{last_event_ms}",
-        outcome="expired",
+        journey_id=f"{person_id}:{outcome}:{last_event_ms}",
+        outcome=outcome,
         closed_at_ms=last_event_ms,
         conversion_id="",
         value=0.0,

@@ -95,3 +95,11 @@ def test_a_tenant_with_only_converting_journeys_is_skipped_with_the_reason() -> 
     rows = [(f"j{i}", "converted", [("email", i * DAY)]) for i in range(200)]
     report, weights = _train_one("acme", RetrainSettings("/tmp/a"), table(rows))
     assert weights is None and "no non-converting journey" in report.status and "idle_ttl_days" in report.status
+
+
+def test_a_path_archived_unconverted_then_expired_counts_once() -> None:
+    t = table([("p:unconverted:5", "unconverted", [("x", 5)]), ("p:expired:5", "expired", [("x", 5)]),
+               ("q:expired:5", "expired", [("x", 5)]), ("p:converted:o", "converted", [("x", 5)])])  # fmt: skip
+    t = t.append_column("person_id", pa.array(["p", "p", "q", "p"]))
+    got = journeys_of(t)
+    assert sorted(c for _, c in got) == [False, False, True]  # p's idle path once, q's, p's conversion

@@ -220,6 +220,31 @@ def test_archive_gets_the_unconverted_rest_when_the_person_goes_idle() -> None:
     assert (closed.outcome, closed.touch_channels, closed.closed_at_ms) == ("expired", ("email",), T0)
 
 
+def test_an_idle_journey_is_archived_unconverted_for_training_and_kept_until_the_idle_ttl() -> None:
+    clock = [1000.0]
+    env = JourneyEnv(
+        TenantConfigs(defaults=TenantConfig(idle_ttl_days=30, training_close_days=7)), NoWeights(),
+        now=lambda: clock[0], archive=True,
+    )  # fmt: skip
+    lg = JourneyLogic(env, None)
+    lg.on_item(touch("a", 0, "email"))
+    assert lg.notify_at().timestamp() == pytest.approx(1000.0 + 7 * 86_400)  # the training close first
+    clock[0] += 7 * 86_400
+    out, discard = lg.on_notify()
+    assert discard is False and [o.outcome for o in out] == ["unconverted"]
+    assert list(out)[0].closed("t1", "u:u1").journey_id == f"u:u1:unconverted:{T0}"
+    assert lg.notify_at().timestamp() == pytest.approx(1000.0 + 30 * 86_400)  # then the idle TTL
+    clock[0] = 1000.0 + 30 * 86_400
+    out, discard = lg.on_notify()
+    assert discard is True and [o.outcome for o in out] == ["expired"]  # same path: the retrain keeps one
+
+
+def test_without_the_archive_there_is_no_training_close() -> None:
+    lg = logic(TenantConfig(idle_ttl_days=30, training_close_days=7))
+    lg.on_item(touch("a", 0, "email"))
+    assert lg.notify_at().timestamp() == pytest.approx(1000.0 + 30 * 86_400)
+
+
 def test_no_archive_rows_unless_asked() -> None:
     lg = logic(TenantConfig(idle_ttl_days=2))
     out = feed(lg, touch("a", 0, "email"), conversion("v", 0.5, "o1"), touch("b", 1, "x"), touch("c", 9, "y"))
