@@ -11,15 +11,6 @@ One epoch of extra margin is kept.
 This reads Bytewax's recovery partitions (sqlite: ``exs``, ``fronts``,
 ``snaps``) read-only; their layout is that of bytewax==0.21.1, which the
 project pins.
-
-The files are opened ``immutable``: without locks and without the WAL index
-(``-shm``), which a normal reader maps into memory. Another process's
-connection can truncate that file while it is mapped, and the reader then dies
-of SIGBUS (measured: a flow process killed this way in about one run in four of
-``tests/recovery/test_outages.py``). An immutable read sees what was
-checkpointed into the main file only: committed positions, possibly older
-ones, so the trim can only be more conservative; a read torn by a concurrent
-checkpoint raises ``sqlite3.Error`` and the trim waits for the next round.
 """
 
 from __future__ import annotations
@@ -37,7 +28,7 @@ MARGIN_EPOCHS = 1
 def _rows(store: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
     rows: list[tuple] = []
     for part in sorted(store.glob("part-*.sqlite3")):
-        conn = sqlite3.connect(f"file:{part}?mode=ro&immutable=1", uri=True, timeout=1.0)
+        conn = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1.0)
         try:
             rows.extend(conn.execute(sql, args).fetchall())
         finally:
