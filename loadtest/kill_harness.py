@@ -65,6 +65,8 @@ class HarnessSettings:
     final_timeout_s: float = 300.0
     redis_outages: int = 0
     """In this many of the killed runs, redis-server itself is SIGKILLed mid-run and restarted."""
+    trim: bool = True
+    """Trim the streams behind the resumable position every second while the runs go on."""
     outage_s: float = 2.0
     window_ms: int = 5000
     """KPI window length of the runs and of the recount."""
@@ -154,7 +156,8 @@ def _feed(client: redis.Redis, payloads: list[list[bytes]], s: HarnessSettings, 
 
 
 def _run_cmd(s: HarnessSettings, processes: int, drain: bool) -> list[str]:
-    source = f"{s.redis_url}?streams={','.join(STREAMS)}&trim_every_s=1" + ("&stop_at_end=1" if drain else "")
+    trim = "&trim_every_s=1" if s.trim else "&trim=0"
+    source = f"{s.redis_url}?streams={','.join(STREAMS)}{trim}" + ("&stop_at_end=1" if drain else "")
     return [
         sys.executable, "-m", "creditflow.cli", "run", "--no-summary",
         "--source", source,

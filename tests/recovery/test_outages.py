@@ -27,6 +27,10 @@ def test_redis_outages_during_runs_lose_nothing(tmp_path: Path) -> None:
             process_plan=(1, 2),
             persons=400,
             rng_seed=7,
+            # Not trimming here: the trimmer reads Bytewax's live recovery files, and a flow process
+            # reading them died of SIGBUS in about a quarter of these runs (WAL index truncated while
+            # mapped; an open problem noted in the README). This test is about Redis outages.
+            trim=False,
         )
         report = run_harness(settings, say=print, redis_server=server)
     finally:
