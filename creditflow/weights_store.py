@@ -29,6 +29,7 @@ round trip of the publish (``tests/creditflow/test_weights_store.py`` measures i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -74,9 +75,7 @@ def _now_ms() -> int:
 def publish(client: redis.Redis, weights: ModelWeights, now_ms: int | None = None) -> ModelWeights:
     """Store ``weights`` as the tenant's next version and make it current; returns it with its version."""
     version = int(client.incr(_next_key(weights.tenant_id)))
-    published = ModelWeights(
-        **{**weights.__dict__, "version": version, "action": "publish", "published_at_ms": now_ms or _now_ms()}
-    )
+    published = dataclasses.replace(weights, version=version, action="publish", published_at_ms=now_ms or _now_ms())
     check_scoring(published.tenant_id, published.scoring())
     data = published.to_json()
     pipe = client.pipeline(transaction=True)

@@ -94,7 +94,8 @@ class RunSettings:
             )
         parse_source_spec(self.source)
 
-    def flow_settings(self) -> FlowSettings:
+    def flow_settings(self, live: bool = True) -> FlowSettings:
+        """What the flow is built with; ``live=False`` (a flow only checked, never run) follows no weights."""
         configs = TenantConfigs.load(self.tenants_file) if self.tenants_file else TenantConfigs()
         for cfg in (configs.defaults, *configs.tenants.values()):
             compile_rules(cfg.channel_rules)  # a bad regex stops the run here, not mid-stream
@@ -106,7 +107,9 @@ class RunSettings:
                 restate_horizon_ms=self.restate_horizon_ms,
             ),
             progress=ProgressCounter(self.progress_every_s),
-            weights=RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url else NoWeights(),
+            weights=(
+                RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url and live else NoWeights()
+            ),
         )
 
 
@@ -266,7 +269,8 @@ def run(settings: RunSettings) -> None:
     if settings.processes == 1:
         run_worker(settings)
         return
-    _recovery(settings, _build_flow(settings, settings.flow_settings()))  # create/check once, before the processes
+    # create/check the store once, before the processes (the flow's structure only: no weights polling here)
+    _recovery(settings, _build_flow(settings, settings.flow_settings(live=False)))
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(settings.processes)]
     payload = json.dumps(dataclasses.asdict(settings))
     procs = [

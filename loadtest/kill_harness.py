@@ -271,13 +271,19 @@ def compare_archive(archive: Path, expected: dict[str, Any], report: HarnessRepo
         )
     }
     if got != expected["journeys"]:
-        missing = expected["journeys"].keys() - got.keys()
-        extra = got.keys() - expected["journeys"].keys()
-        differ = [k for k in got.keys() & expected["journeys"].keys() if got[k] != expected["journeys"][k]]
-        report.mismatches.append(
-            f"archive: {len(missing)} journeys missing, {len(extra)} unexpected, {len(differ)} with another path "
-            f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]} {differ[:2]})"
-        )
+        report.mismatches.append(_keyed_mismatch("archive: ", "journeys missing", "with another path", got,
+                                                 expected["journeys"]))  # fmt: skip
+
+
+def _keyed_mismatch(label: str, missing_word: str, differ_word: str, got: dict[Any, Any], want: dict[Any, Any]) -> str:
+    """How ``got`` differs from ``want`` (dicts by key), with a few example keys."""
+    missing = want.keys() - got.keys()
+    extra = got.keys() - want.keys()
+    differ = [k for k in got.keys() & want.keys() if got[k] != want[k]]
+    return (
+        f"{label}{len(missing)} {missing_word}, {len(extra)} unexpected, {len(differ)} {differ_word} "
+        f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]} {differ[:2]})"
+    )
 
 
 def _ms(ts: Any) -> int:
@@ -292,13 +298,7 @@ def compare(dsn: str, expected: dict[str, Any], report: HarnessReport, window_ms
     report.expected_credit_rows = len(expected["credits"])
     report.duplicate_credit_rows = len(rows) - len(got)
     if got != expected["credits"]:
-        missing = expected["credits"].keys() - got.keys()
-        extra = got.keys() - expected["credits"].keys()
-        differ = [k for k in got.keys() & expected["credits"].keys() if got[k] != expected["credits"][k]]
-        report.mismatches.append(
-            f"credits: {len(missing)} missing, {len(extra)} unexpected, {len(differ)} with other values "
-            f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]} {differ[:2]})"
-        )
+        report.mismatches.append(_keyed_mismatch("credits: ", "missing", "with other values", got, expected["credits"]))
     sums = query(
         dsn,
         "SELECT count() FROM (SELECT tenant_id, conversion_id, model, sum(credit) AS s FROM attribution_credits "

@@ -240,7 +240,7 @@ class JourneyLogic:
             j = Journey.unpack(self._packed, self._refs)
             if j.ts:
                 outcome = "expired" if forget else "unconverted"
-                closed = ExpiredJourney(j.last_event_ms, tuple(m[1] for m in j.metas), tuple(j.ts), outcome)
+                closed = ExpiredJourney(j.last_event_ms, *_open_path(j), outcome)
                 return (closed,), forget
         return (), forget
 
@@ -269,8 +269,7 @@ class JourneyLogic:
         ts_ms = ev.ts_ms
         if j.last_event_ms >= 0 and ts_ms - j.last_event_ms > ctx.idle_ttl_ms:
             if env.archive and j.ts:
-                channels = tuple(m[1] for m in j.metas)
-                out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, channels, tuple(j.ts)))
+                out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, *_open_path(j)))
             j = Journey()
         j.last_seen_wall_s = env.now()
         if ts_ms > j.last_event_ms:
@@ -332,6 +331,11 @@ class JourneyLogic:
 
 
 StatefulBatchLogic.register(JourneyLogic)
+
+
+def _open_path(j: Journey) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The channels and times of the touches no conversion consumed, for an unconverted archive row."""
+    return tuple(m[1] for m in j.metas), tuple(j.ts)
 
 
 def expired_journey(
