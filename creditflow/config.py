@@ -97,6 +97,19 @@ class TenantConfig:
     channel_rules: tuple[ChannelRule, ...] = ()
     models: tuple[str, ...] = MODELS
     """Models scored at each conversion."""
+    consent_mode: Literal["opt_out", "opt_in"] = "opt_out"
+    """``opt_out``: a person's events count until they withdraw ``consent_purpose``; ``opt_in``: nothing of
+    a person is kept or credited until they grant it."""
+    consent_purpose: str = "analytics"
+    """The consent purpose attribution needs (a key of a consent event's ``consent`` map)."""
+    identity_ttl_days: float = 90.0
+    """A device's link to a user is forgotten after this long without an event from the device."""
+    link_threshold: float = 0.7
+    """Lowest confidence (0-1) at which a probabilistic link (IP + user agent + country) joins a device to a
+    user; a deterministic link is never overridden by one."""
+    link_window_minutes: float = 30.0
+    """How close in time an anonymous device and an identified one must be seen on one network to be linked
+    probabilistically; the matcher keeps (hashed) network observations no longer than this."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -106,10 +119,13 @@ class TenantConfig:
             "training_close_days",
             "half_life_days",
             "conversion_dedup_days",
+            "identity_ttl_days",
+            "link_window_minutes",
         ):
             value = getattr(self, name)
             if not value > 0:
-                raise ConfigError(f"{name} must be > 0 (got {value}); set a positive number of days")
+                unit = name.rsplit("_", 1)[-1]
+                raise ConfigError(f"{name} must be > 0 (got {value}); set a positive number of {unit}")
         if self.max_touches < 1:
             raise ConfigError(f"max_touches must be >= 1 (got {self.max_touches})")
         if not (0 <= self.position_first and 0 <= self.position_last and self.position_first + self.position_last <= 1):
@@ -124,6 +140,14 @@ class TenantConfig:
             raise ConfigError(f"kpi_model {self.kpi_model!r} is not one of {list(MODELS)}")
         if self.kpi_model not in self.models:
             raise ConfigError(f"kpi_model {self.kpi_model!r} must also be listed in models")
+        if self.consent_mode not in ("opt_out", "opt_in"):
+            raise ConfigError(f"consent_mode must be 'opt_out' or 'opt_in' (got {self.consent_mode!r})")
+        if not self.consent_purpose:
+            raise ConfigError("consent_purpose must be a non-empty purpose name, e.g. 'analytics'")
+        if not 0 < self.link_threshold <= 1:
+            raise ConfigError(
+                f"link_threshold must be in (0, 1] (got {self.link_threshold}); 1 links only the surest matches"
+            )
         if self.kpi_volume_source not in ("events", "ad_spend"):
             raise ConfigError(f"kpi_volume_source must be 'events' or 'ad_spend' (got {self.kpi_volume_source!r})")
 
