@@ -101,6 +101,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="archived journeys are written as a file at least this often while events flow (%(default)s)",
     )
     p.add_argument(
+        "--pii-key-file",
+        metavar="PATH",
+        help="secret key for hashing emails and phone numbers per tenant (default <data dir>/pii.key, created "
+        "with mode 0600 on first use; keep it: a new key changes every hash). CREDITFLOW_PII_KEY (hex) overrides it",
+    )
+    p.add_argument(
         "--weights",
         metavar="REDIS_URL",
         help="Redis holding the published model weights the data-driven model follows live (default: the "
@@ -137,6 +143,7 @@ def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-unt
         allowed_lateness_ms=args.allowed_lateness_ms,
         restate_horizon_ms=args.restate_horizon_ms,
         progress_every_s=args.progress_every,
+        pii_key_file=args.pii_key_file or str(Path(args.data_dir, "pii.key").resolve()),
     )
 
 

@@ -34,6 +34,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
+from creditflow.pii import pii_hasher_from
 from creditflow.weights import NoWeights
 from creditflow.weights_store import LOG_STREAM, RedisWeights
 from flows.attribution import FLOW_ID, FlowSettings, build_flow
@@ -84,6 +85,9 @@ class RunSettings:
     weights_poll_s: float = 0.25
     archive_flush_s: float = 10.0
     """Archived journeys wait at most about this long (while items flow) before they are written as a file."""
+    pii_key_file: str | None = None
+    """Secret key file for hashing emails and phones (created, mode 0600, when missing); every process of a
+    cluster reads the same file. ``CREDITFLOW_PII_KEY`` (hex) overrides it; neither hashes with a public key."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -107,6 +111,7 @@ class RunSettings:
                 restate_horizon_ms=self.restate_horizon_ms,
             ),
             progress=ProgressCounter(self.progress_every_s),
+            pii=pii_hasher_from(Path(self.pii_key_file) if self.pii_key_file else None),
             weights=(
                 RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url and live else NoWeights()
             ),

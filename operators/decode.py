@@ -1,7 +1,9 @@
 """Decode, validate and enrich raw records into events and dead letters.
 
-One step per batch of records: parse + validate (``schemas.decode``), then
-derive channel and campaign (``creditflow.channels``). Its output splits into
+One step per batch of records: parse + validate (``schemas.decode``, which
+hashes the emails and phones of traits and scrubs dead letters with the
+``PiiHasher`` given, see ``creditflow.pii``), then derive channel and campaign
+(``creditflow.channels``). Its output splits into
 ``oks`` (valid events) and ``errs`` (dead letters) like Bytewax's Kafka
 operators; the flow must route ``errs`` to the dead-letter sink.
 """
@@ -20,6 +22,7 @@ from bytewax.dataflow import Stream, operator
 from creditflow.channels import campaign_of, derive_channel, is_internal_referrer
 from creditflow.config import TenantConfigs
 from creditflow.events import DeadLetter, Event, RawRecord
+from creditflow.pii import PiiHasher
 from operators.progress import ProgressCounter
 from schemas.decode import decode
 from state.journeys import INTERNAL_CHANNEL
@@ -57,17 +60,25 @@ _CHANNEL_AT = _FIELD_NAMES.index("channel")
 assert _FIELD_NAMES[_CHANNEL_AT + 1] == "campaign_id", "enrich relies on channel, campaign_id being adjacent"
 
 
+_UNKEYED = PiiHasher.unkeyed()
+
+
 def decode_batch(
     records: Iterable[RawRecord],
     configs: TenantConfigs,
     now_ms: Callable[[], int],
     progress: ProgressCounter | None = None,
+    pii: PiiHasher = _UNKEYED,
 ) -> list[Event | DeadLetter]:
-    """Decode a batch; pure apart from ``now_ms`` (the future-timestamp bound)."""
+    """Decode a batch; pure apart from ``now_ms`` (the future-timestamp bound).
+
+    ``pii`` hashes PII traits and scrubs dead letters; the default, the public
+    unkeyed hasher, is for tests and library use (see ``PiiHasher.unkeyed``).
+    """
     now = now_ms()
     out: list[Event | DeadLetter] = []
     for rec in records:
-        item = decode(rec, now)
+        item = decode(rec, now, pii)
         out.append(enrich(item, configs) if isinstance(item, Event) else item)
     if progress is not None:
         progress.add(out)
@@ -85,8 +96,9 @@ def decode_events(
     configs: TenantConfigs,
     now_ms: Callable[[], int] = _wall_ms,
     progress: ProgressCounter | None = None,
+    pii: PiiHasher = _UNKEYED,
 ) -> DecodeOut:
-    """Raw records in; valid, enriched events and dead letters out."""
-    decoded = op.flat_map_batch("decode", up, lambda batch: decode_batch(batch, configs, now_ms, progress))
+    """Raw records in; valid, enriched events (PII traits hashed with ``pii``) and scrubbed dead letters out."""
+    decoded = op.flat_map_batch("decode", up, lambda batch: decode_batch(batch, configs, now_ms, progress, pii))
     split = op.branch("split", decoded, lambda x: isinstance(x, Event))
     return DecodeOut(oks=split.trues, errs=split.falses)  # type: ignore[arg-type]

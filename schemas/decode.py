@@ -55,6 +55,7 @@ from creditflow.events import (
     SpendMetrics,
     Utm,
 )
+from creditflow.pii import PiiHasher, pii_kind, scrub_payload, scrub_text
 from schemas.registry import LATEST_VERSION, SCHEMA_VERSIONS, allowed_fields, load_schema, record_fields
 
 __all__ = [
@@ -463,6 +464,8 @@ def _traits(v: Any) -> dict[str, str]:
     out = _keyed_map(v, "traits", "trait names", "email")
     for k, x in out.items():
         if type(x) is not str:
+            if pii_kind(k) is not None:  # the value is personal data: not repeated in the detail
+                _violation(f"field 'traits.{k}' must be a string, got {_kind(x)}; send a string")
             _type_error("traits." + k, "a string", x)
         if len(x) > MAX_STRING_CHARS:
             _too_long("traits." + k, x, MAX_STRING_CHARS)
@@ -493,7 +496,7 @@ def _check_fields(obj: Mapping[Any, Any], version: int) -> None:
 # ---------------------------------------------------------------- validation
 
 
-def _validate(obj: Mapping[Any, Any], record: RawRecord, now_ms: int) -> Event:
+def _validate(obj: Mapping[Any, Any], record: RawRecord, now_ms: int, pii: PiiHasher) -> Event:
     g = obj.get
     sv = g("schema_version")
     if sv is None:
@@ -573,7 +576,7 @@ def _validate(obj: Mapping[Any, Any], record: RawRecord, now_ms: int) -> Event:
         )
 
     v = g("metadata")
-    metadata = None if v is None else _metadata(v)
+    metadata = None if v is None else pii.hash_nested(tenant_id, _metadata(v))
 
     consent_v = g("consent")
     traits_v = g("traits")
@@ -587,7 +590,7 @@ def _validate(obj: Mapping[Any, Any], record: RawRecord, now_ms: int) -> Event:
                 _violation("field 'consent' is empty; send at least one purpose, e.g. {\"analytics\": true}")
             extra["consent"] = consent
         if traits_v is not None:
-            extra["traits"] = _traits(traits_v)
+            extra["traits"] = pii.hash_traits(tenant_id, _traits(traits_v))
         if metadata is None:
             metadata = extra
         else:
@@ -649,18 +652,29 @@ def _ident(obj: Any) -> tuple[str, str, str]:
     return (out[0], out[1], out[2])
 
 
-def _dead(record: RawRecord, reason: str, detail: str, obj: Any = None) -> DeadLetter:
+_UNKEYED = PiiHasher.unkeyed()
+
+
+def _dead(record: RawRecord, reason: str, detail: str, obj: Any = None, *, pii: PiiHasher) -> DeadLetter:
+    """The dead letter of ``record``: its raw bytes scrubbed of PII (``creditflow.pii.scrub_payload``)
+    before they are capped, and emails and IPs in ``detail`` replaced by markers."""
     tenant_id, event_id, event_type = _ident(obj)
-    return DeadLetter(reason, detail, _cap(record.payload), record.position, tenant_id, event_id, event_type)
+    payload = record.payload
+    raw = scrub_payload(payload, pii, tenant_id) if isinstance(payload, bytes | bytearray | memoryview | str) else b""
+    return DeadLetter(reason, scrub_text(detail), _cap(raw), record.position, tenant_id, event_id, event_type)
 
 
-def decode_mapping(obj: Mapping[str, Any], record: RawRecord, now_ms: int) -> Event | DeadLetter:
+def decode_mapping(
+    obj: Mapping[str, Any], record: RawRecord, now_ms: int, pii: PiiHasher = _UNKEYED
+) -> Event | DeadLetter:
     """Validate an already-parsed event (a JSON object or an Avro record).
 
     ``record`` supplies the position, the raw bytes for dead letters and, when
     ``record.format == "avro"``, the writer schema version (used when the record has
     no ``schema_version``). ``metadata`` may be an object or, as Avro carries it, a
-    string holding a serialized JSON object. Never raises.
+    string holding a serialized JSON object. ``pii`` hashes the emails and phones
+    of ``traits`` and ``metadata`` and scrubs dead letters (``creditflow.pii``).
+    Never raises.
     """
     try:
         if type(obj) is not dict and not isinstance(obj, Mapping):
@@ -668,10 +682,11 @@ def decode_mapping(obj: Mapping[str, Any], record: RawRecord, now_ms: int) -> Ev
                 record,
                 "schema_violation",
                 f"event must be an object, got {_kind(obj)}; send one JSON object (Avro record) per event",
+                pii=pii,
             )
-        return _validate(obj, record, now_ms)
+        return _validate(obj, record, now_ms, pii)
     except _Reject as rej:
-        return _dead(record, rej.reason, rej.detail, obj)
+        return _dead(record, rej.reason, rej.detail, obj, pii=pii)
     except Exception as exc:  # a bug, but never crash the flow on a payload
         return _dead(
             record,
@@ -679,10 +694,11 @@ def decode_mapping(obj: Mapping[str, Any], record: RawRecord, now_ms: int) -> Ev
             f"event could not be validated ({type(exc).__name__}: {str(exc)[:200]}); "
             f"check the field types against schemas/event.v{LATEST_VERSION}.avsc",
             obj,
+            pii=pii,
         )
 
 
-def _read_avro(record: RawRecord) -> Any:
+def _read_avro(record: RawRecord, pii: PiiHasher) -> Any:
     version = record.schema_version
     if version is None:
         version = LATEST_VERSION
@@ -693,6 +709,7 @@ def _read_avro(record: RawRecord) -> Any:
             "schema_violation",
             f"unknown writer schema version {version!r} on the Avro record; "
             f"use one of {sorted(SCHEMA_VERSIONS)} (RawRecord.schema_version)",
+            pii=pii,
         )
     payload = record.payload
     buf = io.BytesIO(payload)
@@ -705,6 +722,7 @@ def _read_avro(record: RawRecord) -> Any:
             f"payload is not a valid Avro record of schema v{version} ({type(exc).__name__}: {str(exc)[:200]}); "
             "check that the producer writes schemaless records with schemas/event.v"
             f"{version}.avsc and that RawRecord.schema_version names that version",
+            pii=pii,
         )
     if buf.tell() != len(payload):
         return _dead(
@@ -713,16 +731,20 @@ def _read_avro(record: RawRecord) -> Any:
             f"Avro payload has {len(payload) - buf.tell()} trailing bytes after the record of schema v{version}; "
             "send exactly one schemaless record per payload, written with the same schema version",
             obj,
+            pii=pii,
         )
     if type(obj) is not dict:
-        return _dead(record, "parse_error", f"Avro payload decoded to {_kind(obj)}, not a record")
+        return _dead(record, "parse_error", f"Avro payload decoded to {_kind(obj)}, not a record", pii=pii)
     return obj
 
 
-def decode(record: RawRecord, now_ms: int) -> Event | DeadLetter:
+def decode(record: RawRecord, now_ms: int, pii: PiiHasher = _UNKEYED) -> Event | DeadLetter:
     """Decode ``record`` (JSON or schemaless Avro) and validate it. Never raises.
 
     ``now_ms`` (epoch ms) bounds timestamps: more than 24 h after it is invalid.
+    ``pii`` hashes the emails and phones of traits and metadata, and scrubs the
+    raw bytes of dead letters (``creditflow.pii``); the default is the public,
+    unkeyed hasher.
     """
     try:
         payload = record.payload
@@ -733,6 +755,7 @@ def decode(record: RawRecord, now_ms: int) -> Event | DeadLetter:
                 "size_violation",
                 f"payload is {size} bytes, more than the {MAX_PAYLOAD_BYTES} allowed; "
                 "send one event per record and keep metadata small",
+                pii=pii,
             )
         fmt = record.format
         if fmt == "json":
@@ -744,26 +767,31 @@ def decode(record: RawRecord, now_ms: int) -> Event | DeadLetter:
                     "parse_error",
                     f"payload is not valid JSON ({str(exc)[:200]}); send one UTF-8 JSON object per record "
                     "(no NaN/Infinity, no trailing data)",
+                    pii=pii,
                 )
             if type(obj) is not dict:
                 return _dead(
                     record,
                     "parse_error",
                     f"payload is a JSON {_kind(obj)}, not an object; send one JSON object per event",
+                    pii=pii,
                 )
         elif fmt == "avro":
-            obj = _read_avro(record)
+            obj = _read_avro(record, pii)
             if type(obj) is DeadLetter:
                 return obj
         else:
-            return _dead(record, "parse_error", f"unknown payload format {_show(fmt)}; use 'json' or 'avro'")
+            return _dead(record, "parse_error", f"unknown payload format {_show(fmt)}; use 'json' or 'avro'", pii=pii)
     except Exception as exc:
-        return _dead(record, "parse_error", f"payload could not be read ({type(exc).__name__}); send bytes")
+        return _dead(record, "parse_error", f"payload could not be read ({type(exc).__name__}); send bytes", pii=pii)
     if SOURCE_ERROR_KEY in obj:
         return _dead(
-            record, "source_error", f"the source could not deliver this record: {str(obj[SOURCE_ERROR_KEY])[:500]}"
+            record,
+            "source_error",
+            f"the source could not deliver this record: {str(obj[SOURCE_ERROR_KEY])[:500]}",
+            pii=pii,
         )
-    return decode_mapping(obj, record, now_ms)
+    return decode_mapping(obj, record, now_ms, pii)
 
 
 def encode_avro(obj: Mapping[str, Any], version: int | None = None) -> bytes:

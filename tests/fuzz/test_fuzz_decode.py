@@ -39,6 +39,7 @@ from creditflow.events import (
     RawRecord,
     SourcePosition,
 )
+from creditflow.pii import PiiHasher, scrub_payload
 from schemas.decode import (
     MAX_FUTURE_MS,
     MAX_ID_CHARS,
@@ -760,7 +761,7 @@ def check_outcome(case: Case, out: Any, position: SourcePosition = POS) -> None:
     if isinstance(out, DeadLetter):
         assert out.reason in DEAD_LETTER_REASONS, out
         assert out.detail, out
-        assert out.raw == case.payload[:RAW_CAP_BYTES]
+        assert out.raw == scrub_payload(case.payload, PiiHasher.unkeyed(), out.tenant_id)[:RAW_CAP_BYTES]  # no PII kept
         assert out.position == position
         assert case.expected in (out.reason, ANY), (
             f"{case.note}: expected {case.expected}, got {out.reason}: {out.detail}"
