@@ -43,7 +43,9 @@ EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr
 TOUCH_TYPES: frozenset[str] = frozenset({"impression", "click", "page_view"})
 """Event types that can become touchpoints of a journey."""
 PERSON_EVENT_TYPES: frozenset[str] = TOUCH_TYPES | {"conversion"}
-"""Event types that must name at least one person id."""
+"""Event types that make a journey (they must name at least one person id)."""
+IDENTITY_EVENT_TYPES: frozenset[str] = PERSON_EVENT_TYPES | {"identify", "consent"}
+"""Event types the identity step reads: journeys' events, links and consent decisions."""
 
 ClickIdName = Literal["gclid", "fbclid", "ttclid", "li_fat_id", "msclkid"]
 CLICK_ID_NAMES: tuple[str, ...] = ("gclid", "fbclid", "ttclid", "li_fat_id", "msclkid")
@@ -319,7 +321,31 @@ class KpiRow:
     table = "kpi_windows"
 
 
-SinkRow = Union[CreditRow, ConversionRow, KpiRow, DeadLetter, "ModelWeights"]
+SUPPRESSION_REASONS = ("no_consent",)
+"""Why an event was suppressed: the person has not granted (``opt_in``) or has withdrawn the tenant's
+attribution purpose."""
+
+
+@pickled_positionally
+@dataclass(frozen=True, slots=True)
+class SuppressedEvent:
+    """An event neither kept nor credited because of its person's privacy choices: only counted.
+
+    It names no person: ``event_key`` is a digest of the event id (the row key, so a
+    replay counts once), and nothing else of the event is kept.
+    """
+
+    tenant_id: str
+    reason: str
+    """One of ``SUPPRESSION_REASONS``."""
+    event_type: str
+    event_key: str
+    ts_ms: int
+
+    table = "suppressed_events"
+
+
+SinkRow = Union[CreditRow, ConversionRow, KpiRow, DeadLetter, SuppressedEvent, "ModelWeights"]
 """Everything the ClickHouse sink accepts (``ModelWeights``: ``creditflow.model_weights``)."""
 
 

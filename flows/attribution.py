@@ -1,18 +1,18 @@
 """The attribution dataflow: raw records in, credit, conversions, KPIs and dead letters out.
 
-    source -> decode_events --errs--------------------------------------+
-                  | oks                                                 |
-                  +--> resolve_person -> attribute -> dedupe_conversions+--> sink
-                  |                   (dups)--+   credits, conversions --+
-                  |                               kpi deltas --+         |
-                  +--> kpi deltas (touches, ad spend) -------+-> kpi_windows
-                                                                 rows --+
-                                                                 late --+
+    source -> decode_events --errs---------------------------------------------+
+                  | oks                                                        |
+                  +--> resolve_identity --linked--> attribute --+              |
+                  |    (device graph,   --unlinked devices' ----+-> dedupe_conversions --> sink
+                  |     network matcher)  journeys               credits, conversions --+
+                  |      (dups, suppressed) ---------------------------------------------+
+                  +--> kpi deltas (touches, ad spend) -------------+-> kpi_windows       |
+                                                                     rows, late ---------+
 
 Every step id below is part of the recovery contract: renaming a stateful
-step (``attribute.journey``, ``dedup.seen``, ``spend_dedup.seen``,
-``kpi.windows``) or the flow id resets its state; ``flows/recovery_check.py``
-refuses a store written for other step ids.
+step (``identity.device``, ``identity.links.network``, ``attribute.journey``,
+``dedup.seen``, ``spend_dedup.seen``, ``kpi.windows``) or the flow id resets
+its state; ``flows/recovery_check.py`` refuses a store written for other step ids.
 
 >>> from bytewax.testing import TestingSource, TestingSink, run_main
 >>> from creditflow.events import RawRecord, SourcePosition
@@ -39,12 +39,13 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from creditflow.config import TenantConfigs
-from creditflow.events import PERSON_EVENT_TYPES, ClosedJourney, Event, RawRecord, SinkRow
+from creditflow.events import IDENTITY_EVENT_TYPES, ClosedJourney, Event, RawRecord, SinkRow
 from creditflow.kpis import KpiDelta, delta_of
+from creditflow.pii import PiiHasher
 from creditflow.weights import NoWeights, WeightsProvider
 from operators.decode import decode_events
 from operators.dedup import dedupe_conversions, dedupe_spend
-from operators.identity import resolve_person
+from operators.identity import resolve_identity
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
 from operators.progress import ProgressCounter
@@ -63,6 +64,8 @@ class FlowSettings:
     windows: WindowSettings = field(default_factory=WindowSettings)
     weights: WeightsProvider = field(default_factory=NoWeights)
     progress: ProgressCounter | None = None
+    pii: PiiHasher = field(default_factory=PiiHasher.unkeyed)
+    """Hashes emails and phones per tenant and scrubs dead letters; production runs pass a keyed one."""
 
 
 def _spend_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
@@ -94,24 +97,30 @@ def build_flow(
     raw = op.input("source", flow, source)
     if adapt is not None:
         raw = op.map("adapt", raw, adapt)
-    decoded = decode_events("decode", raw, settings.configs, progress=settings.progress)
+    decoded = decode_events("decode", raw, settings.configs, progress=settings.progress, pii=settings.pii)
 
-    # identify / consent / deletion_request validate now and are acted on by the identity issue.
-    # A person's touches and conversions travel one path, in order, to their journey.
-    person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in PERSON_EVENT_TYPES)
-    journeys = attribute(
-        "attribute",
-        resolve_person("identity", person_events),
+    # A device's events travel one path, in order: the device graph (keyed by device) credits an
+    # unlinked device itself and sends a linked one's events, and its journey at the link, to the person.
+    person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in IDENTITY_EVENT_TYPES)
+    identity = resolve_identity(
+        "identity",
+        person_events,
         settings.configs,
         settings.weights,
+        settings.pii.tenant_salt,
         archive=archive is not None,
     )
-    credited = dedupe_conversions("dedup", journeys.scored, settings.configs)
+    persons = attribute(
+        "attribute", identity.to_journeys, settings.configs, settings.weights, archive=archive is not None
+    )
+    devices = identity.unlinked
+    scored = op.merge("scored", devices.scored, persons.scored)
+    credited = dedupe_conversions("dedup", scored, settings.configs)
 
     # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
     spend = dedupe_spend("spend_dedup", op.filter("spend", decoded.oks, lambda ev: ev.event_type == "ad_spend"))
     spend_deltas = op.filter_map("kpi_deltas", spend.firsts, lambda ev: _spend_delta(ev, settings.configs))
-    kpi_in = op.merge("kpi_in", spend_deltas, journeys.touch_deltas, credited.kpi_deltas)
+    kpi_in = op.merge("kpi_in", spend_deltas, devices.touch_deltas, persons.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)
 
     extra: list[Any] = []
@@ -125,7 +134,10 @@ def build_flow(
         kpis.rows,
         decoded.errs,
         kpis.late,
-        journeys.duplicates,
+        devices.duplicates,
+        persons.duplicates,
+        devices.suppressed,
+        persons.suppressed,
         credited.duplicates,
         spend.duplicates,
     )
@@ -133,7 +145,7 @@ def build_flow(
         rows = op.map("route", rows, _route)
     op.output("sink", rows, sink)
     if archive is not None:
-        closed: Any = op.merge("closed_journeys", credited.journeys, journeys.expired)
+        closed: Any = op.merge("closed_journeys", credited.journeys, devices.expired, persons.expired)
         if isinstance(archive, FixedPartitionedSink):
             closed = op.map("route_archive", closed, _route_journey)
         op.output("archive", closed, archive)

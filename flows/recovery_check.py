@@ -76,9 +76,11 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
 import state.conversion_dedup as conversion_dedup_state
+import state.device_graph as device_graph_state
 import state.event_dedup as event_dedup_state
 import state.journeys as journeys_state
 import state.kpi_windows as kpi_windows_state
+import state.probable_links as probable_links_state
 from creditflow.errors import CreditflowError
 
 RECORD_NAME = "creditflow-state.json"
@@ -87,6 +89,8 @@ RECORD_NAME = "creditflow-state.json"
 RECORD_FORMAT = 1
 
 STATE_OF_STEP: dict[str, str] = {
+    "identity.device": "state.device_graph",
+    "identity.links.network": "state.probable_links",
     "attribute.journey": "state.journeys",
     "kpi.windows": "state.kpi_windows",
     "dedup.seen.stateful_batch": "state.conversion_dedup",
@@ -107,6 +111,8 @@ class StateCompatibilityError(CreditflowError):
 def state_layouts() -> dict[str, int]:
     """The state layout versions of this code, read now (``state module -> STATE_LAYOUT_VERSION``)."""
     return {
+        "state.device_graph": device_graph_state.STATE_LAYOUT_VERSION,
+        "state.probable_links": probable_links_state.PROBABLE_LINKS_LAYOUT,
         "state.journeys": journeys_state.STATE_LAYOUT_VERSION,
         "state.kpi_windows": kpi_windows_state.STATE_LAYOUT_VERSION,
         "state.conversion_dedup": conversion_dedup_state.STATE_LAYOUT_VERSION,

@@ -67,7 +67,6 @@ from creditflow.events import PERSON_EVENT_TYPES, Event, PersonEvent, RawRecord,
 from creditflow.kpis import KEY_SEP
 from creditflow.weights import NoWeights
 from operators.decode import decode_batch
-from operators.identity import person_id_of
 from operators.journeys import person_key
 from sources.generator import DAY_MS, DEFAULT_START_MS, DEFAULT_TENANTS
 
@@ -75,6 +74,7 @@ from sources.generator import DAY_MS, DEFAULT_START_MS, DEFAULT_TENANTS
 # build (and sort) all of 1M persons' events at once (~5 GB).
 from sources.generator import _person_events as _generated_person
 from sources.generator import _plan as _generator_plan
+from state.device_graph import device_person_of
 from state.journeys import JourneyEnv, JourneyLogic
 
 OUT = Path(__file__).parent / "out"
@@ -100,7 +100,12 @@ def person_events(seed: int, persons: range, configs: TenantConfigs) -> Iterator
         ]
         for ev in decode_batch(records, configs, lambda: now_ms):
             if isinstance(ev, Event) and ev.event_type in PERSON_EVENT_TYPES:
-                yield PersonEvent(person_id_of(ev), ev)
+                yield PersonEvent(_journey_person(ev), ev)
+
+
+def _journey_person(ev: Event) -> str:
+    """The journey key without the device graph: the user once named, else the device (one key per id)."""
+    return "u:" + ev.user_id if ev.user_id else device_person_of(ev)
 
 
 def _rss_bytes() -> int:

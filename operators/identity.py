@@ -1,36 +1,127 @@
-"""The identity step: decides which person an event belongs to.
+"""The identity step: which person each event belongs to, from the device graph (``state.device_graph``).
 
-For now the person is the first present of user_id, device_id, anonymous_id.
-The device-graph issue replaces this with stitched identities; it stays a
-step of its own in front of the journeys so that change touches nothing else.
+Keyed by (tenant, device); its output feeds the journeys step, keyed by
+(tenant, person). An unlinked device is its own person and its journey is
+scored here, so this step also has the journeys' outputs.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from creditflow.events import Event, PersonEvent
+from creditflow.config import TenantConfigs
+from creditflow.events import ClosedJourney, DeadLetter, Event, PersonEvent, SuppressedEvent
+from creditflow.kpis import KEY_SEP, KpiDelta
+from creditflow.weights import WeightsProvider
+from operators.journeys import AttributionOut, split_outputs, with_key
+from operators.state_guard import guarded_keyed_step
+from state.device_graph import STATE_LAYOUT_VERSION, DeviceLogic, DeviceState, device_person_of
+from state.journeys import Adopt, JourneyEnv, ScoredConversion
+from state.probable_links import (
+    LINK_EVENT_TYPES,
+    PROBABLE_LINKS_LAYOUT,
+    NetworkState,
+    ProbableLink,
+    ProbableLinkEnv,
+    ProbableLinkLogic,
+    network_keyer,
+)
 
 
-def person_id_of(event: Event) -> str:
-    """user_id, else device_id, else anonymous_id, prefixed by its kind.
+@dataclass(frozen=True)
+class IdentityOut:
+    to_journeys: Stream[PersonEvent | Adopt]
+    """Events of devices linked to a user (and of users), and the journeys handed over at each link."""
+    scored: Stream[ScoredConversion]
+    touch_deltas: Stream[KpiDelta]
+    duplicates: Stream[DeadLetter]
+    expired: Stream[ClosedJourney]
+    suppressed: Stream[SuppressedEvent]
 
-    The prefix keeps a device id from colliding with a user id of the same text.
+    @property
+    def unlinked(self) -> AttributionOut:
+        """What the journeys of unlinked devices produced (credited as the device's own person)."""
+        return AttributionOut(self.scored, self.touch_deltas, self.duplicates, self.expired, self.suppressed)
 
-    >>> from creditflow.events import SourcePosition
-    >>> ev = Event("e", "t", "click", 0, SourcePosition("f", "0", "0"), anonymous_id="a1", device_id="d1")
-    >>> person_id_of(ev)
-    'd:d1'
-    """
-    if event.user_id:
-        return "u:" + event.user_id
-    if event.device_id:
-        return "d:" + event.device_id
-    return "a:" + event.anonymous_id
+
+def identity_key(configs: TenantConfigs) -> Callable[[Event | ProbableLink], str]:
+    """The device graph's key of an event or link: (tenant, device), or (tenant, user) without the graph."""
+
+    def key(item: Event | ProbableLink) -> str:
+        if isinstance(item, ProbableLink):
+            return f"{item.tenant_id}{KEY_SEP}{item.device_key}"
+        if item.user_id and not configs.for_tenant(item.tenant_id).identity_graph:
+            return f"{item.tenant_id}{KEY_SEP}u:{item.user_id}"
+        return f"{item.tenant_id}{KEY_SEP}{device_person_of(item)}"
+
+    return key
 
 
 @operator
-def resolve_person(step_id: str, up: Stream[Event]) -> Stream[PersonEvent]:
-    """Attach the person id to events that name a person."""
-    return op.map("person", up, lambda ev: PersonEvent(person_id_of(ev), ev))
+def probable_links(
+    step_id: str,
+    up: Stream[Event],
+    configs: TenantConfigs,
+    salt_of: Callable[[str], bytes],
+    now: Callable[[], float] = time.time,
+) -> Stream[ProbableLink]:
+    """Links proposed by the network matcher (``state.probable_links``), keyed by (tenant, hashed network).
+
+    Only events with an IP and of a ``LINK_EVENT_TYPES`` type reach the matcher; the
+    IP is hashed into the key with the tenant's salt. The stateful sub-step is ``network``.
+    """
+    keyer = network_keyer(salt_of)
+    env = ProbableLinkEnv(configs, now, salt_of)
+
+    def build(resume: NetworkState | None) -> ProbableLinkLogic:
+        return ProbableLinkLogic(env, resume)
+
+    def seen_on_network(ev: Event) -> bool:
+        return (
+            ev.event_type in LINK_EVENT_TYPES
+            and configs.for_tenant(ev.tenant_id).identity_graph
+            and keyer(ev) is not None
+        )
+
+    seen = op.filter("seen_on_network", up, seen_on_network)
+    return guarded_keyed_step("network", seen, lambda ev: keyer(ev) or "", PROBABLE_LINKS_LAYOUT, build, batch=True)
+
+
+@operator
+def resolve_identity(
+    step_id: str,
+    up: Stream[Event],
+    configs: TenantConfigs,
+    weights: WeightsProvider,
+    salt_of: Callable[[str], bytes],
+    now: Callable[[], float] = time.time,
+    archive: bool = False,
+) -> IdentityOut:
+    """The device graph keyed by (tenant, device), with the journeys of unlinked devices.
+
+    Deterministic links come from the events themselves; probabilistic ones from
+    the network matcher (sub-operator ``links``) on the same events. The stateful
+    sub-steps are ``device`` and ``links.network``; renaming either resets its state.
+    """
+    env = JourneyEnv(configs, weights, now, archive)
+
+    def build(resume: DeviceState | None) -> DeviceLogic:
+        return DeviceLogic(env, resume)
+
+    links = probable_links("links", up, configs, salt_of, now)
+    both: Stream[Event | ProbableLink] = op.merge("with_links", up, links)
+    key = identity_key(configs)
+    values = guarded_keyed_step("device", both, key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key)
+    onward = op.branch("onward", values, _goes_on)
+    own = split_outputs(onward.falses)
+    return IdentityOut(onward.trues, own.scored, own.touch_deltas, own.duplicates, own.expired, own.suppressed)
+
+
+def _goes_on(item: Any) -> bool:
+    return isinstance(item, (PersonEvent, Adopt))

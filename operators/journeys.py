@@ -11,12 +11,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
-from creditflow.events import ClosedJourney, DeadLetter, PersonEvent
+from creditflow.events import ClosedJourney, DeadLetter, PersonEvent, SuppressedEvent
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_keyed_step
 from state.journeys import (
     STATE_LAYOUT_VERSION,
+    Adopt,
     ExpiredJourney,
     JourneyEnv,
     JourneyLogic,
@@ -35,14 +36,17 @@ class AttributionOut:
     """Conversions and touches this person had already sent with the same id."""
     expired: Stream[ClosedJourney]
     """Journeys that closed without a conversion (idle TTL); empty unless ``archive``."""
+    suppressed: Stream[SuppressedEvent]
+    """Events not kept or credited because the person has not consented (counted only)."""
 
 
-def person_key(pe: PersonEvent) -> str:
-    return f"{pe.event.tenant_id}{KEY_SEP}{pe.person_id}"
+def person_key(item: PersonEvent | Adopt) -> str:
+    tenant_id = item.event.tenant_id if isinstance(item, PersonEvent) else item.tenant_id
+    return f"{tenant_id}{KEY_SEP}{item.person_id}"
 
 
-def _with_key(kv: tuple[str, Any]) -> Any:
-    """The journey's output, an idle-expired journey completed with its tenant and person from the key."""
+def with_key(kv: tuple[str, Any]) -> Any:
+    """A journey's output, an idle-expired journey completed with its tenant and person from the key."""
     key, value = kv
     if isinstance(value, ExpiredJourney):
         tenant_id, _, person_id = key.partition(KEY_SEP)
@@ -50,10 +54,19 @@ def _with_key(kv: tuple[str, Any]) -> Any:
     return value
 
 
+def split_outputs(values: Stream[Any]) -> AttributionOut:
+    """Sort a journey logic's outputs by kind (sub-steps ``split``, ``touch_deltas``, ``expired``, ``suppressed``)."""
+    split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
+    rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
+    expired = op.branch("expired", rest.falses, lambda x: isinstance(x, ClosedJourney))
+    suppressed = op.branch("suppressed", expired.falses, lambda x: isinstance(x, SuppressedEvent))
+    return AttributionOut(split.trues, rest.trues, suppressed.falses, expired.trues, suppressed.trues)  # type: ignore[arg-type]
+
+
 @operator
 def attribute(
     step_id: str,
-    up: Stream[PersonEvent],
+    up: Stream[PersonEvent | Adopt],
     configs: TenantConfigs,
     weights: WeightsProvider,
     now: Callable[[], float] = time.time,
@@ -61,9 +74,11 @@ def attribute(
 ) -> AttributionOut:
     """Journeys keyed by tenant and person; credit rows at every conversion.
 
-    With ``archive``, every closed journey is emitted too: a converting one
-    inside its ``ScoredConversion`` (so de-duplication keeps or drops it with
-    the conversion), an unconverted one on ``expired``.
+    ``up`` carries the persons' events and the journeys of devices just linked
+    to them (``Adopt``, from the identity step). With ``archive``, every closed
+    journey is emitted too: a converting one inside its ``ScoredConversion`` (so
+    de-duplication keeps or drops it with the conversion), an unconverted one
+    on ``expired``.
 
     The stateful sub-step is ``journey``; renaming it (or this step) would
     silently reset every journey, so the state guard refuses snapshots of
@@ -75,8 +90,5 @@ def attribute(
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(env, resume)
 
-    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True, unkey=_with_key)
-    split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
-    rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
-    expired = op.branch("expired", rest.falses, lambda x: isinstance(x, ClosedJourney))
-    return AttributionOut(split.trues, rest.trues, expired.falses, expired.trues)  # type: ignore[arg-type]
+    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key)
+    return split_outputs(values)

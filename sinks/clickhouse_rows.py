@@ -30,7 +30,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow
+from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SuppressedEvent
 from creditflow.model_weights import ModelWeights
 
 __all__ = [
@@ -119,6 +119,7 @@ COLUMNS: dict[str, list[str]] = {
         "event_type",
         "received_at",
     ],
+    SuppressedEvent.table: ["tenant_id", "reason", "event_type", "event_key", "event_ts", "received_at"],
     ModelWeights.table: [
         "tenant_id",
         "version",
@@ -146,6 +147,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     ConversionRow.table: ("tenant_id", "conversion_id"),
     KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id", "events"),
     DeadLetter.table: ("source", "partition", "position", "reason"),
+    SuppressedEvent.table: ("tenant_id", "reason", "event_key"),
     ModelWeights.table: ("tenant_id", "version", "action", "published_at"),
 }
 """Each table's ORDER BY (``sinks/migrations/``): the row key."""
@@ -155,6 +157,7 @@ LOOKUP_WIDTH: dict[str, int] = {
     ConversionRow.table: 2,  # (tenant_id, conversion_id) IN (...)
     KpiRow.table: 2,  # (tenant_id, window_start) IN (...)
     DeadLetter.table: 3,  # (source, partition, position) IN (...)
+    SuppressedEvent.table: 3,  # (tenant_id, reason, event_key) IN (...)
     ModelWeights.table: 2,  # (tenant_id, version) IN (...)
 }
 """How many leading key columns the existing-key lookup matches with a tuple ``IN`` (a primary-key prefix)."""
@@ -162,6 +165,7 @@ LOOKUP_WIDTH: dict[str, int] = {
 LOOKUP_TIME_COLUMN: dict[str, str] = {
     CreditRow.table: "conversion_ts",
     ConversionRow.table: "conversion_ts",
+    SuppressedEvent.table: "event_ts",
 }
 """Tables whose rows carry, with their key, the event time their partition comes from.
 
@@ -177,6 +181,7 @@ VERSION_COLUMN: dict[str, str] = {
     ConversionRow.table: "scored_at",
     KpiRow.table: "emitted_at",
     DeadLetter.table: "received_at",
+    SuppressedEvent.table: "received_at",
     ModelWeights.table: "written_at",
 }
 """Each table's write-time column (the ReplacingMergeTree version, always the last insert column)."""
@@ -220,6 +225,7 @@ ROW_TYPES: dict[type, str] = {
     ConversionRow: ConversionRow.table,
     KpiRow: KpiRow.table,
     DeadLetter: DeadLetter.table,
+    SuppressedEvent: SuppressedEvent.table,
     ModelWeights: ModelWeights.table,
 }
 """Sink row type -> table."""
@@ -309,6 +315,10 @@ def _dead_letter(r: DeadLetter, now_ms: int) -> tuple[Any, ...]:
     )
 
 
+def _suppressed(r: SuppressedEvent, now_ms: int) -> tuple[Any, ...]:
+    return (r.tenant_id, r.reason, r.event_type, r.event_key, r.ts_ms, now_ms)
+
+
 def _model_weights(r: ModelWeights, now_ms: int) -> tuple[Any, ...]:
     return (
         r.tenant_id,
@@ -334,6 +344,7 @@ _CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
     ConversionRow: _conversion,
     KpiRow: _kpi,
     DeadLetter: _dead_letter,
+    SuppressedEvent: _suppressed,
     ModelWeights: _model_weights,
 }
 
@@ -341,7 +352,7 @@ _CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
 def _unsupported(item: object) -> TypeError:
     return TypeError(
         f"the ClickHouse sink cannot write a {type(item).__name__}: send CreditRow, ConversionRow, "
-        "KpiRow, DeadLetter or ModelWeights (creditflow.events.SinkRow)"
+        "KpiRow, DeadLetter, SuppressedEvent or ModelWeights (creditflow.events.SinkRow)"
     )
 
 

@@ -28,11 +28,15 @@ from typing import Any, TypeVar
 
 from creditflow.events import Utm
 
-STATE_LAYOUT_VERSION = 3
+STATE_LAYOUT_VERSION = 4
 """Bump when ``JourneyState`` changes shape; snapshots of another layout are refused.
 
 2: a dataclass of Python lists and tuples. 3: packed bytes plus shared references.
+4: the person's consent (state and event time) in the header.
 """
+
+CONSENT_UNKNOWN, CONSENT_GRANTED, CONSENT_WITHDRAWN = 0, 1, 2
+"""A person's consent to the tenant's attribution purpose: never stated, granted, withdrawn."""
 
 DIGEST_BYTES = 8
 """Size of a remembered touch-id digest."""
@@ -134,10 +138,10 @@ def intern_utm(utm: Utm) -> Utm:
     return _shared(_utms, (utm.source, utm.medium, utm.campaign, utm.content, utm.term), utm)
 
 
-_HEADER = "<qqdqqBBH"
+_HEADER = "<qqdqqBBHBq"
 """last_event_ms, consumed_until_ms, last_seen_wall_s, first_utm_ts, last_utm_ts,
-number of touch-id digests, number of seen conversions, bytes of the seen conversions;
-then one ``q`` per touch (its ts_ms)."""
+number of touch-id digests, number of seen conversions, bytes of the seen conversions,
+consent, event time of the consent; then one ``q`` per touch (its ts_ms)."""
 _WALL = struct.Struct("<d")
 _WALL_AT = 16
 _HEADS: dict[int, struct.Struct] = {}
@@ -180,6 +184,8 @@ class Journey:
         "_id_list",
         "recent_touch_ids",
         "seen_conversions",
+        "consent",
+        "consent_ts_ms",
     )
 
     def __init__(self) -> None:
@@ -198,6 +204,10 @@ class Journey:
         self.recent_touch_ids = b""
         """Packed 8-byte blake2b digests of the person's last ``RECENT_TOUCH_IDS`` touch event ids."""
         self.seen_conversions: list[tuple[bytes, int]] = []
+        self.consent = CONSENT_UNKNOWN
+        """``CONSENT_UNKNOWN``, ``CONSENT_GRANTED`` or ``CONSENT_WITHDRAWN`` (the tenant's attribution purpose)."""
+        self.consent_ts_ms = -1
+        """Event time of the consent decision; a later decision (from any of the person's devices) wins."""
 
     # -- packing -----------------------------------------------------------
     @classmethod
@@ -209,9 +219,18 @@ class Journey:
         n = len(refs) - 2 if refs else 0
         head = _HEADS.get(n) or _head(n)
         values = head.unpack_from(packed)
-        j.last_event_ms, j.consumed_until_ms, j.last_seen_wall_s, first_ts, last_ts, n_digests, n_convs, conv_bytes = (
-            values[:8]
-        )
+        (
+            j.last_event_ms,
+            j.consumed_until_ms,
+            j.last_seen_wall_s,
+            first_ts,
+            last_ts,
+            n_digests,
+            n_convs,
+            conv_bytes,
+            j.consent,
+            j.consent_ts_ms,
+        ) = values[:10]
         if refs:
             first_utm, last_utm = refs[0], refs[1]
             j.first_utm = None if first_utm is None else (first_ts, first_utm)
@@ -220,7 +239,7 @@ class Journey:
         else:
             j.first_utm = j.last_utm = None
             j.metas = []
-        j.ts = list(values[8:])
+        j.ts = list(values[10:])
         at = head.size + n_digests * DIGEST_BYTES
         j.recent_touch_ids = packed[head.size : at]
         if n_convs:
@@ -254,6 +273,8 @@ class Journey:
             len(digests) // DIGEST_BYTES,
             len(convs),
             len(conv_part),
+            self.consent,
+            self.consent_ts_ms,
             *self.ts,
         )
         metas = self.metas

@@ -38,6 +38,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from creditflow import attribution
 from creditflow.config import TenantConfig, TenantConfigs
+from creditflow.consent import allows, decision_of, state_of
 from creditflow.events import (
     EMPTY_UTM,
     UNATTRIBUTED_CHANNEL,
@@ -45,14 +46,18 @@ from creditflow.events import (
     ConversionRow,
     CreditRow,
     DeadLetter,
+    Event,
     PersonEvent,
     SourcePosition,
+    SuppressedEvent,
     Utm,
 )
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.weights import UNTRAINED, ScoringWeights, WeightsProvider
 from state.conversion_dedup import duplicate_conversion, duplicate_event
 from state.journey_state import (
+    CONSENT_UNKNOWN,
+    CONSENT_WITHDRAWN,
     DIGEST_BYTES,
     STATE_LAYOUT_VERSION,
     Journey,
@@ -61,10 +66,12 @@ from state.journey_state import (
     intern_meta,
     intern_utm,
     pack_id,
+    unpack_id,
     wall_s_of,
 )
 
 __all__ = [
+    "Adopt",
     "INTERNAL_CHANNEL",
     "MAX_SEEN_CONVERSIONS",
     "ExpiredJourney",
@@ -141,7 +148,26 @@ class ExpiredJourney:
         )
 
 
-JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """A device's journey handed to the person it was just linked to (``state.device_graph``).
+
+    The person's journey takes in the device's touches (those no conversion of the
+    device consumed), its seen conversion ids and its consent, as if the person had
+    made them: a later conversion of the person credits them.
+    """
+
+    tenant_id: str
+    person_id: str
+    """The person the device now belongs to (``u:<user_id>``)."""
+    device_person_id: str
+    """The device's own person id until now (``a:<anonymous_id>`` or ``d:<device_id>``)."""
+    state: JourneyState
+    ts_ms: int
+    """Event time of the link."""
+
+
+JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney | SuppressedEvent
 
 
 # --------------------------------------------------------------------------- #
@@ -218,11 +244,14 @@ class JourneyLogic:
         return JourneyState(self._packed, self._refs)
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[PersonEvent]) -> tuple[Iterable[JourneyOutput], bool]:
+    def on_batch(self, values: list[PersonEvent | Adopt]) -> tuple[Iterable[JourneyOutput], bool]:
         out: list[JourneyOutput] = []
         j = Journey.unpack(self._packed, self._refs) if self._packed else Journey()
         for value in values:
-            j = self._apply(j, value, out)
+            j = self._adopt(j, value) if isinstance(value, Adopt) else self._apply(j, value, out)
+        if _holds_nothing(j):  # e.g. only suppressed events: nothing of the person is kept
+            self._packed, self._refs = b"", ()
+            return out, True
         self._packed, self._refs = j.pack()
         return out, False
 
@@ -267,11 +296,20 @@ class JourneyLogic:
         ctx = self._ctx = env.tenants.get(ev.tenant_id, env.default)
         cfg = ctx.cfg
         ts_ms = ev.ts_ms
+        j.last_seen_wall_s = env.now()
+        decision = decision_of(ev, cfg.consent_purpose)
+        if decision is not None and ts_ms >= j.consent_ts_ms:
+            j.consent, j.consent_ts_ms = state_of(decision), ts_ms
+            if not decision:
+                j = _forget_activity(j)  # withdrawal drops everything the person did
+        if not allows(j.consent, cfg.consent_mode):
+            if ev.is_touch or ev.event_type == "conversion":
+                out.append(suppressed(ev, "no_consent"))
+            return j
         if j.last_event_ms >= 0 and ts_ms - j.last_event_ms > ctx.idle_ttl_ms:
             if env.archive and j.ts:
                 out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, *_open_path(j)))
-            j = Journey()
-        j.last_seen_wall_s = env.now()
+            j = _forget_activity(j)
         if ts_ms > j.last_event_ms:
             j.last_event_ms = ts_ms
         if ev.is_touch:
@@ -284,6 +322,37 @@ class JourneyLogic:
                 out.append(delta)
         elif ev.event_type == "conversion":
             self._convert(j, pe, cfg, out)
+        _prune(j, ctx)
+        return j
+
+    def _adopt(self, j: Journey, adopt: Adopt) -> Journey:
+        """Take in a linked device's journey (see ``Adopt``); the later consent decision of the two wins."""
+        env = self._ctx.env
+        ctx = self._ctx = env.tenants.get(adopt.tenant_id, env.default)
+        cfg = ctx.cfg
+        a = adopt.state.unpacked()
+        if a.consent_ts_ms > j.consent_ts_ms:
+            j.consent, j.consent_ts_ms = a.consent, a.consent_ts_ms
+            if a.consent == CONSENT_WITHDRAWN:
+                j = _forget_activity(j)
+        if not allows(j.consent, cfg.consent_mode):
+            return j
+        j.last_event_ms = max(j.last_event_ms, a.last_event_ms)
+        j.last_seen_wall_s = env.now()
+        for known in (a.first_utm,):
+            if known is not None and (j.first_utm is None or known[0] < j.first_utm[0]):
+                j.first_utm = known
+        if a.last_utm is not None and (j.last_utm is None or a.last_utm[0] >= j.last_utm[0]):
+            j.last_utm = a.last_utm
+        for ts_ms, meta, packed_id in zip(a.ts, a.metas, a.ids(), strict=True):
+            event_id = unpack_id(packed_id)
+            if ts_ms > j.consumed_until_ms and not _seen_touch(j, event_id):
+                j.insert(ts_ms, meta, event_id)
+        if len(j.ts) > cfg.max_touches:
+            j.drop_oldest(len(j.ts) - cfg.max_touches)
+        known_ids = {c[0] for c in j.seen_conversions}
+        merged = j.seen_conversions + [c for c in a.seen_conversions if c[0] not in known_ids]
+        j.seen_conversions = sorted(merged, key=lambda c: c[1])
         _prune(j, ctx)
         return j
 
@@ -331,6 +400,37 @@ class JourneyLogic:
 
 
 StatefulBatchLogic.register(JourneyLogic)
+
+
+def _forget_activity(j: Journey) -> Journey:
+    """A fresh journey that keeps only the person's consent and last wall time (after a withdrawal, or the idle TTL)."""
+    fresh = Journey()
+    fresh.consent, fresh.consent_ts_ms = j.consent, j.consent_ts_ms
+    fresh.last_seen_wall_s = j.last_seen_wall_s
+    return fresh
+
+
+def _holds_nothing(j: Journey) -> bool:
+    """No touch or touch id, no conversion, no UTM, no consent decision: nothing worth a key in state."""
+    return (
+        not j.ts
+        and not j.recent_touch_ids
+        and not j.seen_conversions
+        and j.first_utm is None
+        and j.consent == CONSENT_UNKNOWN
+    )
+
+
+def suppressed(event: Event, reason: str) -> SuppressedEvent:
+    """The count-only trace of a suppressed event (see ``SuppressedEvent``).
+
+    >>> from creditflow.events import SourcePosition
+    >>> ev = Event("e1", "t", "click", 5, SourcePosition("f", "0", "0"), user_id="u")
+    >>> r = suppressed(ev, "no_consent"); (r.tenant_id, r.reason, r.event_type, len(r.event_key))
+    ('t', 'no_consent', 'click', 32)
+    """
+    digest = hashlib.blake2b(event.event_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return SuppressedEvent(event.tenant_id, reason, event.event_type, digest, event.ts_ms)
 
 
 def _open_path(j: Journey) -> tuple[tuple[str, ...], tuple[int, ...]]:

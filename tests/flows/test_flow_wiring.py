@@ -34,7 +34,11 @@ def test_attribution_flow_consumes_every_stream_it_produces() -> None:
 def test_without_an_archive_only_the_archive_streams_are_unread() -> None:
     # The journeys step then emits no closed journey at all (JourneyEnv.archive is off).
     flow = build_flow(TestingSource([]), TestingSink([]), FlowSettings())
-    assert dangling_streams(flow) == ["creditflow.attribute.expired", "creditflow.dedup.journeys"]
+    assert dangling_streams(flow) == [
+        "creditflow.attribute.expired",
+        "creditflow.dedup.journeys",
+        "creditflow.identity.expired",
+    ]
 
 
 def test_the_guard_notices_an_unconnected_branch() -> None:

@@ -21,6 +21,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 import flows.attribution
 import state.kpi_windows
+from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.errors import CreditflowError
 from creditflow.events import RawRecord, SourcePosition
 from flows.attribution import FlowSettings, build_flow
@@ -36,8 +37,9 @@ from flows.recovery_check import (
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_client import ClickHouseSettings
 
-CLICK = (
-    b'{"event_id":"c1","tenant_id":"t","event_type":"click","timestamp":1767225600000,"user_id":"u","channel":"email"}'
+CLICK = (  # with a device and an IP, so that every stateful step (the network matcher too) gets a key
+    b'{"event_id":"c1","tenant_id":"t","event_type":"click","timestamp":1767225600000,"user_id":"u",'
+    b'"device_id":"d","channel":"email","context":{"ip":"203.0.113.7"}}'
 )
 CONVERSION = (
     b'{"event_id":"v1","tenant_id":"t","event_type":"conversion","timestamp":1767225660000,'
@@ -47,6 +49,8 @@ OUR_STEPS = {
     "creditflow.source",
     "creditflow.dedup.seen.stateful_batch",
     "creditflow.spend_dedup.seen.stateful_batch",
+    "creditflow.identity.device",
+    "creditflow.identity.links.network",
     "creditflow.attribute.journey",
     "creditflow.kpi.windows",
 }
@@ -62,10 +66,14 @@ SPEND = (
 )
 
 
+GRAPH_ON = FlowSettings(configs=TenantConfigs(defaults=TenantConfig(identity_graph=True)))
+"""With the identity graph, so that the network matcher gets a key too."""
+
+
 def flow_of(*raw: bytes, sink: Any = None) -> Dataflow:
     """The real flow over ``raw`` plus one ad-spend report, so every stateful step keeps a key."""
     source = TestingSource(records(*raw, SPEND))
-    return build_flow(source, sink if sink is not None else TestingSink([]), FlowSettings())
+    return build_flow(source, sink if sink is not None else TestingSink([]), GRAPH_ON)
 
 
 def new_store(path: Path, parts: int = 2) -> Path:
@@ -162,7 +170,7 @@ def test_a_fixed_partitioned_sink_keeps_state_and_the_clickhouse_sink_is_one(tmp
 
 def test_a_dynamic_source_keeps_no_state(tmp_path: Path) -> None:
     store = new_store(tmp_path / "recovery")
-    flow = build_flow(OnceDynamicSource(records(CLICK, CONVERSION, SPEND)), TestingSink([]), FlowSettings())
+    flow = build_flow(OnceDynamicSource(records(CLICK, CONVERSION, SPEND)), TestingSink([]), GRAPH_ON)
     assert stateful_step_ids(flow) == OUR_STEPS - {"creditflow.source"}
     run_with_recovery(flow, store)
     assert stored_step_ids(store) == OUR_STEPS - {"creditflow.source"}

@@ -24,7 +24,16 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from creditflow.errors import CreditflowError
-from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SourcePosition, Utm
+from creditflow.events import (
+    ConversionRow,
+    CreditRow,
+    DeadLetter,
+    KpiRow,
+    SinkRow,
+    SourcePosition,
+    SuppressedEvent,
+    Utm,
+)
 from creditflow.model_weights import ModelWeights
 from sinks.clickhouse import (
     SINK_PARTITION,
@@ -117,7 +126,11 @@ def dead_letter(i: int = 0) -> DeadLetter:
     )
 
 
-SAMPLES: list[SinkRow] = [credit(), conversion(), kpi(), dead_letter()]
+def suppressed(i: int = 0) -> SuppressedEvent:
+    return SuppressedEvent("t1", "no_consent", "click", f"{i:032x}", 1_767_225_600_000 + i)
+
+
+SAMPLES: list[SinkRow] = [credit(), conversion(), kpi(), dead_letter(), suppressed()]
 
 
 # --- fixtures --------------------------------------------------------------------
@@ -181,13 +194,14 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5]
     assert migrate(client) == []
     assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
         (1, "0001_init"),
         (2, "0002_kpi_window_revisions"),
         (3, "0003_sink_commits"),
         (4, "0004_model_weights"),
+        (5, "0005_suppressed_events"),
     ]
     for table in TABLES:
         sorting_key = client.command(
@@ -307,12 +321,13 @@ def test_replaying_the_same_batch_adds_no_rows(
     part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
 ) -> None:
     batch: list[SinkRow] = [credit(i) for i in range(50)] + [conversion(1), kpi(1), kpi(2), dead_letter(1)]
-    batch.append(weights(1))
+    batch += [weights(1), suppressed(1), suppressed(2)]
     assert part.mode == "empty"
     part.write_batch(batch)
     counts = {t: count(part.client, t) for t in TABLES}
     assert counts == {
         "attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1, "model_weights": 1,
+        "suppressed_events": 2,
     }  # fmt: skip
     again = restart(part, settings, mode)
     try:
@@ -325,6 +340,7 @@ def test_replaying_the_same_batch_adds_no_rows(
             "kpi_windows": 4,
             "dead_letters": 2,
             "model_weights": 2,
+            "suppressed_events": 4,
         }
     finally:
         again.close()
@@ -648,6 +664,7 @@ def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
             "kpi_windows": 1,
             "dead_letters": 1,
             "model_weights": 2,
+            "suppressed_events": 0,
         }
         assert scalar(c, "SELECT sum(credit) FROM attribution_credits FINAL") == pytest.approx(10.0)
         got = c.query("SELECT version, channel_weights, half_life_days FROM model_weights FINAL ORDER BY version")

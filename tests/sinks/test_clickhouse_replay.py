@@ -223,7 +223,7 @@ def test_without_the_key_check_the_same_replay_duplicates(
     monkeypatch.setattr(part, "_existing_keys", lambda *args: set())
     write_all(part, rows, sizes=[300])
     got = counts(part.client)
-    assert all(total > distinct for total, distinct in got.values()), got
+    assert all(total > distinct for total, distinct in got.values() if distinct), got
 
 
 def test_crash_between_blocks_then_replay(settings: ClickHouseSettings) -> None:

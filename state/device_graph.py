@@ -1,0 +1,258 @@
+"""The device graph: which person a device's events belong to, kept per device.
+
+Bytewax 0.21 dataflows have no cycles, so identity is resolved in two keyed
+stages, each keyed by one identifier (never by tenant: the work and the state
+spread over devices and persons, and no tenant is a hot key):
+
+1. this step, keyed by (tenant, device): ``d:<device_id>``, else
+   ``a:<anonymous_id>``; an event naming only a user passes through under
+   ``u:<user_id>`` and leaves no state. A device is either
+   - **unlinked**: it is its own person (``a:...``/``d:...``); its journey lives
+     here, embedded (a ``JourneyLogic``), and its conversions are credited here;
+   - **linked** to a user: its events are forwarded to the user's journey
+     (``u:<user_id>``, the next stage, ``state.journeys``).
+2. the journeys step, keyed by (tenant, person).
+
+The graph is on per tenant (``TenantConfig.identity_graph``). Off, an event
+naming a user is keyed by the user here and passed through, and a device is
+never linked: the person is the user id, else the device.
+
+Linking. An event naming both a user and a device is a *deterministic* link:
+the device belongs to that user from then on (a later login of another user on
+the same device moves it; one user on many devices is one person). A
+``ProbableLink`` from the network matcher (``state.probable_links``) links an
+unlinked or probabilistically linked device when its confidence is at least
+the tenant's ``link_threshold`` and higher than the current link's; it never
+replaces a deterministic link. At the moment of linking, the device's journey
+(touches no conversion consumed, conversion ids, consent) is handed to the
+person as an ``Adopt`` item, just before the event that linked it: touches
+from before the login are credited to the person's later conversions.
+
+Bounds: a device holds at most one link (the user id) and, while unlinked,
+one journey with the journeys' own bounds (lookback, ``max_touches``, idle
+TTL). A link is forgotten after ``identity_ttl_days`` without an event from
+the device (wall time, ``notify_at``); an unlinked device's journey ends with
+its idle TTL, as any journey.
+
+>>> from creditflow.config import TenantConfigs
+>>> from creditflow.events import Event, SourcePosition
+>>> from creditflow.weights import NoWeights
+>>> from state.journeys import JourneyEnv
+>>> from creditflow.config import TenantConfig
+>>> env = JourneyEnv(TenantConfigs(TenantConfig(identity_graph=True)), NoWeights(), now=lambda: 0.0)
+>>> pos = SourcePosition("f", "0", "0")
+>>> device = DeviceLogic(env, None)
+>>> out, _ = device.on_batch([Event("c1", "t", "click", 1_000, pos, anonymous_id="A", channel="email")])
+>>> out, _ = device.on_batch([Event("i1", "t", "identify", 2_000, pos, anonymous_id="A", user_id="U")])
+>>> [(type(o).__name__, o.person_id) for o in out]
+[('Adopt', 'u:U'), ('PersonEvent', 'u:U')]
+>>> device.linked_user
+'U'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from creditflow.events import Event, PersonEvent
+from state.journey_state import JourneyState
+from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext
+from state.probable_links import ProbableLink
+
+__all__ = [
+    "DEVICE_LAYOUT_VERSION",
+    "STATE_LAYOUT_VERSION",
+    "DeviceLogic",
+    "DeviceState",
+    "DeviceOutput",
+    "device_person_of",
+]
+
+DEVICE_LAYOUT_VERSION = 1
+"""Bump when ``DeviceState`` changes shape; snapshots of another layout are refused."""
+STATE_LAYOUT_VERSION = DEVICE_LAYOUT_VERSION
+"""The name ``flows/recovery_check.py`` reads from every state module."""
+
+DETERMINISTIC = 1.0
+"""The confidence of a link an event stated (user id and device id together)."""
+
+DeviceOutput = JourneyOutput | PersonEvent | Adopt
+"""``PersonEvent`` and ``Adopt`` go on to the journeys step; the rest is the unlinked device's own journey output."""
+
+
+def device_person_of(event: Event) -> str:
+    """The identifier this step keys an event by: its device, else its user (``u:``, passed through).
+
+    The prefix keeps a device id from colliding with a user id of the same text.
+
+    >>> from creditflow.events import SourcePosition
+    >>> pos = SourcePosition("f", "0", "0")
+    >>> device_person_of(Event("e", "t", "click", 0, pos, anonymous_id="a1", device_id="d1", user_id="u1"))
+    'd:d1'
+    >>> device_person_of(Event("e", "t", "conversion", 0, pos, user_id="u1"))
+    'u:u1'
+    """
+    if event.device_id:
+        return "d:" + event.device_id
+    if event.anonymous_id:
+        return "a:" + event.anonymous_id
+    return "u:" + event.user_id
+
+
+class DeviceState:
+    """The snapshot of one device: its link and, while unlinked, its journey."""
+
+    __slots__ = ("layout", "tenant_id", "user_id", "confidence", "seen_wall_s", "journey")
+
+    def __init__(
+        self,
+        tenant_id: str,
+        user_id: str,
+        confidence: float,
+        seen_wall_s: float,
+        journey: JourneyState | None,
+        layout: int = DEVICE_LAYOUT_VERSION,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.user_id = user_id
+        self.confidence = confidence
+        self.seen_wall_s = seen_wall_s
+        self.journey = journey
+        self.layout = layout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.tenant_id, self.user_id, self.confidence, self.seen_wall_s, self.journey, self.layout)
+        return (DeviceState, args)
+
+    def __repr__(self) -> str:
+        return f"DeviceState(user={self.user_id!r}, confidence={self.confidence}, journey={self.journey!r})"
+
+
+class DeviceLogic:
+    """Bytewax stateful batch logic for one (tenant, device) key; see the module doc.
+
+    Registered as a virtual subclass of ``StatefulBatchLogic`` (as ``JourneyLogic``)
+    so that it stays a slotted object.
+    """
+
+    __slots__ = ("_ctx", "_user", "_confidence", "_seen_wall_s", "_journey")
+
+    def __init__(self, env: JourneyEnv, resume: DeviceState | None) -> None:
+        self._ctx: TenantContext = env.default
+        self._user = ""
+        self._confidence = 0.0
+        self._seen_wall_s = 0.0
+        self._journey: JourneyLogic | None = None
+        if resume is not None:
+            self._ctx = env.tenants.get(resume.tenant_id, env.default)
+            self._user, self._confidence, self._seen_wall_s = resume.user_id, resume.confidence, resume.seen_wall_s
+            if resume.journey is not None:
+                self._journey = JourneyLogic(env, resume.journey)
+
+    @property
+    def linked_user(self) -> str:
+        """The user this device belongs to, '' while unlinked."""
+        return self._user
+
+    # -- bytewax hooks -------------------------------------------------
+    def on_batch(self, values: list[Event | ProbableLink]) -> tuple[Iterable[DeviceOutput], bool]:
+        out: list[DeviceOutput] = []
+        pending: list[PersonEvent | Adopt] = []  # the unlinked device's own events, applied in runs
+        env = self._ctx.env
+        for value in values:
+            self._ctx = env.tenants.get(value.tenant_id, env.default)
+            if isinstance(value, ProbableLink):
+                self._flush(pending, out)
+                self._link_probably(value, out)
+                continue
+            ev = value
+            self._seen_wall_s = env.now()
+            if ev.user_id and not self._ctx.cfg.identity_graph:
+                out.append(PersonEvent("u:" + ev.user_id, ev))  # no graph: the user is the person (keyed so)
+                continue
+            if ev.user_id and (ev.device_id or ev.anonymous_id):
+                self._flush(pending, out)
+                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, device_person_of(ev), ev.ts_ms, out)
+            if self._user:
+                self._flush(pending, out)
+                out.append(PersonEvent("u:" + self._user, ev))
+            elif not (ev.device_id or ev.anonymous_id):
+                out.append(PersonEvent("u:" + ev.user_id, ev))  # a user-only event: passed through
+            else:
+                pending.append(PersonEvent(device_person_of(ev), ev))
+        self._flush(pending, out)
+        return out, self._holds_nothing()
+
+    def on_notify(self) -> tuple[Iterable[DeviceOutput], bool]:
+        out: list[DeviceOutput] = []
+        now = self._ctx.env.now()
+        journey = self._journey
+        if journey is not None:
+            due = journey.notify_at()
+            if due is not None and now >= due.timestamp():
+                emitted, forget = journey.on_notify()
+                out.extend(emitted)
+                if forget:
+                    self._journey = None
+        if self._user and now >= self._link_expiry():
+            self._user, self._confidence = "", 0.0
+        return out, self._holds_nothing()
+
+    def on_eof(self) -> tuple[Iterable[DeviceOutput], bool]:
+        return (), self._holds_nothing()
+
+    def notify_at(self) -> datetime | None:
+        due = self._link_expiry() if self._user else None
+        if self._journey is not None:
+            journey_due = self._journey.notify_at()
+            if journey_due is not None and (due is None or journey_due.timestamp() < due):
+                return journey_due
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def snapshot(self) -> DeviceState:
+        journey = self._journey.snapshot() if self._journey is not None else None
+        tenant_id = next((t for t, c in self._ctx.env.tenants.items() if c is self._ctx), "")
+        return DeviceState(tenant_id, self._user, self._confidence, self._seen_wall_s, journey)
+
+    # -- linking -------------------------------------------------------
+    def _link(self, tenant_id: str, user_id: str, confidence: float, device: str, ts_ms: int, out: list[Any]) -> None:
+        """Belong to ``user_id`` from now on; hand an unlinked device's journey over to the user."""
+        self._user, self._confidence = user_id, confidence
+        journey = self._journey
+        if journey is not None:
+            self._journey = None
+            state = journey.snapshot()
+            if state.packed:
+                out.append(Adopt(tenant_id, "u:" + user_id, device, state, ts_ms))
+
+    def _link_probably(self, link: ProbableLink, out: list[Any]) -> None:
+        if link.confidence < self._ctx.cfg.link_threshold or link.confidence <= self._confidence:
+            return  # too weak, or not better than the link the device has (a deterministic one is 1.0)
+        self._seen_wall_s = self._ctx.env.now()
+        self._link(link.tenant_id, link.user_id, link.confidence, link.device_key, link.ts_ms, out)
+
+    def _flush(self, pending: list[PersonEvent | Adopt], out: list[Any]) -> None:
+        """Apply the unlinked device's own events to its journey, in order."""
+        if not pending:
+            return
+        journey = self._journey
+        if journey is None:
+            journey = self._journey = JourneyLogic(self._ctx.env, None)
+        emitted, discard = journey.on_batch(pending)
+        out.extend(emitted)
+        if discard:
+            self._journey = None
+        pending.clear()
+
+    def _link_expiry(self) -> float:
+        return self._seen_wall_s + self._ctx.cfg.identity_ttl_days * 86_400.0
+
+    def _holds_nothing(self) -> bool:
+        return not self._user and self._journey is None
+
+
+StatefulBatchLogic.register(DeviceLogic)
