@@ -55,6 +55,8 @@ itself (a rename of it shows up under (b)). The per-snapshot layout check of
 ...     print(step)
 creditflow.attribute.journey
 creditflow.dedup.seen.stateful_batch
+creditflow.identity.device
+creditflow.identity.links.network
 creditflow.kpi.windows
 creditflow.source
 creditflow.spend_dedup.seen.stateful_batch
