@@ -20,8 +20,8 @@ from creditflow.events import ClosedJourney, DeadLetter, Event, PersonEvent, Sup
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.journeys import AttributionOut, split_outputs, with_key
-from operators.state_guard import guarded_keyed_step
-from state.device_graph import STATE_LAYOUT_VERSION, DeviceLogic, DeviceState, device_person_of
+from operators.state_guard import guarded_builder, guarded_keyed_step
+from state.device_graph import STATE_LAYOUT_VERSION, DeviceLogic, DeviceState, device_person_of, passes_through
 from state.journeys import Adopt, JourneyEnv, ScoredConversion
 from state.probable_links import (
     LINK_EVENT_TYPES,
@@ -56,7 +56,7 @@ def identity_key(configs: TenantConfigs) -> Callable[[Event | ProbableLink], str
     def key(item: Event | ProbableLink) -> str:
         if isinstance(item, ProbableLink):
             return f"{item.tenant_id}{KEY_SEP}{item.device_key}"
-        if item.user_id and not configs.for_tenant(item.tenant_id).identity_graph:
+        if passes_through(item, configs.for_tenant(item.tenant_id).identity_graph):
             return f"{item.tenant_id}{KEY_SEP}u:{item.user_id}"
         return f"{item.tenant_id}{KEY_SEP}{device_person_of(item)}"
 
@@ -82,15 +82,17 @@ def probable_links(
     def build(resume: NetworkState | None) -> ProbableLinkLogic:
         return ProbableLinkLogic(env, resume)
 
-    def seen_on_network(ev: Event) -> bool:
-        return (
-            ev.event_type in LINK_EVENT_TYPES
-            and configs.for_tenant(ev.tenant_id).identity_graph
-            and keyer(ev) is not None
-        )
+    def on_network(ev: Event) -> tuple[str, Event] | None:
+        """``(network key, event)`` for an event the matcher reads (the IP hashed once), else ``None``."""
+        if ev.event_type not in LINK_EVENT_TYPES or not configs.for_tenant(ev.tenant_id).identity_graph:
+            return None
+        key = keyer(ev)
+        return None if key is None else (key, ev)
 
-    seen = op.filter("seen_on_network", up, seen_on_network)
-    return guarded_keyed_step("network", seen, lambda ev: keyer(ev) or "", PROBABLE_LINKS_LAYOUT, build, batch=True)
+    keyed = op.filter_map("on_network", up, on_network)
+    guarded: Callable[[Any], Any] = guarded_builder("network", PROBABLE_LINKS_LAYOUT, build)  # a virtual subclass
+    links: Stream[tuple[str, ProbableLink]] = op.stateful_batch("network", keyed, guarded)
+    return op.map("unkey", links, lambda kv: kv[1])
 
 
 @operator

@@ -70,6 +70,7 @@ __all__ = [
     "DeviceState",
     "DeviceOutput",
     "device_person_of",
+    "passes_through",
 ]
 
 DEVICE_LAYOUT_VERSION = 1
@@ -82,6 +83,21 @@ DETERMINISTIC = 1.0
 
 DeviceOutput = JourneyOutput | PersonEvent | Adopt
 """``PersonEvent`` and ``Adopt`` go on to the journeys step; the rest is the unlinked device's own journey output."""
+
+
+def passes_through(event: Event, graph: bool) -> bool:
+    """Whether the user is this event's person as it stands: it names a user, and no device or no graph.
+
+    Such an event is keyed by its user here and handed on unchanged; any other
+    is keyed by its device (``device_person_of``).
+
+    >>> from creditflow.events import SourcePosition
+    >>> pos = SourcePosition("f", "0", "0")
+    >>> login = Event("e", "t", "identify", 0, pos, anonymous_id="a1", user_id="u1")
+    >>> passes_through(login, graph=True), passes_through(login, graph=False)
+    (False, True)
+    """
+    return bool(event.user_id) and not (graph and (event.device_id or event.anonymous_id))
 
 
 def device_person_of(event: Event) -> str:
@@ -170,18 +186,16 @@ class DeviceLogic:
                 self._link_probably(value, out)
                 continue
             ev = value
-            self._seen_wall_s = env.now()
-            if ev.user_id and not self._ctx.cfg.identity_graph:
-                out.append(PersonEvent("u:" + ev.user_id, ev))  # no graph: the user is the person (keyed so)
+            if passes_through(ev, self._ctx.cfg.identity_graph):  # keyed by its user: no state here
+                out.append(PersonEvent("u:" + ev.user_id, ev))
                 continue
-            if ev.user_id and (ev.device_id or ev.anonymous_id):
+            self._seen_wall_s = env.now()
+            if ev.user_id:
                 self._flush(pending, out)
-                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, device_person_of(ev), ev.ts_ms, out)
+                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, out)
             if self._user:
                 self._flush(pending, out)
                 out.append(PersonEvent("u:" + self._user, ev))
-            elif not (ev.device_id or ev.anonymous_id):
-                out.append(PersonEvent("u:" + ev.user_id, ev))  # a user-only event: passed through
             else:
                 pending.append(PersonEvent(device_person_of(ev), ev))
         self._flush(pending, out)
@@ -215,11 +229,10 @@ class DeviceLogic:
 
     def snapshot(self) -> DeviceState:
         journey = self._journey.snapshot() if self._journey is not None else None
-        tenant_id = next((t for t, c in self._ctx.env.tenants.items() if c is self._ctx), "")
-        return DeviceState(tenant_id, self._user, self._confidence, self._seen_wall_s, journey)
+        return DeviceState(self._ctx.tenant_id, self._user, self._confidence, self._seen_wall_s, journey)
 
     # -- linking -------------------------------------------------------
-    def _link(self, tenant_id: str, user_id: str, confidence: float, device: str, ts_ms: int, out: list[Any]) -> None:
+    def _link(self, tenant_id: str, user_id: str, confidence: float, out: list[Any]) -> None:
         """Belong to ``user_id`` from now on; hand an unlinked device's journey over to the user."""
         self._user, self._confidence = user_id, confidence
         journey = self._journey
@@ -227,13 +240,13 @@ class DeviceLogic:
             self._journey = None
             state = journey.snapshot()
             if state.packed:
-                out.append(Adopt(tenant_id, "u:" + user_id, device, state, ts_ms))
+                out.append(Adopt(tenant_id, "u:" + user_id, state))
 
     def _link_probably(self, link: ProbableLink, out: list[Any]) -> None:
         if link.confidence < self._ctx.cfg.link_threshold or link.confidence <= self._confidence:
             return  # too weak, or not better than the link the device has (a deterministic one is 1.0)
         self._seen_wall_s = self._ctx.env.now()
-        self._link(link.tenant_id, link.user_id, link.confidence, link.device_key, link.ts_ms, out)
+        self._link(link.tenant_id, link.user_id, link.confidence, out)
 
     def _flush(self, pending: list[PersonEvent | Adopt], out: list[Any]) -> None:
         """Apply the unlinked device's own events to its journey, in order."""

@@ -160,11 +160,7 @@ class Adopt:
     tenant_id: str
     person_id: str
     """The person the device now belongs to (``u:<user_id>``)."""
-    device_person_id: str
-    """The device's own person id until now (``a:<anonymous_id>`` or ``d:<device_id>``)."""
     state: JourneyState
-    ts_ms: int
-    """Event time of the link."""
 
 
 JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney | SuppressedEvent
@@ -192,19 +188,21 @@ class JourneyEnv:
         self.now = now
         self.archive = archive
         """Emit every closed journey (``ClosedJourney``, ``ExpiredJourney``) for the Parquet archive."""
-        self.default = TenantContext(self, configs.defaults)
+        self.default = TenantContext(self, configs.defaults, "")
         """The context of every tenant without settings of its own."""
-        self.tenants = {t: TenantContext(self, cfg) for t, cfg in configs.tenants.items()}
+        self.tenants = {t: TenantContext(self, cfg, t) for t, cfg in configs.tenants.items()}
 
 
 class TenantContext:
     """A tenant's settings, precomputed, shared by all its journeys."""
 
-    __slots__ = ("env", "cfg", "idle_ttl_ms", "idle_ttl_s", "training_close_s", "horizon_ms")
+    __slots__ = ("env", "cfg", "tenant_id", "idle_ttl_ms", "idle_ttl_s", "training_close_s", "horizon_ms")
 
-    def __init__(self, env: JourneyEnv, cfg: TenantConfig) -> None:
+    def __init__(self, env: JourneyEnv, cfg: TenantConfig, tenant_id: str) -> None:
         self.env = env
         self.cfg = cfg
+        self.tenant_id = tenant_id
+        """The tenant with settings of its own, '' for the shared default context."""
         self.idle_ttl_ms = cfg.idle_ttl_ms
         self.idle_ttl_s = cfg.idle_ttl_ms / 1000.0
         self.training_close_s = cfg.training_close_days * 86_400.0 if env.archive else math.inf
@@ -339,17 +337,15 @@ class JourneyLogic:
             return j
         j.last_event_ms = max(j.last_event_ms, a.last_event_ms)
         j.last_seen_wall_s = env.now()
-        for known in (a.first_utm,):
-            if known is not None and (j.first_utm is None or known[0] < j.first_utm[0]):
-                j.first_utm = known
+        if a.first_utm is not None and (j.first_utm is None or a.first_utm[0] < j.first_utm[0]):
+            j.first_utm = a.first_utm
         if a.last_utm is not None and (j.last_utm is None or a.last_utm[0] >= j.last_utm[0]):
             j.last_utm = a.last_utm
         for ts_ms, meta, packed_id in zip(a.ts, a.metas, a.ids(), strict=True):
             event_id = unpack_id(packed_id)
             if ts_ms > j.consumed_until_ms and not _seen_touch(j, event_id):
                 j.insert(ts_ms, meta, event_id)
-        if len(j.ts) > cfg.max_touches:
-            j.drop_oldest(len(j.ts) - cfg.max_touches)
+        _cap_touches(j, cfg)
         known_ids = {c[0] for c in j.seen_conversions}
         merged = j.seen_conversions + [c for c in a.seen_conversions if c[0] not in known_ids]
         j.seen_conversions = sorted(merged, key=lambda c: c[1])
@@ -493,6 +489,11 @@ def _add_touch(j: Journey, pe: PersonEvent, cfg: TenantConfig) -> None:
     if not is_touchpoint(pe, cfg) or ts_ms <= j.consumed_until_ms:
         return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
     j.insert(ts_ms, intern_meta((ev.event_type, ev.channel, ev.campaign_id)), ev.event_id)
+    _cap_touches(j, cfg)
+
+
+def _cap_touches(j: Journey, cfg: TenantConfig) -> None:
+    """Keep at most the tenant's ``max_touches``, the newest."""
     if len(j.ts) > cfg.max_touches:
         j.drop_oldest(len(j.ts) - cfg.max_touches)
 
