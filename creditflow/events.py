@@ -260,6 +260,8 @@ class CreditRow:
     conversion_ts_ms: int
     credit: float
     revenue_credit: float
+    revision: int = 0
+    """Which scoring of the conversion this row belongs to (see ``ConversionRow.revision``)."""
 
     table = "attribution_credits"
 
@@ -286,6 +288,13 @@ class ConversionRow:
     last_touch_channel: str
     first_utm: Utm
     last_utm: Utm
+    revision: int = 0
+    """The scoring's revision: how many events (touches and other conversions of the person) lay in the
+    conversion's lookback window when it was scored. A touch or conversion arriving late, or a device's
+    journey adopted at a link, restates the conversion with a higher revision; the rows with the highest
+    revision are its credit (ClickHouse views ``attribution_credits_latest``, ``conversions_latest``).
+    The same events give the same revision in any arrival order, so a replay after a crash ends on the
+    same highest revision with the same rows."""
 
     table = "conversions"
 
@@ -379,3 +388,7 @@ class ClosedJourney:
     touch_channels: tuple[str, ...]
     touch_ts_ms: tuple[int, ...]
     """Event time of each touch, same order and length as ``touch_channels``."""
+    revision: int = 0
+    """For a converted journey, its conversion's revision (``ConversionRow.revision``): a restated
+    conversion is archived again under the same ``journey_id`` with a higher revision, and readers keep the
+    highest. 0 for expired and unconverted journeys."""

@@ -37,6 +37,10 @@ class KpiDelta:
     conversions: float = 0.0
     cost: float = 0.0
     revenue: float = 0.0
+    events: int = 1
+    """How much the delta raises its window's revision (``KpiRow.events``): 1 for an event; for a
+    conversion's credit, what its scoring adds (``state.journeys``: the conversion's revision plus one the
+    first time it reaches a window row, then the rise of its revision at each restatement)."""
 
     @property
     def key(self) -> str:
@@ -52,8 +56,9 @@ class KpiDelta:
         credit: float,
         revenue: float,
         position: SourcePosition,
+        events: int = 1,
     ) -> KpiDelta:
-        return cls(tenant_id, channel, campaign_id, ts_ms, position, conversions=credit, revenue=revenue)
+        return cls(tenant_id, channel, campaign_id, ts_ms, position, conversions=credit, revenue=revenue, events=events)
 
 
 def delta_of(event: Event, volume_source: str) -> KpiDelta | None:

@@ -4,7 +4,9 @@ Keyed by tenant x conversion_id, this step sits after the journeys: each
 person's events reach their journey on one path, in order, and every
 conversion is scored there; this step then keeps the first ``ScoredConversion``
 of each id and turns later copies into ``duplicate_conversion`` dead letters
-(counted and visible, never silently dropped). So the same purchase sent once
+(counted and visible, never silently dropped). A restatement of the kept copy
+(the same conversion event scored again with a higher revision, perhaps under
+the person a device was linked to) is not a copy: it passes. So the same purchase sent once
 before login (anonymous id) and again after (user id) is credited once. (The
 copy still consumed its own person's touches; stitching identities, a later
 issue, makes such copies the same person, caught in the journey itself.)
@@ -102,6 +104,8 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
         seen = self.seen
         if seen is None or abs(conv.conversion_ts_ms - seen.ts_ms) > window_ms:
             self.seen = SeenConversion(value.person_id, value.event_id, conv.conversion_ts_ms, self._now(), window_ms)
+            return value.rows(), False
+        if value.event_id == seen.event_id:  # the kept conversion, restated
             return value.rows(), False
         return [self._duplicate(value, seen)], False
 

@@ -58,7 +58,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from creditflow.events import Event, PersonEvent
+from creditflow.events import Event, PersonEvent, SourcePosition
 from state.journey_state import JourneyState
 from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext
 from state.probable_links import ProbableLink
@@ -77,6 +77,9 @@ DEVICE_LAYOUT_VERSION = 1
 """Bump when ``DeviceState`` changes shape; snapshots of another layout are refused."""
 STATE_LAYOUT_VERSION = DEVICE_LAYOUT_VERSION
 """The name ``flows/recovery_check.py`` reads from every state module."""
+
+LINKS_POSITION = SourcePosition("identity", "links", "")
+"""The position of a probable link built without one (only hand-made links in tests and tools)."""
 
 DETERMINISTIC = 1.0
 """The confidence of a link an event stated (user id and device id together)."""
@@ -192,7 +195,7 @@ class DeviceLogic:
             self._seen_wall_s = env.now()
             if ev.user_id:
                 self._flush(pending, out)
-                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, out)
+                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, ev.position, out)
             if self._user:
                 self._flush(pending, out)
                 out.append(PersonEvent("u:" + self._user, ev))
@@ -232,7 +235,9 @@ class DeviceLogic:
         return DeviceState(self._ctx.tenant_id, self._user, self._confidence, self._seen_wall_s, journey)
 
     # -- linking -------------------------------------------------------
-    def _link(self, tenant_id: str, user_id: str, confidence: float, out: list[Any]) -> None:
+    def _link(
+        self, tenant_id: str, user_id: str, confidence: float, position: SourcePosition | None, out: list[Any]
+    ) -> None:
         """Belong to ``user_id`` from now on; hand an unlinked device's journey over to the user."""
         self._user, self._confidence = user_id, confidence
         journey = self._journey
@@ -240,13 +245,13 @@ class DeviceLogic:
             self._journey = None
             state = journey.snapshot()
             if state.packed:
-                out.append(Adopt(tenant_id, "u:" + user_id, state))
+                out.append(Adopt(tenant_id, "u:" + user_id, state, position or LINKS_POSITION))
 
     def _link_probably(self, link: ProbableLink, out: list[Any]) -> None:
         if link.confidence < self._ctx.cfg.link_threshold or link.confidence <= self._confidence:
             return  # too weak, or not better than the link the device has (a deterministic one is 1.0)
         self._seen_wall_s = self._ctx.env.now()
-        self._link(link.tenant_id, link.user_id, link.confidence, out)
+        self._link(link.tenant_id, link.user_id, link.confidence, link.position, out)
 
     def _flush(self, pending: list[PersonEvent | Adopt], out: list[Any]) -> None:
         """Apply the unlinked device's own events to its journey, in order."""

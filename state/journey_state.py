@@ -9,8 +9,9 @@ so a journey between events is two objects (``JourneyState``):
   touch-id digests, the seen conversions (times, then ids) and the touch event
   ids. An id in canonical (lowercase) UUID form takes 17 bytes, any other 1-2
   bytes of length plus its UTF-8 (``pack_id``).
-- ``refs``: ``()`` or one tuple of the first UTM, the last UTM and one
-  ``(event_type, channel, campaign_id)`` per touch. These values repeat across
+- ``refs``: ``()`` or one tuple of the first UTM, the last UTM, the open
+  conversions (``OpenConversion``: what a restatement needs to score a
+  conversion again) and one ``(event_type, channel, campaign_id)`` per touch. These values repeat across
   a tenant's traffic, so they are shared between persons through bounded
   intern tables (``intern_meta``, ``intern_utm``). Pickling writes their
   values, so a snapshot never depends on the process that wrote it; loading
@@ -24,15 +25,16 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from creditflow.events import Utm
 
-STATE_LAYOUT_VERSION = 4
+STATE_LAYOUT_VERSION = 5
 """Bump when ``JourneyState`` changes shape; snapshots of another layout are refused.
 
 2: a dataclass of Python lists and tuples. 3: packed bytes plus shared references.
 4: the person's consent (state and event time) in the header.
+5: touches stay after a conversion credits them; open conversions (restatable) in ``refs``.
 """
 
 CONSENT_UNKNOWN, CONSENT_GRANTED, CONSENT_WITHDRAWN = 0, 1, 2
@@ -46,6 +48,18 @@ Touch = tuple[int, str, str, str, str]
 
 Meta = tuple[str, str, str]
 """(event_type, channel, campaign_id) of a touch: the part many persons share."""
+
+
+class OpenConversion(NamedTuple):
+    """A credited conversion that a late touch or conversion may still restate: what scoring it again needs."""
+
+    conversion_id: str
+    ts_ms: int
+    event_id: str
+    value: float
+    currency: str
+    conversion_type: str
+
 
 _UUID_TAG = 0x7F
 _LONG_TAG = 0x80
@@ -139,7 +153,7 @@ def intern_utm(utm: Utm) -> Utm:
 
 
 _HEADER = "<qqdqqBBHBq"
-"""last_event_ms, consumed_until_ms, last_seen_wall_s, first_utm_ts, last_utm_ts,
+"""last_event_ms, forgotten_until_ms, last_seen_wall_s, first_utm_ts, last_utm_ts,
 number of touch-id digests, number of seen conversions, bytes of the seen conversions,
 consent, event time of the consent; then one ``q`` per touch (its ts_ms)."""
 _WALL = struct.Struct("<d")
@@ -169,12 +183,12 @@ class Journey:
     ``ts`` and ``metas`` are the touches' times and shared parts, in order; the
     touches' event ids stay packed (``ids``) until a conversion needs them.
     Seen conversions are ``(packed conversion id, conversion ts_ms)``, oldest
-    first.
+    first; ``opens`` the seen conversions that may still be restated, oldest first.
     """
 
     __slots__ = (
         "last_event_ms",
-        "consumed_until_ms",
+        "forgotten_until_ms",
         "last_seen_wall_s",
         "first_utm",
         "last_utm",
@@ -184,6 +198,7 @@ class Journey:
         "_id_list",
         "recent_touch_ids",
         "seen_conversions",
+        "opens",
         "consent",
         "consent_ts_ms",
     )
@@ -191,8 +206,10 @@ class Journey:
     def __init__(self) -> None:
         self.last_event_ms = -1
         """Event time of the person's newest event."""
-        self.consumed_until_ms = -1
-        """Touches at or before this event time were consumed by a conversion."""
+        self.forgotten_until_ms = -1
+        """Event time of the newest touch or conversion this journey dropped (age, caps): nothing at or
+        before it is known any more, so no touch at or before it is eligible, and a conversion whose
+        lookback window reaches back to it can no longer be restated."""
         self.last_seen_wall_s = 0.0
         """Wall time (epoch seconds) of the last event processed, for the idle TTL."""
         self.first_utm: tuple[int, Utm] | None = None
@@ -204,6 +221,7 @@ class Journey:
         self.recent_touch_ids = b""
         """Packed 8-byte blake2b digests of the person's last ``RECENT_TOUCH_IDS`` touch event ids."""
         self.seen_conversions: list[tuple[bytes, int]] = []
+        self.opens: list[OpenConversion] = []
         self.consent = CONSENT_UNKNOWN
         """``CONSENT_UNKNOWN``, ``CONSENT_GRANTED`` or ``CONSENT_WITHDRAWN`` (the tenant's attribution purpose)."""
         self.consent_ts_ms = -1
@@ -216,12 +234,12 @@ class Journey:
         if not packed:
             return cls()
         j = cls.__new__(cls)
-        n = len(refs) - 2 if refs else 0
+        n = len(refs) - 3 if refs else 0
         head = _HEADS.get(n) or _head(n)
         values = head.unpack_from(packed)
         (
             j.last_event_ms,
-            j.consumed_until_ms,
+            j.forgotten_until_ms,
             j.last_seen_wall_s,
             first_ts,
             last_ts,
@@ -235,9 +253,11 @@ class Journey:
             first_utm, last_utm = refs[0], refs[1]
             j.first_utm = None if first_utm is None else (first_ts, first_utm)
             j.last_utm = None if last_utm is None else (last_ts, last_utm)
-            j.metas = list(refs[2:])
+            j.opens = list(refs[2])
+            j.metas = list(refs[3:])
         else:
             j.first_utm = j.last_utm = None
+            j.opens = []
             j.metas = []
         j.ts = list(values[10:])
         at = head.size + n_digests * DIGEST_BYTES
@@ -266,7 +286,7 @@ class Journey:
         n = len(self.ts)
         head = (_HEADS.get(n) or _head(n)).pack(
             self.last_event_ms,
-            self.consumed_until_ms,
+            self.forgotten_until_ms,
             self.last_seen_wall_s,
             first[0] if first else 0,
             last[0] if last else 0,
@@ -277,9 +297,9 @@ class Journey:
             self.consent_ts_ms,
             *self.ts,
         )
-        metas = self.metas
-        if metas or first or last:
-            refs: tuple[Any, ...] = (first[1] if first else None, last[1] if last else None, *metas)
+        metas, opens = self.metas, self.opens
+        if metas or first or last or opens:
+            refs: tuple[Any, ...] = (first[1] if first else None, last[1] if last else None, tuple(opens), *metas)
         else:
             refs = ()
         ids = self._ids if self._id_list is None else self.ids_bytes()
@@ -362,7 +382,8 @@ class JourneyState:
             first, last = refs[0], refs[1]
             plain_first = first.as_tuple() if first is not None else None
             plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
-            refs = (plain_first, plain_last, *refs[2:])
+            plain_opens = tuple(tuple(o) for o in refs[2])
+            refs = (plain_first, plain_last, plain_opens, *refs[3:])
         return (_load_state, (self.layout, self.packed, refs))
 
     def __setstate__(self, state: Any) -> None:
@@ -393,8 +414,12 @@ class JourneyState:
         return self.unpacked().touches()
 
     @property
-    def consumed_until_ms(self) -> int:
-        return self.unpacked().consumed_until_ms
+    def forgotten_until_ms(self) -> int:
+        return self.unpacked().forgotten_until_ms
+
+    @property
+    def open_conversions(self) -> list[OpenConversion]:
+        return self.unpacked().opens
 
     @property
     def last_event_ms(self) -> int:
@@ -428,7 +453,8 @@ def _load_state(layout: int, packed: bytes, refs: tuple[Any, ...]) -> JourneySta
         first, last = refs[0], refs[1]
         first_utm = intern_utm(Utm(*first)) if first is not None else None
         last_utm = first_utm if last is first else (intern_utm(Utm(*last)) if last is not None else None)
-        refs = (first_utm, last_utm, *(intern_meta(tuple(m)) for m in refs[2:]))  # type: ignore[arg-type]
+        opens = tuple(OpenConversion(*o) for o in refs[2])
+        refs = (first_utm, last_utm, opens, *(intern_meta(tuple(m)) for m in refs[3:]))  # type: ignore[arg-type]
     return JourneyState(packed, refs, layout)
 
 

@@ -2,17 +2,44 @@
 
 One ``JourneyLogic`` lives per (tenant, person) key. It keeps the person's
 touches in event-time order, and at each conversion scores every configured
-attribution model, emits the credit rows, the conversion row and the KPI
-delta of the tenant's KPI model, then consumes the credited touches.
+attribution model and emits the credit rows, the conversion row and the KPI
+deltas of the tenant's KPI model.
+
+Credit is a function of the person's events, not of their arrival order. A
+conversion credits the eligible touches after the person's previous
+conversion *in event time* (ties by conversion id). Touches stay after a
+conversion credited them, for the lookback, so that an event arriving late -
+a touch from a device linked later, a conversion delivered out of order, a
+device's journey adopted at a login (``Adopt``) - restates every conversion
+whose lookback window it falls in: the conversion is scored again and emitted
+whole with a higher ``revision``. The revision counts the events in the
+conversion's window (touches and the person's other conversions within the
+longest lookback before it), so it rises with every event that reaches the
+window and is the same for the same events in any order: whatever order and
+batching a replay after a crash brings, its highest revision holds the same
+rows, and the rows of the highest revision are the credit
+(``attribution_credits_latest``). A conversion is restated while it is
+*open*: among the newest ``MAX_OPEN_CONVERSIONS``, less than the longest
+lookback older than the person's newest event, and with nothing in its window
+forgotten (``Journey.forgotten_until_ms``). Later events no longer change it.
+
+KPI windows follow restatements exactly (``KpiDelta.events``): each scoring
+sends one delta per (channel, campaign) of the touches in the window, plus the
+unattributed row, carrying the change of credit and revenue and of the
+conversion's revision. So a window row's revision also depends only on the
+events, and its highest revision holds the final credit.
 
 Bounds (every piece of this state ends):
 
-- touches older than the longest lookback (relative to the person's newest
-  event) are pruned on every event; at most ``TenantConfig.max_touches``
-  touches are kept (the oldest go first);
+- touches older than the longest lookback before the person's newest event
+  (or before the oldest open conversion, if earlier) are pruned on every
+  event; at most ``TenantConfig.max_touches`` touches are kept (the oldest go
+  first);
 - at most ``MAX_SEEN_CONVERSIONS`` conversion ids are remembered for
-  de-duplication, and none older than the idle TTL; the last
-  ``RECENT_TOUCH_IDS`` touch event ids as 8-byte digests (128 bytes);
+  de-duplication, and none older than the idle TTL; of these at most
+  ``MAX_OPEN_CONVERSIONS`` open ones with what restating needs (id, time,
+  event id, value, currency, type); the last ``RECENT_TOUCH_IDS`` touch event
+  ids as 8-byte digests (128 bytes);
 - the whole state is discarded once the person has been idle for
   ``TenantConfig.idle_ttl_days`` of wall time (``notify_at``) or when an event
   arrives more than that much event time after the previous one.
@@ -33,6 +60,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -43,6 +71,7 @@ from creditflow.events import (
     EMPTY_UTM,
     UNATTRIBUTED_CHANNEL,
     ClosedJourney,
+    Conversion,
     ConversionRow,
     CreditRow,
     DeadLetter,
@@ -62,6 +91,7 @@ from state.journey_state import (
     STATE_LAYOUT_VERSION,
     Journey,
     JourneyState,
+    OpenConversion,
     Touch,
     intern_meta,
     intern_utm,
@@ -73,6 +103,7 @@ from state.journey_state import (
 __all__ = [
     "Adopt",
     "INTERNAL_CHANNEL",
+    "MAX_OPEN_CONVERSIONS",
     "MAX_SEEN_CONVERSIONS",
     "ExpiredJourney",
     "RECENT_TOUCH_IDS",
@@ -86,12 +117,18 @@ __all__ = [
     "Touch",
     "conversion_row",
     "credit_rows",
-    "eligible_touches",
+    "eligible_for",
+    "kpi_deltas",
+    "revision_of",
+    "standing",
     "is_touchpoint",
 ]
 
 MAX_SEEN_CONVERSIONS = 32
 """Conversion ids remembered per person to refuse crediting one twice."""
+
+MAX_OPEN_CONVERSIONS = 8
+"""Conversions per person that late events may still restate (the newest; older ones keep their credit)."""
 
 RECENT_TOUCH_IDS = 16
 """Touch event ids remembered per person (as 8-byte digests) to refuse a touch delivered twice."""
@@ -116,6 +153,8 @@ class ScoredConversion:
     position: SourcePosition
     journey: ClosedJourney | None = None
     """The credited path for the archive (``None`` when the flow keeps no archive)."""
+    revision: int = 0
+    """The scoring's revision (``ConversionRow.revision``); a restatement has a higher one."""
 
     def rows(self) -> list[CreditRow | ConversionRow | KpiDelta | ClosedJourney]:
         rows: list[CreditRow | ConversionRow | KpiDelta | ClosedJourney] = [
@@ -161,6 +200,8 @@ class Adopt:
     person_id: str
     """The person the device now belongs to (``u:<user_id>``)."""
     state: JourneyState
+    position: SourcePosition
+    """Where the event that made the link came from (restated credit carries it to the KPI windows)."""
 
 
 JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney | SuppressedEvent
@@ -246,7 +287,7 @@ class JourneyLogic:
         out: list[JourneyOutput] = []
         j = Journey.unpack(self._packed, self._refs) if self._packed else Journey()
         for value in values:
-            j = self._adopt(j, value) if isinstance(value, Adopt) else self._apply(j, value, out)
+            j = self._adopt(j, value, out) if isinstance(value, Adopt) else self._apply(j, value, out)
         if _holds_nothing(j):  # e.g. only suppressed events: nothing of the person is kept
             self._packed, self._refs = b"", ()
             return out, True
@@ -265,10 +306,10 @@ class JourneyLogic:
         forget = not closing
         if ctx.env.archive and self._packed:
             j = Journey.unpack(self._packed, self._refs)
-            if j.ts:
+            channels, times = _open_path(j)
+            if times:
                 outcome = "expired" if forget else "unconverted"
-                closed = ExpiredJourney(j.last_event_ms, *_open_path(j), outcome)
-                return (closed,), forget
+                return (ExpiredJourney(j.last_event_ms, channels, times, outcome),), forget
         return (), forget
 
     def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
@@ -305,8 +346,9 @@ class JourneyLogic:
                 out.append(suppressed(ev, "no_consent"))
             return j
         if j.last_event_ms >= 0 and ts_ms - j.last_event_ms > ctx.idle_ttl_ms:
-            if env.archive and j.ts:
-                out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, *_open_path(j)))
+            channels, times = _open_path(j)
+            if env.archive and times:
+                out.append(expired_journey(ev.tenant_id, pe.person_id, j.last_event_ms, channels, times))
             j = _forget_activity(j)
         if ts_ms > j.last_event_ms:
             j.last_event_ms = ts_ms
@@ -314,20 +356,29 @@ class JourneyLogic:
             if _seen_touch(j, ev.event_id):
                 out.append(duplicate_event(ev))
                 return j
-            _add_touch(j, pe, cfg)
+            _note_utm(j, ev)
             delta = delta_of(ev, cfg.kpi_volume_source)
             if delta is not None:
                 out.append(delta)
+            if is_touchpoint(pe, cfg) and ts_ms > j.forgotten_until_ms:
+                affected = self._standings(j, ts_ms, ev.tenant_id)
+                j.insert(ts_ms, intern_meta((ev.event_type, ev.channel, ev.campaign_id)), ev.event_id)
+                _cap_touches(j, ctx)
+                self._restate(j, affected, ev.tenant_id, pe.person_id, ev.position, out)
         elif ev.event_type == "conversion":
-            self._convert(j, pe, cfg, out)
+            self._convert(j, pe, out)
         _prune(j, ctx)
         return j
 
-    def _adopt(self, j: Journey, adopt: Adopt) -> Journey:
-        """Take in a linked device's journey (see ``Adopt``); the later consent decision of the two wins."""
+    def _adopt(self, j: Journey, adopt: Adopt, out: list[JourneyOutput]) -> Journey:
+        """Take in a linked device's journey (see ``Adopt``); the later consent decision of the two wins.
+
+        Every open conversion of either side whose window the merge changes is restated.
+        """
         env = self._ctx.env
         ctx = self._ctx = env.tenants.get(adopt.tenant_id, env.default)
         cfg = ctx.cfg
+        tenant = adopt.tenant_id
         a = adopt.state.unpacked()
         if a.consent_ts_ms > j.consent_ts_ms:
             j.consent, j.consent_ts_ms = a.consent, a.consent_ts_ms
@@ -335,6 +386,11 @@ class JourneyLogic:
                 j = _forget_activity(j)
         if not allows(j.consent, cfg.consent_mode):
             return j
+        # Where each open conversion stood, on its own side, before the merge.
+        before = {oc.conversion_id: self._standing(j, oc, tenant) for oc in j.opens}
+        for oc in a.opens:
+            if oc.conversion_id not in before:
+                before[oc.conversion_id] = self._standing(a, oc, tenant)
         j.last_event_ms = max(j.last_event_ms, a.last_event_ms)
         j.last_seen_wall_s = env.now()
         if a.first_utm is not None and (j.first_utm is None or a.first_utm[0] < j.first_utm[0]):
@@ -343,56 +399,101 @@ class JourneyLogic:
             j.last_utm = a.last_utm
         for ts_ms, meta, packed_id in zip(a.ts, a.metas, a.ids(), strict=True):
             event_id = unpack_id(packed_id)
-            if ts_ms > j.consumed_until_ms and not _seen_touch(j, event_id):
+            if ts_ms > j.forgotten_until_ms and not _seen_touch(j, event_id):
                 j.insert(ts_ms, meta, event_id)
-        _cap_touches(j, cfg)
         known_ids = {c[0] for c in j.seen_conversions}
-        merged = j.seen_conversions + [c for c in a.seen_conversions if c[0] not in known_ids]
-        j.seen_conversions = sorted(merged, key=lambda c: c[1])
+        j.seen_conversions = sorted(
+            j.seen_conversions + [c for c in a.seen_conversions if c[0] not in known_ids], key=_conversion_order
+        )
+        known = {oc.conversion_id for oc in j.opens}
+        _set_opens(j, j.opens + [oc for oc in a.opens if oc.conversion_id not in known], ctx)
+        _cap_touches(j, ctx)
+        affected = [(oc, before[oc.conversion_id]) for oc in j.opens if oc.conversion_id in before]
+        self._restate(j, affected, tenant, adopt.person_id, adopt.position, out)
         _prune(j, ctx)
         return j
 
-    def _convert(self, j: Journey, pe: PersonEvent, cfg: TenantConfig, out: list[JourneyOutput]) -> None:
+    def _convert(self, j: Journey, pe: PersonEvent, out: list[JourneyOutput]) -> None:
         ev = pe.event
         conv = ev.conversion
         assert conv is not None, "the decoder guarantees conversion events carry a conversion"
         cid = pack_id(conv.conversion_id)
         first = next((c for c in j.seen_conversions if c[0] == cid), None)
-        if first is not None:  # already credited for this person: a retry; touches stay for later conversions
+        if first is not None:  # already credited for this person: a retry
             out.append(duplicate_conversion(ev, f"this person's conversion at event time {first[1]} ms"))
             return
-        j.seen_conversions.append((cid, ev.ts_ms))
-        upto = bisect.bisect_right(j.ts, ev.ts_ms)  # touches after the conversion are neither eligible nor consumed
-        eligible = eligible_touches(j.touches(upto), ev.ts_ms, j.consumed_until_ms, cfg) if upto else []
-        rows = credit_rows(pe, eligible, cfg, self._ctx.env.weights.current(ev.tenant_id))
-        deltas = tuple(
-            KpiDelta.conversion(
-                ev.tenant_id, r.channel, r.campaign_id, ev.ts_ms, r.credit, r.revenue_credit, ev.position
-            )
-            for r in rows
-            if r.model == cfg.kpi_model and r.credit > 0
-        )
+        ctx = self._ctx
+        # Conversions later in event time that arrived first: this one is in their windows.
+        affected = self._standings(j, ev.ts_ms, ev.tenant_id)
+        bisect.insort(j.seen_conversions, (cid, ev.ts_ms), key=_conversion_order)
+        oc = _open_conversion(ev, conv)
+        if ev.ts_ms - ctx.horizon_ms > j.forgotten_until_ms:  # all of its window is known: it may be restated
+            _set_opens(j, [*j.opens, oc], ctx)
+        self._score(j, oc, ev.tenant_id, pe.person_id, ev.position, None, out)
+        self._restate(j, affected, ev.tenant_id, pe.person_id, ev.position, out)
+
+    # -- scoring -----------------------------------------------------------
+    def _standings(self, j: Journey, ts_ms: int, tenant_id: str) -> list[tuple[OpenConversion, _Standing]]:
+        """The open conversions whose window holds event time ``ts_ms``, each with where it stands now."""
+        horizon = self._ctx.horizon_ms
+        return [(oc, self._standing(j, oc, tenant_id)) for oc in j.opens if oc.ts_ms - horizon <= ts_ms <= oc.ts_ms]
+
+    def _standing(self, j: Journey, oc: OpenConversion, tenant_id: str) -> _Standing:
+        ctx = self._ctx
+        return standing(j, oc, ctx.cfg, ctx.horizon_ms, ctx.env.weights.current(tenant_id))
+
+    def _restate(
+        self,
+        j: Journey,
+        affected: list[tuple[OpenConversion, _Standing]],
+        tenant_id: str,
+        person_id: str,
+        position: SourcePosition,
+        out: list[JourneyOutput],
+    ) -> None:
+        """Score again each of ``affected`` that is still open and whose window changed."""
+        for oc, before in affected:
+            if oc in j.opens:
+                self._score(j, oc, tenant_id, person_id, position, before, out)
+
+    def _score(
+        self,
+        j: Journey,
+        oc: OpenConversion,
+        tenant_id: str,
+        person_id: str,
+        position: SourcePosition,
+        before: _Standing | None,
+        out: list[JourneyOutput],
+    ) -> None:
+        """Emit the scoring of ``oc`` on ``j`` (``before``: the previous one, whose KPI deltas it changes)."""
+        ctx = self._ctx
+        cfg = ctx.cfg
+        weights = ctx.env.weights.current(tenant_id)
+        now = standing(j, oc, cfg, ctx.horizon_ms, weights)
+        if before is not None and now.revision == before.revision:
+            return  # nothing reached its window
+        eligible = eligible_for(j, oc, cfg, ctx.horizon_ms)
+        rows = credit_rows(tenant_id, person_id, oc, eligible, cfg, weights, now.revision)
+        deltas = kpi_deltas(tenant_id, oc.ts_ms, position, before, now)
         journey = None
-        if self._ctx.env.archive:
+        if ctx.env.archive:
             journey = ClosedJourney(
-                tenant_id=ev.tenant_id,
-                person_id=pe.person_id,
-                journey_id=f"{pe.person_id}:converted:{conv.conversion_id}",
+                tenant_id=tenant_id,
+                person_id=person_id,
+                journey_id=f"converted:{oc.conversion_id}",
                 outcome="converted",
-                closed_at_ms=ev.ts_ms,
-                conversion_id=conv.conversion_id,
-                value=conv.value,
+                closed_at_ms=oc.ts_ms,
+                conversion_id=oc.conversion_id,
+                value=oc.value,
                 touch_channels=tuple(t[2] for t in eligible),
                 touch_ts_ms=tuple(t[0] for t in eligible),
+                revision=now.revision,
             )
+        conversion = conversion_row(tenant_id, person_id, oc, eligible, j, now.revision)
         out.append(
-            ScoredConversion(
-                pe.person_id, ev.event_id, conversion_row(pe, eligible, j), tuple(rows), deltas, ev.position, journey
-            )
+            ScoredConversion(person_id, oc.event_id, conversion, tuple(rows), deltas, position, journey, now.revision)
         )
-        # Consume: a later conversion credits only later touches.
-        j.drop_oldest(upto)
-        j.consumed_until_ms = max(j.consumed_until_ms, ev.ts_ms)
 
 
 StatefulBatchLogic.register(JourneyLogic)
@@ -430,8 +531,10 @@ def suppressed(event: Event, reason: str) -> SuppressedEvent:
 
 
 def _open_path(j: Journey) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The channels and times of the touches no conversion consumed, for an unconverted archive row."""
-    return tuple(m[1] for m in j.metas), tuple(j.ts)
+    """The channels and times of the touches after the person's newest conversion, for an unconverted archive row."""
+    after = max(j.forgotten_until_ms, j.seen_conversions[-1][1] if j.seen_conversions else -1)
+    k = bisect.bisect_right(j.ts, after)
+    return tuple(m[1] for m in j.metas[k:]), tuple(j.ts[k:])
 
 
 def expired_journey(
@@ -473,8 +576,8 @@ def _seen_touch(j: Journey, event_id: str) -> bool:
     return False
 
 
-def _add_touch(j: Journey, pe: PersonEvent, cfg: TenantConfig) -> None:
-    ev = pe.event
+def _note_utm(j: Journey, ev: Event) -> None:
+    """Remember the touch's UTMs if they are the person's first or newest."""
     ts_ms = ev.ts_ms
     utm = ev.utm
     if utm is not EMPTY_UTM and not utm.is_empty():
@@ -486,29 +589,68 @@ def _add_touch(j: Journey, pe: PersonEvent, cfg: TenantConfig) -> None:
                 j.first_utm = (ts_ms, utm)
             if last:
                 j.last_utm = (ts_ms, utm)
-    if not is_touchpoint(pe, cfg) or ts_ms <= j.consumed_until_ms:
-        return  # counted in KPIs, never credit: not a touchpoint, or its time was already credited
-    j.insert(ts_ms, intern_meta((ev.event_type, ev.channel, ev.campaign_id)), ev.event_id)
-    _cap_touches(j, cfg)
 
 
-def _cap_touches(j: Journey, cfg: TenantConfig) -> None:
+def _conversion_order(c: tuple[bytes, int]) -> tuple[int, bytes]:
+    """Seen conversions in event time, ties by id: the order in which conversions credit touches."""
+    return c[1], c[0]
+
+
+def _open_order(oc: OpenConversion) -> tuple[int, bytes]:
+    return oc.ts_ms, pack_id(oc.conversion_id)
+
+
+def _open_conversion(ev: Event, conv: Conversion) -> OpenConversion:
+    return OpenConversion(conv.conversion_id, ev.ts_ms, ev.event_id, conv.value, conv.currency, conv.type)
+
+
+def _set_opens(j: Journey, opens: list[OpenConversion], ctx: TenantContext) -> None:
+    """Keep the restatable ones of ``opens``, in order: the newest ``MAX_OPEN_CONVERSIONS`` whose window
+    reaches neither past the person's newest event by more than the horizon nor into what was forgotten."""
+    horizon = ctx.horizon_ms
+    oldest = j.last_event_ms - horizon
+    kept = sorted((o for o in opens if o.ts_ms >= oldest and o.ts_ms - horizon > j.forgotten_until_ms), key=_open_order)
+    j.opens = kept[-MAX_OPEN_CONVERSIONS:]
+
+
+def _forget_touches(j: Journey, count: int, ctx: TenantContext) -> None:
+    """Drop the ``count`` oldest touches; conversions whose window held one can no longer be restated."""
+    if count <= 0:
+        return
+    j.forgotten_until_ms = max(j.forgotten_until_ms, j.ts[count - 1])
+    j.drop_oldest(count)
+    if j.opens:
+        _set_opens(j, j.opens, ctx)
+
+
+def _cap_touches(j: Journey, ctx: TenantContext) -> None:
     """Keep at most the tenant's ``max_touches``, the newest."""
-    if len(j.ts) > cfg.max_touches:
-        j.drop_oldest(len(j.ts) - cfg.max_touches)
+    excess = len(j.ts) - ctx.cfg.max_touches
+    if excess > 0:
+        _forget_touches(j, excess, ctx)
 
 
 def _prune(j: Journey, ctx: TenantContext) -> None:
+    """Apply the bounds of the module doc: aged open conversions, touches past every window, old conversion ids."""
+    horizon = ctx.horizon_ms
+    if j.opens and j.opens[0].ts_ms < j.last_event_ms - horizon:
+        _set_opens(j, j.opens, ctx)
+    cutoff = j.last_event_ms - horizon
+    if j.opens:
+        cutoff = min(cutoff, j.opens[0].ts_ms - horizon)  # an open conversion's window stays whole
     ts = j.ts
-    if ts:
-        horizon = j.last_event_ms - ctx.horizon_ms
-        if ts[0] < horizon:
-            j.drop_oldest(bisect.bisect_left(ts, horizon))
+    if ts and ts[0] < cutoff:
+        _forget_touches(j, bisect.bisect_left(ts, cutoff), ctx)
     convs = j.seen_conversions
     if convs:
         keep_after = j.last_event_ms - ctx.idle_ttl_ms
-        if len(convs) > MAX_SEEN_CONVERSIONS or any(c[1] < keep_after for c in convs):
-            j.seen_conversions = [c for c in convs if c[1] >= keep_after][-MAX_SEEN_CONVERSIONS:]
+        if len(convs) > MAX_SEEN_CONVERSIONS or convs[0][1] < keep_after:
+            kept = [c for c in convs if c[1] >= keep_after][-MAX_SEEN_CONVERSIONS:]
+            dropped = convs[len(convs) - len(kept) - 1] if len(kept) < len(convs) else None
+            j.seen_conversions = kept
+            if dropped is not None:
+                j.forgotten_until_ms = max(j.forgotten_until_ms, dropped[1])
+                _set_opens(j, j.opens, ctx)
 
 
 # --------------------------------------------------------------------------- #
@@ -528,61 +670,156 @@ def is_touchpoint(pe: PersonEvent, cfg: TenantConfig) -> bool:
     return not (ev.event_type == "page_view" and ev.channel == INTERNAL_CHANNEL)
 
 
-def eligible_touches(
-    touches: list[Touch], conversion_ts_ms: int, consumed_until_ms: int, cfg: TenantConfig
-) -> list[Touch]:
-    """Touches that may be credited for a conversion at ``conversion_ts_ms``.
+class _Standing(NamedTuple):
+    """Where a conversion's scoring stands: its revision and what it gave each KPI window row."""
 
-    >>> cfg = TenantConfig()
-    >>> ts = [(0, "click", "email", "c", "a"), (10, "click", "email", "c", "b"), (99, "click", "email", "c", "z")]
-    >>> [t[4] for t in eligible_touches(ts, 50, 0, cfg)]
-    ['b']
+    revision: int
+    kpi: dict[tuple[str, str], tuple[float, float]]
+    """(channel, campaign_id) -> (credit, revenue) of the tenant's KPI model, for the channel and campaign of
+    every touch in the window (0 when not credited) and the unattributed row."""
+
+
+UNATTRIBUTED_ROW = (UNATTRIBUTED_CHANNEL, "")
+
+
+def _window(j: Journey, ts_ms: int, horizon_ms: int) -> tuple[int, int]:
+    """Indices [lo, hi) of the touches in the window of a conversion at ``ts_ms``."""
+    return bisect.bisect_left(j.ts, ts_ms - horizon_ms), bisect.bisect_right(j.ts, ts_ms)
+
+
+def revision_of(j: Journey, oc: OpenConversion, horizon_ms: int) -> int:
+    """How many events lie in the conversion's window: touches and the person's other conversions.
+
+    The window is the longest lookback before the conversion, its own time included.
     """
-    return [
-        t
-        for t in touches
-        if consumed_until_ms < t[0] <= conversion_ts_ms and conversion_ts_ms - t[0] <= cfg.lookback_ms(t[1])
-    ]
+    lo, hi = _window(j, oc.ts_ms, horizon_ms)
+    start = oc.ts_ms - horizon_ms
+    cid = pack_id(oc.conversion_id)
+    return hi - lo + sum(1 for c, ts in j.seen_conversions if start <= ts <= oc.ts_ms and c != cid)
+
+
+def credited_after(j: Journey, oc: OpenConversion) -> int:
+    """Event time after which touches may earn this conversion credit: the person's previous conversion
+    (in event time, ties by id), or what the journey forgot."""
+    key = (oc.ts_ms, pack_id(oc.conversion_id))
+    after = j.forgotten_until_ms
+    for c in j.seen_conversions:
+        if _conversion_order(c) >= key:
+            break
+        after = max(after, c[1])
+    return after
+
+
+def eligible_for(j: Journey, oc: OpenConversion, cfg: TenantConfig, horizon_ms: int) -> list[Touch]:
+    """The touches a conversion credits: after the previous conversion, at or before it, within lookback."""
+    lo, hi = _window(j, oc.ts_ms, horizon_ms)
+    after = credited_after(j, oc)
+    ids = j.ids()
+    eligible = []
+    for i in range(lo, hi):
+        ts, meta = j.ts[i], j.metas[i]
+        if ts > after and oc.ts_ms - ts <= cfg.lookback_ms(meta[0]):
+            eligible.append((ts, *meta, unpack_id(ids[i])))
+    return eligible
+
+
+def _shares(
+    model: str, eligible: list[Touch], oc: OpenConversion, cfg: TenantConfig, weights: ScoringWeights
+) -> tuple[list[Touch], list[float], list[float]]:
+    """The touches (or the unattributed pseudo-touch) with their credit and revenue under ``model``."""
+    if not eligible:  # no eligible touch: one pseudo-touch of the unattributed channel takes it all
+        return [(oc.ts_ms, "", UNATTRIBUTED_CHANNEL, "", "")], [1.0], [oc.value]
+    ts = [t[0] for t in eligible]
+    channels = [t[2] for t in eligible]
+    shares = attribution.score(model, ts, channels, oc.ts_ms, cfg, weights)
+    return eligible, shares, attribution.split_revenue(shares, oc.value)
+
+
+def standing(
+    j: Journey, oc: OpenConversion, cfg: TenantConfig, horizon_ms: int, weights: ScoringWeights = UNTRAINED
+) -> _Standing:
+    """The revision of ``oc`` on ``j`` and its KPI credit per window row (see ``_Standing``)."""
+    lo, hi = _window(j, oc.ts_ms, horizon_ms)
+    kpi = dict.fromkeys(((m[1], m[2]) for m in j.metas[lo:hi]), (0.0, 0.0))
+    kpi[UNATTRIBUTED_ROW] = (0.0, 0.0)
+    touches, shares, revenue = _shares(cfg.kpi_model, eligible_for(j, oc, cfg, horizon_ms), oc, cfg, weights)
+    for t, share, rev in zip(touches, shares, revenue, strict=True):
+        credit, money = kpi[(t[2], t[3])]
+        kpi[(t[2], t[3])] = (credit + share, money + rev)
+    return _Standing(revision_of(j, oc, horizon_ms), kpi)
+
+
+def kpi_deltas(
+    tenant_id: str, ts_ms: int, position: SourcePosition, before: _Standing | None, now: _Standing
+) -> tuple[KpiDelta, ...]:
+    """The KPI increments that take the windows from ``before`` (None: the first scoring) to ``now``.
+
+    A row the conversion reaches for the first time gets its credit and the revision plus one; a row it
+    reached before gets the change of both. Summed over any sequence of scorings that ends on the same
+    ``now``, every row gets the same credit and the same revision increments.
+    """
+    deltas = []
+    for (channel, campaign), (credit, revenue) in now.kpi.items():
+        prev = before.kpi.get((channel, campaign)) if before is not None else None
+        if prev is None:
+            delta = KpiDelta.conversion(
+                tenant_id, channel, campaign, ts_ms, credit, revenue, position, now.revision + 1
+            )
+        else:
+            assert before is not None
+            delta = KpiDelta.conversion(
+                tenant_id,
+                channel,
+                campaign,
+                ts_ms,
+                credit - prev[0],
+                revenue - prev[1],
+                position,
+                now.revision - before.revision,
+            )
+        deltas.append(delta)
+    return tuple(deltas)
 
 
 def credit_rows(
-    pe: PersonEvent,
+    tenant_id: str,
+    person_id: str,
+    oc: OpenConversion,
     eligible: list[Touch],
     cfg: TenantConfig,
     weights: ScoringWeights = UNTRAINED,
+    revision: int = 0,
 ) -> list[CreditRow]:
     """Credit rows of every configured model for one conversion.
 
     A conversion without an eligible touch gets one ``(unattributed)`` row per
     model holding the whole credit and value, so per-conversion sums stay 1.
+
+    >>> oc = OpenConversion("o1", 100, "e9", 50.0, "EUR", "purchase")
+    >>> rows = credit_rows("t", "u:1", oc, [(90, "click", "email", "c1", "e1")], TenantConfig(models=("linear",)))
+    >>> [(r.model, r.channel, r.credit, r.revenue_credit, r.revision) for r in rows]
+    [('linear', 'email', 1.0, 50.0, 0)]
     """
-    ev = pe.event
-    conv = ev.conversion
-    assert conv is not None
-    # No eligible touch: one pseudo-touch of the unattributed channel takes it all.
-    touches = eligible or [(ev.ts_ms, "", UNATTRIBUTED_CHANNEL, "", "")]
-    ts = [t[0] for t in touches]
-    channels = [t[2] for t in touches]
     rows: list[CreditRow] = []
     for model in cfg.models:
-        shares = attribution.score(model, ts, channels, ev.ts_ms, cfg, weights) if eligible else [1.0]
-        revenue = attribution.split_revenue(shares, conv.value)
+        touches, shares, revenue = _shares(model, eligible, oc, cfg, weights)
         version = weights.version if model == "data_driven" else 0
         for t, share, rev in zip(touches, shares, revenue, strict=True):
             rows.append(
                 CreditRow(
-                    tenant_id=ev.tenant_id,
-                    conversion_id=conv.conversion_id,
-                    person_id=pe.person_id,
+                    tenant_id=tenant_id,
+                    conversion_id=oc.conversion_id,
+                    person_id=person_id,
                     model=model,
                     model_version=version,
                     channel=t[2],
                     campaign_id=t[3],
                     touch_event_id=t[4],
                     touch_ts_ms=t[0],
-                    conversion_ts_ms=ev.ts_ms,
+                    conversion_ts_ms=oc.ts_ms,
                     credit=share,
                     revenue_credit=rev,
+                    revision=revision,
                 )
             )
     return rows
@@ -596,23 +833,23 @@ def _utm_at(j: Journey, ts_ms: int) -> Utm:
     return EMPTY_UTM
 
 
-def conversion_row(pe: PersonEvent, eligible: list[Touch], j: Journey) -> ConversionRow:
-    ev = pe.event
-    conv = ev.conversion
-    assert conv is not None
+def conversion_row(
+    tenant_id: str, person_id: str, oc: OpenConversion, eligible: list[Touch], j: Journey, revision: int = 0
+) -> ConversionRow:
     return ConversionRow(
-        tenant_id=ev.tenant_id,
-        conversion_id=conv.conversion_id,
-        person_id=pe.person_id,
-        event_id=ev.event_id,
-        conversion_ts_ms=ev.ts_ms,
-        value=conv.value,
-        currency=conv.currency,
-        conversion_type=conv.type,
+        tenant_id=tenant_id,
+        conversion_id=oc.conversion_id,
+        person_id=person_id,
+        event_id=oc.event_id,
+        conversion_ts_ms=oc.ts_ms,
+        value=oc.value,
+        currency=oc.currency,
+        conversion_type=oc.conversion_type,
         touch_count=len(eligible),
         attributed=bool(eligible),
         first_touch_channel=eligible[0][2] if eligible else "",
         last_touch_channel=eligible[-1][2] if eligible else "",
         first_utm=j.first_utm[1] if j.first_utm else EMPTY_UTM,
-        last_utm=_utm_at(j, ev.ts_ms),
+        last_utm=_utm_at(j, oc.ts_ms),
+        revision=revision,
     )

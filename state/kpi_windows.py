@@ -71,7 +71,7 @@ def _accumulate(totals: list[float], d: KpiDelta) -> None:
     totals[2] += d.conversions
     totals[3] += d.cost
     totals[4] += d.revenue
-    totals[5] += 1
+    totals[5] += d.events
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +368,7 @@ class KpiWindowLogic(StatefulBatchLogic[KpiDelta, KpiOutput, KpiWindowState]):
                 "conversions": d.conversions,
                 "cost": d.cost,
                 "revenue": d.revenue,
+                "events": d.events,
             }
         )
         return DeadLetter(

@@ -61,14 +61,14 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
 from creditflow.config import TenantConfig, TenantConfigs
-from creditflow.events import PERSON_EVENT_TYPES, Event, pickled_positionally
+from creditflow.events import PERSON_EVENT_TYPES, Event, SourcePosition, pickled_positionally
 from creditflow.kpis import KEY_SEP
 
 __all__ = [
@@ -136,6 +136,8 @@ class ProbableLink:
     user_id: str
     confidence: float
     ts_ms: int
+    position: SourcePosition | None = field(default=None, compare=False, repr=False)
+    """Where the observation that produced the link came from (restated credit carries it to the KPI windows)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -466,11 +468,11 @@ class ProbableLinkLogic:
         identified = {o.device_key for o in self._obs if o.user_id}
         if ev.user_id:
             for anon in [o for o in self._obs if not o.user_id and o.device_key not in identified]:
-                self._propose(anon, ts, len(users), devices, out)
+                self._propose(anon, ev, len(users), devices, out)
         elif device not in identified:
-            self._propose(obs, ts, len(users), devices, out)
+            self._propose(obs, ev, len(users), devices, out)
 
-    def _propose(self, anon: Observation, ts_ms: int, users: int, devices: int, out: list[ProbableLink]) -> None:
+    def _propose(self, anon: Observation, ev: Event, users: int, devices: int, out: list[ProbableLink]) -> None:
         """Emit the link of ``anon``'s device to its best user, if confident enough and not emitted before."""
         settings = self._settings
         best_c, best_user = -1.0, ""
@@ -491,7 +493,7 @@ class ProbableLinkLogic:
         if best_c >= settings.threshold and pair not in self._emitted:
             self._emitted.append(pair)
             del self._emitted[:-MAX_EMITTED]
-            out.append(ProbableLink(self._tenant, anon.device_key, best_user, best_c, ts_ms))
+            out.append(ProbableLink(self._tenant, anon.device_key, best_user, best_c, ev.ts_ms, ev.position))
 
     # -- bounds ------------------------------------------------------------
     def _upsert(self, obs: Observation) -> None:

@@ -416,9 +416,11 @@ def test_snapshot_layout_is_guarded() -> None:
 
 
 def test_probable_links_pickle_positionally() -> None:
-    link = ProbableLink("t1", "a:lap", "u1", 0.76, T0)
+    pos = SourcePosition("redis", "ev0", "1-0")
+    link = ProbableLink("t1", "a:lap", "u1", 0.76, T0, pos)
     assert pickle.loads(pickle.dumps(link)) == link
-    assert link.__reduce__() == (ProbableLink, ("t1", "a:lap", "u1", 0.76, T0))
+    assert link.__reduce__() == (ProbableLink, ("t1", "a:lap", "u1", 0.76, T0, pos))
+    assert pickle.loads(pickle.dumps(link)).position == pos
 
 
 # --------------------------------------------------------------------------- #
