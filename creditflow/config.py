@@ -102,12 +102,10 @@ class TenantConfig:
     a person is kept or credited until they grant it."""
     consent_purpose: str = "analytics"
     """The consent purpose attribution needs (a key of a consent event's ``consent`` map)."""
-    identity_graph: bool = False
+    identity_graph: bool = True
     """Link devices to users (deterministic and probabilistic links) so that a person's journey spans devices.
 
-    Off by default for now: until a late link restates credit already given, a conversion's credit can
-    depend on the arrival order of a person's events from different devices, so a replay after a crash
-    may score it differently from the first run. Off, the person is the user id, else the device."""
+    Off, the person is the user id, else the device (no cross-device journeys, one keyed step fewer)."""
     identity_ttl_days: float = 90.0
     """A device's link to a user is forgotten after this long without an event from the device."""
     link_threshold: float = 0.7

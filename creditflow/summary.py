@@ -1,4 +1,9 @@
-"""The per-channel, per-model summary printed at the end of a run, read back from ClickHouse."""
+"""The per-channel, per-model summary printed at the end of a run, read back from ClickHouse.
+
+Credits and conversions are read through ``attribution_credits_latest`` and
+``conversions_latest`` (each conversion at its highest revision), so a
+conversion restated by late events counts once.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from creditflow.events import UNATTRIBUTED_CHANNEL
 
 
 def credit_by_channel(client: Any) -> dict[str, dict[str, tuple[float, float]]]:
-    """channel -> model -> (conversions credited, revenue credited)."""
+    """channel -> model -> (conversions credited, revenue credited), each conversion at its latest revision."""
     rows = client.query(
-        "SELECT channel, model, sum(credit), sum(revenue_credit) FROM attribution_credits FINAL "
+        "SELECT channel, model, sum(credit), sum(revenue_credit) FROM attribution_credits_latest "
         "GROUP BY channel, model ORDER BY channel, model"
     ).result_rows
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -40,7 +45,7 @@ def render_summary(client: Any) -> str:
     lines = _table("Conversions credited per channel and model", table, models, 0)
     lines += [""] + _table("Revenue credited per channel and model", table, models, 1)
     ((conversions, attributed, revenue),) = client.query(
-        "SELECT count(), countIf(attributed = 1), sum(value) FROM conversions FINAL"
+        "SELECT count(), countIf(attributed = 1), sum(value) FROM conversions_latest"
     ).result_rows
     ((kpi_rows, clicks, cost),) = client.query(
         "SELECT count(), sum(clicks), sum(cost) FROM kpi_windows_latest"

@@ -15,7 +15,9 @@ holds the token, so nothing is needed here; submitting to a cluster needs
 Per tenant (a Ray task each, in parallel), on its archived closed journeys:
 
 1. ``ray.data.read_parquet`` of the tenant's files (``sinks.parquet_archive``
-   layout), sorted by ``journey_id`` so the result does not depend on read order;
+   layout, files of every version: ``ANY_VERSION_SCHEMA``), sorted by
+   ``journey_id`` so the result does not depend on read order, keeping each
+   journey's highest ``revision`` (a restated conversion's latest path);
 2. each journey becomes ``(touches as (channel, age in days before it closed),
    converted)``; ``jobs.train.train_tenant`` holds out a seeded share, fits
    Markov, Shapley and the incrementality model, and chooses by held-out log loss;
@@ -49,7 +51,7 @@ from creditflow.errors import CreditflowError
 from creditflow.model_weights import ModelWeights
 from jobs.train import METHODS, TenantTraining, train_tenant
 
-__all__ = ["RetrainSettings", "journeys_of", "main", "retrain", "weights_of"]
+__all__ = ["RetrainSettings", "journeys_of", "main", "read_journeys", "retrain", "weights_of"]
 
 DAY_MS = 86_400_000
 
@@ -112,25 +114,27 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
     Journeys without a touch are left out: the archive holds converting ones (a
     conversion with no eligible touch) but can never hold non-converting ones (a
     person never touched has no journey), so they would only teach the models
-    that an untouched person always converts. A ``journey_id`` written twice (a
-    crash before the flow's first snapshot) counts once, and so does a path archived both
-    ``unconverted`` (training close) and ``expired`` (idle TTL).
+    that an untouched person always converts. A ``journey_id`` archived more than
+    once counts once, as its highest ``revision`` (a restated conversion: a touch
+    arrived late, or a device's journey was merged; a missing or null revision,
+    files written before revisions existed, is 0); copies of one revision (a
+    crash before the flow's first snapshot, a restart without recovery) count
+    once too. So does a path archived both ``unconverted`` (training close) and
+    ``expired`` (idle TTL).
 
     >>> import datetime as dt
     >>> ts = lambda d: dt.datetime(1970, 1, 1 + d, tzinfo=dt.UTC)
     >>> t = pa.table({"journey_id": ["b", "a", "c", "c"], "outcome": ["expired", "converted", "converted", "converted"],
     ...               "touches": [[{"channel": "email", "ts": ts(0)}, {"channel": "search", "ts": ts(2)}], [],
-    ...                           [{"channel": "social", "ts": ts(1)}], [{"channel": "social", "ts": ts(1)}]]})
+    ...                           [{"channel": "search", "ts": ts(0)}, {"channel": "social", "ts": ts(1)}],
+    ...                           [{"channel": "social", "ts": ts(1)}]],
+    ...               "revision": [0, 0, 1, 0]})
     >>> journeys_of(t)
-    [([('email', 2.0), ('search', 0.0)], False), ([('social', 0.0)], True)]
+    [([('email', 2.0), ('search', 0.0)], False), ([('search', 1.0), ('social', 0.0)], True)]
     """
     if table.num_rows == 0:
         return []
-    table = table.take(pc.sort_indices(table, [("journey_id", "ascending")]))
-    ids = table.column("journey_id").to_numpy(zero_copy_only=False)
-    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():  # a crash before the flow's first snapshot rewrites files
-        keep = np.concatenate(([True], ids[1:] != ids[:-1]))
-        table = table.filter(pa.array(keep))
+    table = _latest_revisions(table)
     if "person_id" in table.column_names:
         table = _one_unconverted_close(table)
     converted = pc.equal(table.column("outcome"), "converted").to_numpy(zero_copy_only=False)
@@ -150,6 +154,27 @@ def journeys_of(table: pa.Table) -> list[tuple[list[tuple[str, float]], bool]]:
         lo, hi = offsets[i], offsets[i + 1]
         out.append((list(zip(channels[lo:hi], ages[lo:hi], strict=True)), bool(converted[i])))
     return out
+
+
+def _latest_revisions(table: pa.Table) -> pa.Table:
+    """One row per ``journey_id``, its highest revision, in ``journey_id`` order, whatever the read order.
+
+    Copies of a revision should be equal; if they are not, the smallest by ``closed_at``, ``outcome``
+    and ``person_id`` (those present) is kept, so the choice does not depend on the read order either.
+    """
+    if "revision" in table.column_names:
+        revision = pc.fill_null(table.column("revision"), 0).cast(pa.int64())
+    else:
+        revision = pa.repeat(pa.scalar(0, pa.int64()), table.num_rows)
+    keyed = table.append_column("_revision", revision)
+    ties = [(c, "ascending") for c in ("closed_at", "outcome", "person_id") if c in table.column_names]
+    order = pc.sort_indices(keyed, [("journey_id", "ascending"), ("_revision", "descending"), *ties])
+    table = table.take(order)
+    ids = table.column("journey_id").to_numpy(zero_copy_only=False)
+    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():  # restated conversions, rewritten files: the first is the latest
+        keep = np.concatenate(([True], ids[1:] != ids[:-1]))
+        table = table.filter(pa.array(keep))
+    return table
 
 
 def _one_unconverted_close(table: pa.Table) -> pa.Table:
@@ -243,6 +268,21 @@ def _ray_init(address: str | None) -> bool:
     return True
 
 
+def read_journeys(paths: list[str], filesystem: Any) -> Any:
+    """A Ray dataset of the archive files ``paths`` (``archive_files``) with the columns training reads.
+
+    Files of every version: those written before revisions existed have no ``revision``, read as
+    null (0 for ``journeys_of``, which keeps each journey's highest revision).
+    """
+    import ray
+
+    from sinks.parquet_archive import ANY_VERSION_SCHEMA
+
+    return ray.data.read_parquet(paths, filesystem=filesystem, schema=ANY_VERSION_SCHEMA).select_columns(
+        ["journey_id", "person_id", "outcome", "closed_at", "touches", "revision"]
+    )
+
+
 def retrain(settings: RetrainSettings) -> list[TenantReport]:
     """Train every tenant of the archive in Ray, publish (unless a dry run), return the reports."""
     import ray
@@ -263,9 +303,7 @@ def retrain(settings: RetrainSettings) -> list[TenantReport]:
         train_remote = ray.remote(_train_one)
         pending = {}
         for tenant in tenants:
-            ds = ray.data.read_parquet(files[tenant], filesystem=location.filesystem).select_columns(
-                ["journey_id", "person_id", "outcome", "closed_at", "touches"]
-            )
+            ds = read_journeys(files[tenant], location.filesystem)
             pending[train_remote.remote(tenant, settings, *ds.to_arrow_refs())] = tenant
         say(f"training {len(pending)} tenant(s) in Ray tasks", t0)
         results: list[tuple[TenantReport, Any]] = []

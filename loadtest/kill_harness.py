@@ -90,6 +90,8 @@ class HarnessReport:
     duplicate_conversions: int = 0
     redis_outages: int = 0
     restated_kpi_rows: int = 0
+    restated_credit_rows: int = 0
+    """Credit rows of a conversion's lower revisions (restated by late events)."""
     """KPI rows superseded by a later revision of their window (events that arrived after the window
     first closed, e.g. restart skew). The check compares each window's latest revision."""
     archived_journeys: int = 0
@@ -210,14 +212,22 @@ def recount(payloads: list[list[bytes]], window_ms: int) -> dict[str, Any]:
     run_main(
         build_flow(TestingSource(records, batch_size=500), TestingSink(out), settings, archive=TestingSink(closed))
     )
+    newest: dict[tuple[str, str], int] = {}  # a conversion's highest revision: its credit
+    for r in out:
+        if isinstance(r, ConversionRow):
+            key = (r.tenant_id, r.conversion_id)
+            newest[key] = max(newest.get(key, -1), r.revision)
+    journeys: dict[str, Any] = {}
+    for j in sorted(closed, key=lambda j: j.revision):
+        journeys[j.journey_id] = (j.tenant_id, j.outcome, j.touch_channels, j.touch_ts_ms)
     return {
-        "journeys": {j.journey_id: (j.tenant_id, j.outcome, j.touch_channels, j.touch_ts_ms) for j in closed},
+        "journeys": journeys,
         "credits": {
             (r.tenant_id, r.conversion_id, r.model, r.touch_event_id): round(r.credit, 9)
             for r in out
-            if isinstance(r, CreditRow)
+            if isinstance(r, CreditRow) and r.revision == newest[(r.tenant_id, r.conversion_id)]
         },
-        "conversions": {(r.tenant_id, r.conversion_id) for r in out if isinstance(r, ConversionRow)},
+        "conversions": set(newest),
         "kpis": _latest_kpis(
             (
                 r.tenant_id,
@@ -260,10 +270,12 @@ def compare_archive(archive: Path, expected: dict[str, Any], report: HarnessRepo
     """The Parquet archive against the recount's closed journeys: each once, with the same path."""
     from sinks.archive_reader import read_archive
 
-    table = read_archive(str(archive))
+    every = read_archive(str(archive), latest=False)
+    revisions = list(zip(every.column("journey_id").to_pylist(), every.column("revision").to_pylist(), strict=True))
+    report.duplicate_archived_journeys = len(revisions) - len(set(revisions))
+    table = read_archive(str(archive))  # each journey's highest revision
     ids = table.column("journey_id").to_pylist()
     report.archived_journeys = len(ids)
-    report.duplicate_archived_journeys = len(ids) - len(set(ids))
     got = {
         jid: (tenant, outcome, tuple(t["channel"] for t in touches), tuple(_ms(t["ts"]) for t in touches))
         for jid, tenant, outcome, touches in zip(
@@ -292,24 +304,30 @@ def _ms(ts: Any) -> int:
 
 def compare(dsn: str, expected: dict[str, Any], report: HarnessReport, window_ms: int) -> None:
     """Fill ``report`` with what ClickHouse holds against the recount (no FINAL anywhere)."""
-    rows = query(dsn, "SELECT tenant_id, conversion_id, model, touch_event_id, credit FROM attribution_credits")
+    rows = query(dsn, "SELECT tenant_id, conversion_id, model, touch_event_id, credit FROM attribution_credits_latest")
     got = {(t, c, m, k): round(float(v), 9) for t, c, m, k, v in rows}
     report.credit_rows = len(rows)
     report.expected_credit_rows = len(expected["credits"])
-    report.duplicate_credit_rows = len(rows) - len(got)
+    (stored,) = query(
+        dsn,
+        "SELECT count(), uniqExact(tenant_id, conversion_id, model, touch_event_id, revision), "
+        "uniqExact(tenant_id, conversion_id, revision) FROM attribution_credits",
+    )
+    report.duplicate_credit_rows = int(stored[0]) - int(stored[1]) + len(rows) - len(got)
+    report.restated_credit_rows = int(stored[0]) - len(rows)
     if got != expected["credits"]:
         report.mismatches.append(_keyed_mismatch("credits: ", "missing", "with other values", got, expected["credits"]))
     sums = query(
         dsn,
-        "SELECT count() FROM (SELECT tenant_id, conversion_id, model, sum(credit) AS s FROM attribution_credits "
+        "SELECT count() FROM (SELECT tenant_id, conversion_id, model, sum(credit) AS s FROM attribution_credits_latest "
         "GROUP BY tenant_id, conversion_id, model) WHERE abs(s - 1) > 1e-9",
     )
     if sums[0][0]:
         report.mismatches.append(f"credits: {sums[0][0]} conversion x model groups do not sum to 1")
 
-    conv_rows = query(dsn, "SELECT tenant_id, conversion_id FROM conversions")
-    conversions = {(t, c) for t, c in conv_rows}
-    report.duplicate_conversions = len(conv_rows) - len(conversions)
+    conv_rows = query(dsn, "SELECT tenant_id, conversion_id, revision FROM conversions")
+    conversions = {(t, c) for t, c, _ in conv_rows}
+    report.duplicate_conversions = len(conv_rows) - len({tuple(r) for r in conv_rows})
     if conversions != expected["conversions"]:
         report.mismatches.append(
             f"conversions: {len(expected['conversions'] - conversions)} missing, "

@@ -181,12 +181,14 @@ def latencies(r: RunRecord, ch: dict[str, Any]) -> dict[str, Any]:
     window = steady_window(r) if r.mode == "rate" else None
     kpi = _latency_block(ch["kpi_windows"], r, r.lateness_ms, window)
     kpi["restated_windows"] = sum(1 for row in ch["kpi_windows"] if row[3] > 1)
+    credit = _latency_block(ch["credits"], r, 0, window)
+    credit["restated_conversions"] = sum(1 for row in ch["credits"] if len(row) > 3 and row[3] > 1)
     return {
         "judged": r.mode == "rate",
         "note": None
         if r.mode == "rate"
         else "pre-filled events wait in Redis until the flow reads them: latencies here are queueing times",
-        "conversion_to_credit_s": _latency_block(ch["credits"], r, 0, window),
+        "conversion_to_credit_s": credit,
         "conversion_row_s": {
             k: v for k, v in _latency_block(ch["conversions"], r, 0, window).items() if k != "per_second"
         },

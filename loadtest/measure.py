@@ -330,18 +330,26 @@ def sample_state(recovery_dir: Path, step_id: str = JOURNEY_STEP, limit: int = 3
 _COMMITS = (
     "(SELECT batch_at, max(committed_at) AS committed FROM sink_commits WHERE table_name = '{table}' GROUP BY batch_at)"
 )
-CREDIT_SQL = f"""
-SELECT toUnixTimestamp64Milli(c.conv), toUnixTimestamp64Milli(c.scored), toUnixTimestamp64Milli(s.committed)
-FROM (SELECT tenant_id, conversion_id, min(conversion_ts) AS conv, min(scored_at) AS scored
-      FROM attribution_credits GROUP BY tenant_id, conversion_id) AS c
-LEFT JOIN {_COMMITS.format(table="attribution_credits")} AS s ON c.scored = s.batch_at
+
+
+def _first_visible_sql(table: str) -> str:
+    """Per conversion in ``table``, its first revision (earliest batch): conversion time, sink batch stamp,
+    when that batch's rows were committed, revisions. A restatement is written by a later batch, so the
+    earliest stamp over all revisions is when the conversion first became visible."""
+    return f"""
+SELECT toUnixTimestamp64Milli(c.conv), toUnixTimestamp64Milli(c.scored), toUnixTimestamp64Milli(s.committed),
+       c.revisions
+FROM (SELECT tenant_id, conversion_id, min(conversion_ts) AS conv, min(scored_at) AS scored,
+             uniqExact(revision) AS revisions
+      FROM {table} GROUP BY tenant_id, conversion_id) AS c
+LEFT JOIN {_COMMITS.format(table=table)} AS s ON c.scored = s.batch_at
 """
-"""Per credited conversion: conversion time, sink batch stamp, when that batch's credit rows were committed."""
-CONVERSION_SQL = f"""
-SELECT toUnixTimestamp64Milli(c.conversion_ts), toUnixTimestamp64Milli(c.scored_at),
-       toUnixTimestamp64Milli(s.committed)
-FROM conversions AS c LEFT JOIN {_COMMITS.format(table="conversions")} AS s ON c.scored_at = s.batch_at
-"""
+
+
+CREDIT_SQL = _first_visible_sql("attribution_credits")
+"""Per credited conversion, when its credit rows first became visible (``_first_visible_sql``)."""
+CONVERSION_SQL = _first_visible_sql("conversions")
+"""Per conversion, its first revision, as ``CREDIT_SQL``: one row per conversion however often it was restated."""
 KPI_SQL = f"""
 SELECT toUnixTimestamp64Milli(k.window_end), toUnixTimestamp64Milli(k.emitted),
        toUnixTimestamp64Milli(s.committed), k.revisions
@@ -363,6 +371,7 @@ COUNT_SQL = (
     "SELECT 'kpi_windows', count() FROM kpi_windows UNION ALL "
     "SELECT 'dead_letters', count() FROM dead_letters"
 )
+"""Raw rows per table: every revision of a restated conversion or KPI window counts."""
 
 
 def clickhouse_figures(client: Any) -> dict[str, Any]:

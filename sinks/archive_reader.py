@@ -1,10 +1,12 @@
 """Reading the Parquet archive of closed journeys (``sinks.parquet_archive`` writes it).
 
 :func:`read_archive` gives a tenant's journeys in a date window as one Arrow
-table; :func:`archive_files` lists the files per tenant for readers that read
-them themselves, e.g. ``ray.data.read_parquet`` in ``jobs.retrain``. Only the
-matching ``tenant_id=``/``date=`` directories are listed; temporary files are
-skipped.
+table, by default only the latest revision of each; :func:`archive_files`
+lists the files per tenant for readers that read them themselves, e.g.
+``ray.data.read_parquet`` in ``jobs.retrain`` (with
+:data:`~sinks.parquet_archive.ANY_VERSION_SCHEMA`, then keeping the highest
+revision per ``journey_id``). Only the matching ``tenant_id=``/``date=``
+directories are listed; temporary files are skipped.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import datetime as dt
 import urllib.parse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from sinks.parquet_archive import (
-    ARCHIVE_SCHEMA,
+    ANY_VERSION_SCHEMA,
     PARTITION_SCHEMA,
     READ_SCHEMA,
     ArchiveError,
@@ -28,7 +31,7 @@ from sinks.parquet_archive import (
     archive_partitioning,
 )
 
-__all__ = ["archive_files", "read_archive"]
+__all__ = ["archive_files", "latest_revisions", "read_archive"]
 
 
 def _iso_date(value: str | None, name: str) -> str | None:
@@ -69,9 +72,11 @@ def archive_files(
     matching ``date=`` directories are listed; temporary files are skipped.
     Tenants without files in the window are absent. The paths are in
     ``location.filesystem``: give both to ``ray.data.read_parquet(paths,
-    filesystem=...)`` (the files hold :data:`ARCHIVE_SCHEMA`; add
-    ``partitioning=Partitioning("hive", base_dir=location.path)`` for the
-    ``tenant_id`` and ``date`` columns).
+    filesystem=..., schema=ANY_VERSION_SCHEMA)`` (the files hold
+    :data:`~sinks.parquet_archive.ARCHIVE_SCHEMA`; those written before
+    revisions existed lack ``revision``, which the schema reads as null,
+    meaning 0). Keep the highest revision per ``journey_id``, as
+    ``jobs.retrain`` does.
     """
     start, end = _iso_date(start_date, "start_date"), _iso_date(end_date, "end_date")
     if start is not None and end is not None and end < start:
@@ -102,6 +107,7 @@ def read_archive(
     start_date: str | None = None,
     end_date: str | None = None,
     *,
+    latest: bool = True,
     filesystem: pafs.FileSystem | None = None,
 ) -> pa.Table:
     """The archived journeys of ``tenant_id`` (all when None) closed from ``start_date`` to ``end_date``.
@@ -110,13 +116,20 @@ def read_archive(
     matching ``tenant_id=``/``date=`` directories are listed and read. They
     are read as a ``pyarrow.dataset`` with :func:`archive_partitioning` and
     the same partition filter. Columns: :data:`READ_SCHEMA` (``tenant_id``,
-    ``date`` as date32, then :data:`ARCHIVE_SCHEMA`); an empty or missing
-    archive gives an empty table.
+    ``date`` as date32, then :data:`ARCHIVE_SCHEMA`); files written before
+    revisions existed read as revision 0. An empty or missing archive gives
+    an empty table.
+
+    With ``latest`` (the default) each journey is one row, its highest
+    revision among the rows read (:func:`latest_revisions`): a restated
+    conversion's current journey, and one copy of a journey a restart
+    without recovery wrote twice. ``latest=False`` returns every row: each
+    archived revision, and copies.
     """
     (fs, root), files = archive_files(uri, tenant_id, start_date, end_date, filesystem=filesystem)
     dataset = ds.dataset(
         sorted(path for paths in files.values() for path in paths),
-        schema=pa.schema([*ARCHIVE_SCHEMA, *PARTITION_SCHEMA]),
+        schema=pa.schema([*ANY_VERSION_SCHEMA, *PARTITION_SCHEMA]),
         format="parquet",
         filesystem=fs,
         partitioning=archive_partitioning(),
@@ -130,4 +143,38 @@ def read_archive(
     ):
         if expr is not None:
             condition = expr if condition is None else condition & expr
-    return dataset.to_table(filter=condition).select(READ_SCHEMA.names)
+    table = dataset.to_table(filter=condition)
+    revision = table.schema.get_field_index("revision")
+    table = table.set_column(revision, "revision", pc.fill_null(table.column(revision), 0))
+    table = table.select(READ_SCHEMA.names).cast(READ_SCHEMA)
+    return latest_revisions(table) if latest else table
+
+
+def latest_revisions(table: pa.Table, keys: tuple[str, ...] = ("tenant_id", "journey_id")) -> pa.Table:
+    """The rows of ``table`` with the highest ``revision`` of their ``keys``, one per key, in ``table`` order.
+
+    Of rows with the same keys and revision (copies), the first is kept. ``revision``
+    must not be null (:func:`read_archive` makes a missing one 0).
+
+    >>> t = pa.table({"tenant_id": ["a", "a", "b", "a", "a"], "journey_id": ["j", "k", "j", "j", "k"],
+    ...               "revision": [0, 0, 5, 2, 0], "n": [1, 2, 3, 4, 5]})
+    >>> latest_revisions(t).to_pydict()["n"]
+    [2, 3, 4]
+    """
+    n = table.num_rows
+    if n < 2:
+        return table
+    order = pc.sort_indices(  # stable: copies stay in table order
+        table, [*((k, "ascending") for k in keys), ("revision", "descending")]
+    )
+    sorted_keys = table.select(list(keys)).take(order).combine_chunks()
+    head, tail = sorted_keys.slice(0, n - 1), sorted_keys.slice(1)
+    same: pa.ChunkedArray | pa.Array | None = None
+    for k in keys:
+        equal = pc.equal(tail[k], head[k])
+        same = equal if same is None else pc.and_(same, equal)
+    assert same is not None
+    if not pc.any(same).as_py():
+        return table
+    first = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
+    return table.take(order.filter(first).sort())

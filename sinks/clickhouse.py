@@ -49,8 +49,9 @@ Delivery guarantee: no duplicate rows, even without FINAL
          next restart.
 
        Within one run a key is never emitted twice (conversions and events
-       are de-duplicated upstream; a restated KPI window has more ``events``),
-       so only replays need the check;
+       are de-duplicated upstream; a restated KPI window has more ``events``,
+       a restated conversion a higher ``revision``), so only replays need the
+       check;
     3. rows whose full key is already there are dropped (counted in
        ``replayed_rows``), the rest are sorted by key, cut into blocks of at
        most ``settings.block_rows`` rows and inserted, each block carrying
@@ -64,10 +65,14 @@ Delivery guarantee: no duplicate rows, even without FINAL
     server sees every insert that returned. Per table, that gives:
 
     * ``attribution_credits`` - at most one row per (tenant_id, conversion_id,
-      model, touch_event_id); looked up by (tenant_id, conversion_id) and the
-      conversion time.
-    * ``conversions`` - at most one row per (tenant_id, conversion_id); looked
-      up by that key and the conversion time.
+      model, touch_event_id, revision); looked up by (tenant_id, conversion_id)
+      and the conversion time. A conversion restated by a late event is a new
+      set of rows with a higher ``revision``; the rows of its highest revision
+      are its credit (view ``attribution_credits_latest``).
+    * ``conversions`` - at most one row per (tenant_id, conversion_id,
+      revision); looked up by (tenant_id, conversion_id) and the conversion
+      time. The row with the highest revision is the conversion's (view
+      ``conversions_latest``).
     * ``kpi_windows`` - at most one row per (tenant_id, window_start, channel,
       campaign_id, events); looked up by (tenant_id, window_start). A window
       restated by a late event is a new row with more ``events``; the row with
@@ -84,7 +89,9 @@ Delivery guarantee: no duplicate rows, even without FINAL
     too: replays count each event once (restored state plus the events after
     its snapshot), so the window's totals over its complete event set come with
     the highest ``events`` a run can reach, and two rows with that many events
-    hold the same events, whichever run wrote them first.
+    hold the same events, whichever run wrote them first. The same holds for a
+    conversion's ``revision`` (the events in its lookback window): a replay
+    ends on the same highest revision with the same rows.
 
     The conversion-time bound assumes what ``PARTITION BY
     toYYYYMM(conversion_ts)`` already assumes: a credit or conversion key
@@ -247,7 +254,7 @@ def block_token(table: str, fingerprints: Sequence[str]) -> str:
     """The insert deduplication token of one block: blake2b hex of the table and its rows' keys.
 
     Keys suffice: a row's values follow from its key (a replay recomputes the same row; a
-    restated KPI window has a new key), and rows whose key is stored are skipped before. The
+    restated KPI window or conversion has a new key), and rows whose key is stored are skipped before. The
     one key that can come back with another row, a conversion id reused after the dedup
     window, comes with another conversion time, which its fingerprint includes.
 
@@ -280,7 +287,7 @@ def lookup_sql(table: str) -> str:
     SELECT `tenant_id`, toUnixTimestamp64Milli(`window_start`), `channel`, `campaign_id`, `events` FROM `kpi_windows`
     WHERE (`tenant_id`, toUnixTimestamp64Milli(`window_start`)) IN {prefixes:Array(Tuple(String, Int64))}
     >>> print(lookup_sql("conversions"))  # doctest: +NORMALIZE_WHITESPACE
-    SELECT `tenant_id`, `conversion_id` FROM `conversions`
+    SELECT `tenant_id`, `conversion_id`, `revision` FROM `conversions`
     WHERE (`tenant_id`, `conversion_id`) IN {prefixes:Array(Tuple(String, String))}
     AND `conversion_ts` BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC')
     AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC')
@@ -305,7 +312,7 @@ def replayable_keys_sql(table: str) -> str:
     """The keys of ``table`` written at or after ``{since}`` (epoch ms), at most ``{cap}`` of them.
 
     >>> print(replayable_keys_sql("conversions"))  # doctest: +NORMALIZE_WHITESPACE
-    SELECT `tenant_id`, `conversion_id` FROM `conversions`
+    SELECT `tenant_id`, `conversion_id`, `revision` FROM `conversions`
     WHERE `scored_at` >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') LIMIT {cap:UInt64}
     """
     exprs = [_KEY_EXPRESSIONS.get(c, (quote_identifier(c), "String"))[0] for c in KEY_COLUMNS[table]]

@@ -22,6 +22,12 @@ with a tuple ``IN``, so it reads only the granules of the batch's keys.
 True
 >>> key_values("kpi_windows", to_row(kpi, 123))
 ('t1', 0, 'search', 'c9', 13)
+>>> from creditflow.events import CreditRow
+>>> restated = CreditRow("t1", "o1", "p1", "linear", 0, "email", "c9", "e1", 0, 60_000, 1.0, 40.0, revision=2)
+>>> to_row(restated, now_ms=123)
+('t1', 'o1', 'p1', 'linear', 0, 'email', 'c9', 'e1', 0, 60000, 1.0, 40.0, 2, 123)
+>>> key_values("attribution_credits", to_row(restated, 123))
+('t1', 'o1', 'linear', 'e1', 2)
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ COLUMNS: dict[str, list[str]] = {
         "conversion_ts",
         "credit",
         "revenue_credit",
+        "revision",
         "scored_at",
     ],
     ConversionRow.table: [
@@ -87,6 +94,7 @@ COLUMNS: dict[str, list[str]] = {
         "last_utm_campaign",
         "last_utm_content",
         "last_utm_term",
+        "revision",
         "scored_at",
     ],
     KpiRow.table: [
@@ -143,14 +151,16 @@ COLUMNS: dict[str, list[str]] = {
 TABLES: tuple[str, ...] = tuple(COLUMNS)
 
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
-    CreditRow.table: ("tenant_id", "conversion_id", "model", "touch_event_id"),
-    ConversionRow.table: ("tenant_id", "conversion_id"),
+    CreditRow.table: ("tenant_id", "conversion_id", "model", "touch_event_id", "revision"),
+    ConversionRow.table: ("tenant_id", "conversion_id", "revision"),
     KpiRow.table: ("tenant_id", "window_start", "channel", "campaign_id", "events"),
     DeadLetter.table: ("source", "partition", "position", "reason"),
     SuppressedEvent.table: ("tenant_id", "reason", "event_key"),
     ModelWeights.table: ("tenant_id", "version", "action", "published_at"),
 }
-"""Each table's ORDER BY (``sinks/migrations/``): the row key."""
+"""Each table's ORDER BY (``sinks/migrations/``): the row key.
+
+A restated KPI window (more ``events``) or conversion (higher ``revision``) is a new key, so a new row."""
 
 LOOKUP_WIDTH: dict[str, int] = {
     CreditRow.table: 2,  # (tenant_id, conversion_id) IN (...)
@@ -245,6 +255,7 @@ def _credit(r: CreditRow, now_ms: int) -> tuple[Any, ...]:
         r.conversion_ts_ms,
         r.credit,
         r.revenue_credit,
+        r.revision,
         now_ms,
     )
 
@@ -274,6 +285,7 @@ def _conversion(r: ConversionRow, now_ms: int) -> tuple[Any, ...]:
         last.campaign,
         last.content,
         last.term,
+        r.revision,
         now_ms,
     )
 

@@ -17,7 +17,7 @@ Layout (Hive partitioning)
     percent-encoded (``urllib.parse.quote``; pyarrow and Ray decode it). A
     flush writes one file per (tenant, date) group among the rows it holds,
     all named with the flush's ``seq``; rows in a file are sorted by
-    ``closed_at``, ``journey_id``. ``tenant_id`` and ``date`` are partition
+    ``closed_at``, ``journey_id``, ``revision``. ``tenant_id`` and ``date`` are partition
     columns only, not stored in the files (:data:`ARCHIVE_SCHEMA`): readers
     get them from the path - :func:`read_archive`, ``pyarrow.dataset`` with
     :func:`archive_partitioning`, Ray's ``Partitioning("hive")``.
@@ -55,7 +55,24 @@ Flushes and snapshots
     the default 50,000 - and the partition holds at most that plus one batch
     in memory. An unchanged partition returns its previous snapshot.
 
-Delivery guarantee: each journey_id exactly once
+Revisions
+    A converted journey is archived again, under the same ``journey_id``
+    and with a higher ``revision``, each time its conversion is restated (a
+    touch or conversion of the person arrived late, a device's journey was
+    merged at an identity link: ``ClosedJourney.revision``); expired and
+    unconverted journeys have revision 0. The newest row of a journey is
+    the one with the highest revision: :func:`read_archive` returns only
+    those unless ``latest=False``, ``jobs.retrain`` keeps only those. A
+    flush writes, of the rows it holds with the same tenant, ``journey_id``
+    and ``closed_at``, only the one with the highest revision (counted in
+    ``superseded``): a restatement that comes before its older revision was
+    written replaces it, so the archive holds the revisions that reached a
+    file, not necessarily every one. Files written before revisions existed
+    have no ``revision`` column; readers take it as 0
+    (:data:`ANY_VERSION_SCHEMA`), and so does a resume from a snapshot of
+    that version.
+
+Delivery guarantee: each (journey_id, revision) exactly once
     Bytewax resumes after a crash from the last snapshot and replays every
     item after it, batched differently. Files whose seq is at or above the
     snapshot's ``next_seq`` were written by the crashed run after that
@@ -66,11 +83,15 @@ Delivery guarantee: each journey_id exactly once
     Bytewax writes a sink's items in epoch order and snapshots each epoch
     before writing the next one's, so a snapshot covers exactly the items
     before it: whatever the crash point (inside a flush too) and the
-    batching, a journey the flow emits once is in the archive once. Bytewax
+    batching, a journey revision the flow emits once is in the archive at
+    most once (once unless a higher revision superseded it in a flush), and
+    a journey's highest revision exactly once. Bytewax
     0.21 also calls ``close()`` when it drops the partition after an abort;
     what that flushes is past the snapshot and replaced the same way.
-    Upstream emits each ``journey_id`` once per run (``ClosedJourney``); the
-    sink does not de-duplicate.
+    Upstream emits each (``journey_id``, ``revision``) once per run
+    (``ClosedJourney``); a restated conversion is a later row with a higher
+    revision. Apart from superseded rows within a flush (Revisions above),
+    the sink does not de-duplicate.
 
     Without a resume state the partition starts after the highest seq of
     its files, and the archive remembers at which seq this ``lineage`` (the
@@ -80,8 +101,9 @@ Delivery guarantee: each journey_id exactly once
     crash in the first seconds): Bytewax then replays everything, so the
     files this lineage wrote are deleted first and rewritten by the replay.
     Without a lineage (no recovery) nothing is deleted, and a restart writes
-    what it replays again: readers de-duplicate on ``journey_id``
-    (``jobs.retrain`` does). Leftover temporary files are only logged.
+    what it replays again: readers keep one row per ``journey_id``, its
+    highest revision (:func:`read_archive` and ``jobs.retrain`` do). Leftover
+    temporary files are only logged.
 
     One sink per archive: two flows writing the same ``uri`` would number
     their files alike and delete each other's on resume. Readers see whole
@@ -107,31 +129,40 @@ Errors
 Reading (``sinks.archive_reader``)
     :func:`read_archive` returns a pyarrow table (``tenant_id``, ``date``
     and the file columns) for a tenant and a date range, listing and reading
-    only those directories. For Ray, :func:`archive_files` gives the
-    filesystem and each tenant's files in the range, and
-    :func:`archive_location` the filesystem and root path::
+    only those directories; by default only each journey's highest revision.
+    For Ray, :func:`archive_files` gives the filesystem and each tenant's
+    files in the range, and :func:`archive_location` the filesystem and root
+    path. Read them with :data:`ANY_VERSION_SCHEMA` (older files have no
+    ``revision``: null, meaning 0) and keep the highest revision per
+    ``journey_id`` yourself (``jobs.retrain.read_journeys`` and
+    ``journeys_of`` do)::
 
         fs, path = archive_location(uri)
-        ray.data.read_parquet(path, filesystem=fs, partitioning=Partitioning("hive", base_dir=path))
+        ray.data.read_parquet(path, filesystem=fs, schema=pa.schema([*ANY_VERSION_SCHEMA, *PARTITION_SCHEMA]),
+                              partitioning=Partitioning("hive", base_dir=path))
 
 >>> import tempfile
 >>> from creditflow.events import ClosedJourney
 >>> root = tempfile.mkdtemp()
 >>> part = ParquetArchiveSink(ArchiveSettings(root)).build_part("archive", "archive", None)
 >>> part.write_batch([
-...     ClosedJourney("acme", "p1", "p1/o1", "converted", 1_767_225_600_000, "o1", 25.0,
-...                   ("email", "paid_search"), (1_767_225_000_000, 1_767_225_500_000)),
+...     ClosedJourney("acme", "p1", "converted:o1", "converted", 1_767_225_600_000, "o1", 25.0,
+...                   ("email",), (1_767_225_000_000,)),
 ...     {"not": "a journey"},
 ... ])
+>>> part.write_batch([  # a touch arrived late: the conversion is restated, revision 1
+...     ClosedJourney("acme", "p1", "converted:o1", "converted", 1_767_225_600_000, "o1", 25.0,
+...                   ("email", "paid_search"), (1_767_225_000_000, 1_767_225_500_000), revision=1),
+... ])
 >>> part.snapshot()
-ArchiveResume(next_seq=0, pending_rows=1)
->>> part.close()  # flushes what is pending
->>> part.rows_written, part.files_written, part.rejected
-(1, 1, 1)
+ArchiveResume(next_seq=0, pending_rows=2)
+>>> part.close()  # flushes what is pending; revision 1 supersedes revision 0, not written yet
+>>> part.rows_written, part.superseded, part.files_written, part.rejected
+(1, 1, 1, 1)
 >>> from sinks.archive_reader import read_archive
 >>> table = read_archive(root, tenant_id="acme", start_date="2026-01-01")
->>> table.select(["tenant_id", "date", "journey_id", "value"]).to_pylist()
-[{'tenant_id': 'acme', 'date': datetime.date(2026, 1, 1), 'journey_id': 'p1/o1', 'value': 25.0}]
+>>> table.select(["tenant_id", "date", "journey_id", "value", "revision"]).to_pylist()
+[{'tenant_id': 'acme', 'date': datetime.date(2026, 1, 1), 'journey_id': 'converted:o1', 'value': 25.0, 'revision': 1}]
 >>> [t["channel"] for t in table["touches"][0].as_py()]
 ['email', 'paid_search']
 """
@@ -161,6 +192,7 @@ from creditflow.errors import CreditflowError
 from creditflow.events import JOURNEY_OUTCOMES, ClosedJourney
 
 __all__ = [
+    "ANY_VERSION_SCHEMA",
     "ARCHIVE_SCHEMA",
     "PARTITION_SCHEMA",
     "READ_SCHEMA",
@@ -196,10 +228,18 @@ ARCHIVE_SCHEMA = pa.schema(
         pa.field("conversion_id", pa.string()),
         pa.field("value", pa.float64()),
         pa.field("touches", pa.list_(TOUCH_TYPE)),
+        pa.field("revision", pa.int32(), nullable=False),
     ]
 )
 """The columns stored in each file (never null; ``conversion_id`` is '' and ``value`` 0.0
-unless converted; touches in event-time order). ``tenant_id`` and ``date`` come from the path."""
+unless converted; touches in event-time order; ``revision`` 0 unless a converted journey was
+restated). ``tenant_id`` and ``date`` come from the path."""
+
+ANY_VERSION_SCHEMA = ARCHIVE_SCHEMA.set(
+    ARCHIVE_SCHEMA.get_field_index("revision"), pa.field("revision", pa.int32(), nullable=True)
+)
+""":data:`ARCHIVE_SCHEMA` as readers ask for it: files written before revisions existed have no
+``revision`` column, and read with this schema give null there, which means 0."""
 
 PARTITION_SCHEMA = pa.schema([pa.field("tenant_id", pa.string()), pa.field("date", pa.date32())])
 """The Hive partition columns, in path order."""
@@ -219,6 +259,7 @@ _DAY_MS = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)
 _LOG_FIRST_REJECTIONS = 20
 _MAX_DIR_NAME = 255
+_MAX_REVISION = 2**31 - 1  # int32
 
 
 class ArchiveError(CreditflowError):
@@ -421,6 +462,8 @@ def _problem(item: object) -> tuple[str, str] | None:
         return "bad_field", f"closed_at_ms={item.closed_at_ms!r} is not epoch ms between 1970 and 9999"
     if not _is_number(item.value) or not math.isfinite(item.value):
         return "bad_field", f"value={item.value!r} is not a finite number"
+    if type(item.revision) is not int or not 0 <= item.revision <= _MAX_REVISION:
+        return "bad_field", f"revision={item.revision!r} is not an int between 0 and {_MAX_REVISION}"
     channels, times = item.touch_channels, item.touch_ts_ms
     if not isinstance(channels, tuple | list) or not isinstance(times, tuple | list):
         return "bad_touches", "touch_channels and touch_ts_ms must be tuples"
@@ -456,17 +499,37 @@ def _journeys_table(rows: Sequence[ClosedJourney]) -> pa.Table:
             pa.array([r.conversion_id for r in rows], pa.string()),
             pa.array([float(r.value) for r in rows], pa.float64()),
             touches,
+            pa.array([r.revision for r in rows], pa.int32()),
         ],
         schema=_PENDING_SCHEMA,
     )
 
 
 def _groups(table: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:
-    """``(tenant_id, date, rows)`` per (tenant, UTC date of closed_at), rows sorted, file columns only."""
+    """``(tenant_id, date, rows)`` per (tenant, UTC date of closed_at), rows sorted, file columns only.
+
+    Of rows with the same tenant, ``closed_at`` and ``journey_id`` (adjacent once sorted), only
+    the one with the highest revision is kept: the others are superseded restatements.
+    """
     day = pc.divide(table["closed_at"].cast(pa.int64()), _DAY_MS)
     table = table.append_column("_day", day).sort_by(
-        [("tenant_id", "ascending"), ("_day", "ascending"), ("closed_at", "ascending"), ("journey_id", "ascending")]
+        [
+            ("tenant_id", "ascending"),
+            ("_day", "ascending"),
+            ("closed_at", "ascending"),
+            ("journey_id", "ascending"),
+            ("revision", "ascending"),
+        ]
     )
+    if table.num_rows > 1:
+        keys = table.select(["tenant_id", "closed_at", "journey_id"]).combine_chunks()
+        head, tail = keys.slice(0, table.num_rows - 1), keys.slice(1)
+        same = pc.and_(
+            pc.and_(pc.equal(head["tenant_id"], tail["tenant_id"]), pc.equal(head["closed_at"], tail["closed_at"])),
+            pc.equal(head["journey_id"], tail["journey_id"]),
+        )
+        if pc.any(same).as_py():  # a row followed by a higher (or equal) revision of its journey is dropped
+            table = table.filter(pa.concat_arrays([pc.invert(same.combine_chunks()), pa.array([True])]))
     tenants = table["tenant_id"].to_pylist()
     days = table["_day"].to_pylist()
     files = table.select(ARCHIVE_SCHEMA.names)
@@ -485,8 +548,11 @@ def _encode_pending(table: pa.Table) -> bytes:
 
 
 def _decode_pending(data: bytes, step_id: str) -> pa.Table:
+    """A snapshot segment as a table of the pending schema; rows of a version before revisions get 0."""
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        if "revision" not in table.column_names and table.column_names == _PENDING_SCHEMA.names[:-1]:
+            table = table.append_column("revision", pa.repeat(pa.scalar(0, pa.int32()), table.num_rows))
         return table.cast(_PENDING_SCHEMA)
     except (pa.ArrowException, ValueError) as exc:
         raise ArchiveError(
@@ -505,8 +571,9 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
     Built by :meth:`ParquetArchiveSink.build_part`: from a resume state it
     deletes this partition's files at or after the snapshot's ``next_seq``
     and its temporary files (module docstring). Counters: ``rejected`` and
-    ``rejected_by_reason`` (bad items), ``rows_written``, ``files_written``,
-    ``flushes``, ``deleted_files`` (by the build). Rows restored from a
+    ``rejected_by_reason`` (bad items), ``rows_written``, ``superseded``
+    (rows a higher revision of the same journey replaced in their flush),
+    ``files_written``, ``flushes``, ``deleted_files`` (by the build). Rows restored from a
     snapshot count their age from the build.
     """
 
@@ -532,6 +599,7 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         self.rejected = 0
         self.rejected_by_reason: dict[str, int] = {}
         self.rows_written = 0
+        self.superseded = 0
         self.files_written = 0
         self.flushes = 0
         self.deleted_files = 0
@@ -697,16 +765,23 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         if table.num_rows:
             seq = self.next_seq
             name = file_name(self._partition, seq)
-            files = 0
+            files = written = 0
             for tenant, date, rows in _groups(table):
                 self._write_file(_join(self._root, _tenant_dir(tenant), f"date={date}"), name, rows)
                 files += 1
+                written += rows.num_rows
             self.next_seq = seq + 1
-            self.rows_written += table.num_rows
+            self.rows_written += written
+            self.superseded += table.num_rows - written
             self.files_written += files
             self.flushes += 1
             logger.debug(
-                "Parquet archive sink %s wrote %d rows in %d files (seq %d)", self._step_id, len(table), files, seq
+                "Parquet archive sink %s wrote %d rows in %d files (seq %d; %d superseded revisions left out)",
+                self._step_id,
+                written,
+                files,
+                seq,
+                table.num_rows - written,
             )
         self._chunks = []
         self._encoded = []
@@ -787,11 +862,13 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         self._flush()
         self._closed = True
         logger.info(
-            "Parquet archive sink %s closed: %d rows in %d files (%d flushes), %d items rejected %s",
+            "Parquet archive sink %s closed: %d rows in %d files (%d flushes; %d superseded revisions left out), "
+            "%d items rejected %s",
             self._step_id,
             self.rows_written,
             self.files_written,
             self.flushes,
+            self.superseded,
             self.rejected,
             self.rejected_by_reason or "",
         )

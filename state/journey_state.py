@@ -4,16 +4,18 @@ Bytewax keeps one logic object per key for as long as the person is active,
 so a journey between events is two objects (``JourneyState``):
 
 - ``packed``: one ``bytes`` holding the numbers and the ids: a fixed header
-  (newest event time, consumed-until time, wall time of the last event, the
+  (newest event time, forgotten-until time, wall time of the last event, the
   times of the first and last UTMs, counts) and the touch times, then the
-  touch-id digests, the seen conversions (times, then ids) and the touch event
-  ids. An id in canonical (lowercase) UUID form takes 17 bytes, any other 1-2
-  bytes of length plus its UTF-8 (``pack_id``).
-- ``refs``: ``()`` or one tuple of the first UTM, the last UTM, the open
-  conversions (``OpenConversion``: what a restatement needs to score a
-  conversion again) and one ``(event_type, channel, campaign_id)`` per touch. These values repeat across
-  a tenant's traffic, so they are shared between persons through bounded
-  intern tables (``intern_meta``, ``intern_utm``). Pickling writes their
+  touch-id digests, the seen conversions (times, then ids), the open
+  conversions (id, time, value, event id each) and the touch event ids. An id
+  in canonical (lowercase) UUID form takes 17 bytes, any other 1-2 bytes of
+  length plus its UTF-8 (``pack_id``).
+- ``refs``: ``()`` or one tuple of the first UTM, the last UTM, one
+  ``(currency, conversion_type)`` per open conversion (a tuple, ``()`` for
+  most persons) and one ``(event_type, channel, campaign_id)`` per touch.
+  These values repeat across a tenant's traffic, so they are shared between
+  persons through bounded intern tables (``intern_meta``, ``intern_kind``,
+  ``intern_utm``). Pickling writes their
   values, so a snapshot never depends on the process that wrote it; loading
   shares them again.
 
@@ -34,7 +36,7 @@ STATE_LAYOUT_VERSION = 5
 
 2: a dataclass of Python lists and tuples. 3: packed bytes plus shared references.
 4: the person's consent (state and event time) in the header.
-5: touches stay after a conversion credits them; open conversions (restatable) in ``refs``.
+5: touches stay after a conversion credits them; open conversions (restatable) after the seen ones.
 """
 
 CONSENT_UNKNOWN, CONSENT_GRANTED, CONSENT_WITHDRAWN = 0, 1, 2
@@ -100,18 +102,28 @@ def unpack_id(packed: bytes) -> str:
     return packed[1 if tag < _UUID_TAG else 2 :].decode("utf-8", "surrogatepass")
 
 
+def _id_end(buf: bytes, at: int) -> int:
+    """Where the id packed at ``buf[at:]`` ends."""
+    tag = buf[at]
+    if tag == _UUID_TAG:
+        return at + 17
+    if tag < _UUID_TAG:
+        return at + 1 + tag
+    return at + 2 + ((tag & 0x7F) << 8 | buf[at + 1])
+
+
+def _next_id(buf: bytes, at: int) -> tuple[str, int]:
+    """The id packed at ``buf[at:]`` and where the next field starts."""
+    end = _id_end(buf, at)
+    return unpack_id(buf[at:end]), end
+
+
 def split_ids(buf: bytes) -> list[bytes]:
     """Packed ids laid end to end, one by one (each still packed)."""
     out = []
     i, end = 0, len(buf)
     while i < end:
-        tag = buf[i]
-        if tag == _UUID_TAG:
-            j = i + 17
-        elif tag < _UUID_TAG:
-            j = i + 1 + tag
-        else:
-            j = i + 2 + ((tag & 0x7F) << 8 | buf[i + 1])
+        j = _id_end(buf, i)
         out.append(buf[i:j])
         i = j
     return out
@@ -125,6 +137,7 @@ plain dicts of tuples of strings: ``get``/``setdefault`` are atomic under the
 GIL, so Bytewax worker threads may share them.
 """
 _metas: dict[Meta, Meta] = {}
+_kinds: dict[tuple[str, str], tuple[str, str]] = {}
 _utms: dict[tuple[str, str, str, str, str], Utm] = {}
 
 
@@ -147,6 +160,11 @@ def intern_meta(meta: Meta) -> Meta:
     return _shared(_metas, meta, meta)
 
 
+def intern_kind(kind: tuple[str, str]) -> tuple[str, str]:
+    """The shared copy of a conversion's ``(currency, conversion_type)`` (equal value; the table is bounded)."""
+    return _shared(_kinds, kind, kind)
+
+
 def intern_utm(utm: Utm) -> Utm:
     """The shared copy of ``utm`` (equal value; the table is bounded)."""
     return _shared(_utms, (utm.source, utm.medium, utm.campaign, utm.content, utm.term), utm)
@@ -157,6 +175,8 @@ _HEADER = "<qqdqqBBHBq"
 number of touch-id digests, number of seen conversions, bytes of the seen conversions,
 consent, event time of the consent; then one ``q`` per touch (its ts_ms)."""
 _WALL = struct.Struct("<d")
+_OPEN = struct.Struct("<qd")
+"""An open conversion's time and value, between its packed id and its packed event id."""
 _WALL_AT = 16
 _HEADS: dict[int, struct.Struct] = {}
 _INTS: dict[int, struct.Struct] = {}
@@ -253,11 +273,11 @@ class Journey:
             first_utm, last_utm = refs[0], refs[1]
             j.first_utm = None if first_utm is None else (first_ts, first_utm)
             j.last_utm = None if last_utm is None else (last_ts, last_utm)
-            j.opens = list(refs[2])
+            kinds = refs[2]
             j.metas = list(refs[3:])
         else:
             j.first_utm = j.last_utm = None
-            j.opens = []
+            kinds = ()
             j.metas = []
         j.ts = list(values[10:])
         at = head.size + n_digests * DIGEST_BYTES
@@ -269,6 +289,12 @@ class Journey:
             at = end
         else:
             j.seen_conversions = []
+        j.opens = []
+        for currency, conversion_type in kinds:
+            cid, at = _next_id(packed, at)
+            ts_ms, value = _OPEN.unpack_from(packed, at)
+            event_id, at = _next_id(packed, at + _OPEN.size)
+            j.opens.append(OpenConversion(cid, ts_ms, event_id, value, currency, conversion_type))
         j._ids = packed[at:]
         j._id_list = None
         return j
@@ -298,12 +324,19 @@ class Journey:
             *self.ts,
         )
         metas, opens = self.metas, self.opens
+        if opens:
+            kinds: tuple[tuple[str, str], ...] = tuple(intern_kind((o.currency, o.conversion_type)) for o in opens)
+            open_part = b"".join(
+                pack_id(o.conversion_id) + _OPEN.pack(o.ts_ms, o.value) + pack_id(o.event_id) for o in opens
+            )
+        else:
+            kinds, open_part = (), b""
         if metas or first or last or opens:
-            refs: tuple[Any, ...] = (first[1] if first else None, last[1] if last else None, tuple(opens), *metas)
+            refs: tuple[Any, ...] = (first[1] if first else None, last[1] if last else None, kinds, *metas)
         else:
             refs = ()
         ids = self._ids if self._id_list is None else self.ids_bytes()
-        return b"".join((head, digests, conv_part, ids)), refs
+        return b"".join((head, digests, conv_part, open_part, ids)), refs
 
     # -- touches ------------------------------------------------------------
     def ids(self) -> list[bytes]:
@@ -382,8 +415,7 @@ class JourneyState:
             first, last = refs[0], refs[1]
             plain_first = first.as_tuple() if first is not None else None
             plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
-            plain_opens = tuple(tuple(o) for o in refs[2])
-            refs = (plain_first, plain_last, plain_opens, *refs[3:])
+            refs = (plain_first, plain_last, *refs[2:])
         return (_load_state, (self.layout, self.packed, refs))
 
     def __setstate__(self, state: Any) -> None:
@@ -453,8 +485,8 @@ def _load_state(layout: int, packed: bytes, refs: tuple[Any, ...]) -> JourneySta
         first, last = refs[0], refs[1]
         first_utm = intern_utm(Utm(*first)) if first is not None else None
         last_utm = first_utm if last is first else (intern_utm(Utm(*last)) if last is not None else None)
-        opens = tuple(OpenConversion(*o) for o in refs[2])
-        refs = (first_utm, last_utm, opens, *(intern_meta(tuple(m)) for m in refs[3:]))  # type: ignore[arg-type]
+        kinds = tuple(intern_kind(tuple(k)) for k in refs[2])  # type: ignore[arg-type]
+        refs = (first_utm, last_utm, kinds, *(intern_meta(tuple(m)) for m in refs[3:]))  # type: ignore[arg-type]
     return JourneyState(packed, refs, layout)
 
 

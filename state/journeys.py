@@ -353,7 +353,7 @@ class JourneyLogic:
         if ts_ms > j.last_event_ms:
             j.last_event_ms = ts_ms
         if ev.is_touch:
-            if _seen_touch(j, ev.event_id):
+            if _holds_touch(j, ts_ms, ev.event_id) or _seen_touch(j, ev.event_id):
                 out.append(duplicate_event(ev))
                 return j
             _note_utm(j, ev)
@@ -399,7 +399,7 @@ class JourneyLogic:
             j.last_utm = a.last_utm
         for ts_ms, meta, packed_id in zip(a.ts, a.metas, a.ids(), strict=True):
             event_id = unpack_id(packed_id)
-            if ts_ms > j.forgotten_until_ms and not _seen_touch(j, event_id):
+            if ts_ms > j.forgotten_until_ms and not _holds_touch(j, ts_ms, event_id) and not _seen_touch(j, event_id):
                 j.insert(ts_ms, meta, event_id)
         known_ids = {c[0] for c in j.seen_conversions}
         j.seen_conversions = sorted(
@@ -573,6 +573,21 @@ def _seen_touch(j: Journey, event_id: str) -> bool:
             return True
         at = recent.find(digest, at + 1)
     j.recent_touch_ids = (recent + digest)[-RECENT_TOUCH_IDS * DIGEST_BYTES :]
+    return False
+
+
+def _holds_touch(j: Journey, ts_ms: int, event_id: str) -> bool:
+    """Whether the journey keeps a touch with this id at this time (a copy; older than the remembered ids)."""
+    ts = j.ts
+    i = bisect.bisect_left(ts, ts_ms)
+    if i == len(ts) or ts[i] != ts_ms:
+        return False
+    packed = pack_id(event_id)
+    ids = j.ids()
+    while i < len(ts) and ts[i] == ts_ms:
+        if ids[i] == packed:
+            return True
+        i += 1
     return False
 
 

@@ -194,7 +194,7 @@ def test_fast_replay_with_zero_lateness_loses_no_conversion_from_kpis() -> None:
     windows = {(r.tenant_id, r.window_start_ms, r.channel, r.campaign_id) for r in got[KpiRow]}
     assert len(windows) == len(got[KpiRow]), "no window closed before its conversions (no restatement)"
     conversions = {e["conversion"]["conversion_id"] for e in events if e["event_type"] == "conversion"}
-    assert len(got[ConversionRow]) == len(conversions)
+    assert {r.conversion_id for r in got[ConversionRow]} == conversions  # some restated at a login: several rows
     assert sum(r.conversions for r in got[KpiRow]) == pytest.approx(len(conversions))
 
 

@@ -38,7 +38,7 @@ def test_run_on_two_redis_streams_credits_every_generated_conversion(redis_url: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
 
-    credited = query(dsn, "SELECT tenant_id, conversion_id, model, sum(credit) FROM attribution_credits "
+    credited = query(dsn, "SELECT tenant_id, conversion_id, model, sum(credit) FROM attribution_credits_latest "
                           "GROUP BY tenant_id, conversion_id, model")  # fmt: skip
     assert {(t, c) for t, c, _, _ in credited} == conversions
     assert all(abs(total - 1.0) < 1e-9 for *_, total in credited)
@@ -69,5 +69,5 @@ def test_a_stop_signal_ends_a_live_run_at_once_and_the_next_run_loses_nothing(
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     conversions = {e["conversion"]["conversion_id"] for e in events if e["event_type"] == "conversion"}
-    rows = query(dsn, "SELECT conversion_id, count() FROM conversions GROUP BY conversion_id")
+    rows = query(dsn, "SELECT conversion_id, count() FROM conversions_latest GROUP BY conversion_id")
     assert {c for c, _ in rows} == conversions and all(n == 1 for _, n in rows)

@@ -103,3 +103,28 @@ def test_a_path_archived_unconverted_then_expired_counts_once() -> None:
     t = t.append_column("person_id", pa.array(["p", "p", "q", "p"]))
     got = journeys_of(t)
     assert sorted(c for _, c in got) == [False, False, True]  # p's idle path once, q's, p's conversion
+
+
+def with_revisions(t: pa.Table, revisions: list[int | None]) -> pa.Table:
+    return t.append_column("revision", pa.array(revisions, pa.int32()))
+
+
+def test_a_restated_conversion_trains_on_its_latest_path_whatever_the_read_order() -> None:
+    rows = [("converted:o1", "converted", [("email", 0)]),  # revision 0: scored before a touch arrived late
+            ("converted:o1", "converted", [("email", 0), ("search", DAY)]),  # revision 2, the latest
+            ("converted:o1", "converted", [("social", 0), ("email", DAY)]),  # revision 1
+            ("p:expired:9", "expired", [("display", 0)])]  # fmt: skip
+    revisions: list[int | None] = [0, 2, 1, 0]
+    expected = [([("email", 1.0), ("search", 0.0)], True), ([("display", 0.0)], False)]
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]):
+        t = with_revisions(table([rows[i] for i in order]), [revisions[i] for i in order])
+        assert journeys_of(t) == expected, order
+
+
+def test_a_missing_or_null_revision_is_revision_0() -> None:
+    """Files written before revisions existed: no column (one file), or nulls (read with others)."""
+    old = ("converted:o1", "converted", [("email", 0)])
+    new = ("converted:o1", "converted", [("email", 0), ("search", DAY)])
+    assert journeys_of(table([old])) == [([("email", 0.0)], True)]
+    assert journeys_of(with_revisions(table([old, new]), [None, 1])) == [([("email", 1.0), ("search", 0.0)], True)]
+    assert journeys_of(with_revisions(table([new, old]), [1, None])) == [([("email", 1.0), ("search", 0.0)], True)]

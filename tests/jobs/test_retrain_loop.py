@@ -87,7 +87,10 @@ def test_archive_retrain_publish_and_hot_swap_into_a_running_flow(redis_url: str
     touched = {e["user_id"] for e in history if e["event_type"] == "click"}
     came_back = {e["user_id"] for e in history if e["event_id"].endswith("-back")}
     assert outcomes.count("expired") == len(came_back & touched)  # a person never touched had no journey
-    assert len(set(archived.column("journey_id").to_pylist())) == archived.num_rows
+    assert len(set(archived.column("journey_id").to_pylist())) == archived.num_rows  # the latest revision of each
+    every = read_archive(str(tmp_path / "archive"), TENANT, latest=False)  # a restated conversion: a row per revision
+    revisions = list(zip(every.column("journey_id").to_pylist(), every.column("revision").to_pylist(), strict=True))
+    assert len(set(revisions)) == len(revisions)  # each once
 
     # 2. retrain in a local Ray it starts and stops; the chosen weights become v1
     (report,) = retrain(RetrainSettings(str(tmp_path / "archive"), redis_url, seed=7))

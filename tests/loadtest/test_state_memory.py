@@ -24,8 +24,9 @@ def test_journey_state_stays_under_the_bound_per_active_person() -> None:
     # everything Python holds per key (key string, dict slot, logic, state, shared tables), with a margin
     assert m["bytes_per_key"] <= 0.9 * BOUND_BYTES, m
     assert m["key_str_bytes_per_key"] + m["dict_table_bytes_per_key"] < m["bytes_per_key"]
-    # what each key costs the recovery store per snapshot
-    assert m["snapshot_bytes_per_key"] <= 320, m
+    # what each key costs the recovery store per snapshot: 292 B before touches stayed after a conversion
+    # for restatement (layout 5), 341 B since
+    assert m["snapshot_bytes_per_key"] <= 360, m
 
 
 def test_the_benchmark_writes_its_figures(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from sinks.clickhouse import (
 from sinks.clickhouse_client import ClickHouseSettings, ClickHouseSinkError, connect, is_transient
 from sinks.clickhouse_migrations import load_migrations, migrate
 from sinks.clickhouse_rows import COLUMNS, COMMIT_TABLE, KEY_COLUMNS, LOOKUP_WIDTH, TABLES, key_values, to_row
+from tests.sinks.restatements import scoring
 from tests.sinks.sink_restarts import RESTART_MODES, restart
 
 pytestmark = pytest.mark.integration
@@ -194,7 +195,7 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6]
     assert migrate(client) == []
     assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
         (1, "0001_init"),
@@ -202,6 +203,7 @@ def test_migrate_fresh_then_idempotent(client: Client) -> None:
         (3, "0003_sink_commits"),
         (4, "0004_model_weights"),
         (5, "0005_suppressed_events"),
+        (6, "0006_conversion_revisions"),
     ]
     for table in TABLES:
         sorting_key = client.command(
@@ -231,7 +233,14 @@ def test_migrate_fresh_then_idempotent(client: Client) -> None:
     assert credit_types["model"] == "LowCardinality(String)"
     assert credit_types["model_version"] == "UInt32"
     sorting = client.command("SELECT sorting_key FROM system.tables WHERE name = 'attribution_credits'")
-    assert sorting == "tenant_id, conversion_id, model, touch_event_id"
+    assert sorting == "tenant_id, conversion_id, model, touch_event_id, revision"
+    assert credit_types["revision"] == "UInt32"
+    views = client.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View' ORDER BY name"
+    ).result_rows
+    assert views == [("attribution_credits_latest",), ("conversions_latest",), ("kpi_windows_latest",)]
+    for table in ("attribution_credits", "conversions"):  # the views have the tables' columns
+        assert list(client.query(f"SELECT * FROM {table}_latest LIMIT 0").column_names) == COLUMNS[table]
 
 
 def test_migrate_applies_only_new_files_in_order(client: Client, tmp_path: Path) -> None:
@@ -251,6 +260,51 @@ def test_migrate_applies_only_new_files_in_order(client: Client, tmp_path: Path)
     assert migrate(client, mig_dir) == []
     assert scalar(client, "SELECT x FROM probe") == 7
     assert "note" in client.query("SELECT * FROM dead_letters LIMIT 0").column_names
+
+
+def test_conversion_revisions_migrate_tables_that_hold_rows(
+    client: Client, settings: ClickHouseSettings, tmp_path: Path
+) -> None:
+    """0006 adds ``revision`` to the sort key of filled tables: old rows read as revision 0 and keep their keys."""
+    mig_dir = tmp_path / "migrations"
+    mig_dir.mkdir()
+    packaged = Path(__file__).resolve().parents[2] / "sinks" / "migrations"
+    for path in sorted(packaged.glob("000[1-5]_*.sql")):
+        shutil.copy(path, mig_dir / path.name)
+    assert migrate(client, mig_dir) == [1, 2, 3, 4, 5]
+    old = scoring("conv0", 0, ("a", "b", "c"))
+    for row in old:  # as the sink wrote them before 0006: no revision column
+        columns = [c for c in COLUMNS[row.table] if c != "revision"]
+        values = [v for c, v in zip(COLUMNS[row.table], to_row(row, T0), strict=True) if c != "revision"]
+        client.insert(row.table, [values], column_names=columns)
+    shutil.copy(packaged / "0006_conversion_revisions.sql", mig_dir)
+    assert migrate(client, mig_dir) == [6]
+    keys = client.query(
+        "SELECT name, sorting_key, primary_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name IN ('attribution_credits', 'conversions') ORDER BY name"
+    ).result_rows
+    assert keys == [  # revision is appended to the sort key; the index (primary key) stays the old one
+        (
+            "attribution_credits",
+            "tenant_id, conversion_id, model, touch_event_id, revision",
+            "tenant_id, conversion_id, model, touch_event_id",
+        ),
+        ("conversions", "tenant_id, conversion_id, revision", "tenant_id, conversion_id"),
+    ]
+    assert client.query("SELECT DISTINCT revision FROM attribution_credits").result_rows == [(0,)]
+    # the sink over the migrated tables: the old rows are revision 0, a replay of them is skipped
+    part = ClickHouseSink(settings).build_part("out", SINK_PARTITION, None)
+    try:
+        assert part.mode == "lookup"
+        restated = scoring("conv0", 1, ("a", "b"))
+        part.write_batch(old + restated)
+        assert part.replayed_rows["attribution_credits"] == 6 and part.replayed_rows["conversions"] == 1
+        assert count(client, "attribution_credits") == 6 + 4
+        latest = client.query("SELECT DISTINCT revision FROM attribution_credits_latest").result_rows
+        assert latest == [(1,)]
+        assert client.query("SELECT revision FROM conversions_latest").result_rows == [(1,)]
+    finally:
+        part.close()
 
 
 def test_bad_migration_files_are_rejected(tmp_path: Path) -> None:
@@ -431,6 +485,50 @@ def test_a_restated_window_is_a_new_row_and_the_latest_view_shows_the_most_event
     rows = part.client.query("SELECT clicks, events FROM kpi_windows_latest").result_rows
     assert rows == [(3, first.events + 1)]
     again.close()
+
+
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_a_restated_conversion_is_new_rows_and_the_latest_views_show_its_highest_revision(
+    part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
+) -> None:
+    for table in ("attribution_credits", "conversions"):  # a replayed copy would stay visible to count()
+        part.client.command(f"SYSTEM STOP MERGES {table}")
+    first = scoring("conv0", 0, ("touch-a", "touch-b", "touch-c"))
+    restated = scoring("conv0", 1, ("touch-a", "touch-b"))  # a late conversion took touch-c: one touch row fewer
+    other = scoring("conv1", 0, ("touch-x",))
+    part.write_batch(first + other)
+    part.write_batch(restated)
+    assert part.replayed_rows["attribution_credits"] == 0  # a higher revision is a new row, not a replay
+    assert (count(part.client, "attribution_credits"), count(part.client, "conversions")) == (6 + 2 + 4, 3)
+    again = restart(part, settings, mode)
+    try:
+        again.write_batch(restated + first)  # the replay re-sends both revisions' rows, in another order
+        assert (count(part.client, "attribution_credits"), count(part.client, "conversions")) == (12, 3)
+        assert again.replayed_rows["attribution_credits"] == 4 + 6
+        assert again.replayed_rows["conversions"] == 2
+    finally:
+        again.close()
+    latest = part.client.query(
+        "SELECT model, touch_event_id, revision, credit FROM attribution_credits_latest "
+        "WHERE conversion_id = 'conv0' ORDER BY model, touch_event_id"
+    ).result_rows
+    assert latest == [
+        ("last_touch", "touch-a", 1, 0.0),
+        ("last_touch", "touch-b", 1, 1.0),
+        ("linear", "touch-a", 1, 0.5),
+        ("linear", "touch-b", 1, 0.5),
+    ]
+    sums = part.client.query(
+        "SELECT conversion_id, model, sum(credit), sum(revenue_credit) FROM attribution_credits_latest "
+        "GROUP BY conversion_id, model ORDER BY conversion_id, model"
+    ).result_rows
+    assert [(c, m, round(s, 9), round(r, 6)) for c, m, s, r in sums] == [
+        (c, m, 1.0, 100.0) for c in ("conv0", "conv1") for m in ("last_touch", "linear")
+    ]
+    conversions = part.client.query(
+        "SELECT conversion_id, revision, touch_count FROM conversions_latest ORDER BY conversion_id"
+    ).result_rows
+    assert conversions == [("conv0", 1, 2), ("conv1", 0, 1)]
 
 
 def test_each_batch_logs_when_each_table_became_visible(

@@ -1,4 +1,4 @@
-"""The Parquet archive of closed journeys: layout, schema, flushes, crash repair, bad input, reading.
+"""The Parquet archive of closed journeys: layout, schema, flushes, revisions, crash repair, bad input, reading.
 
 Everything writes real files under ``tmp_path`` and reads them back with
 pyarrow. Crashes are simulated the way Bytewax has them: the partition object
@@ -326,6 +326,35 @@ def test_after_every_write_fewer_than_flush_rows_rows_wait(tmp_path: Path) -> No
         assert part.pending_rows < 4 and part.snapshot().pending_rows == part.pending_rows
 
 
+# --- revisions --------------------------------------------------------------------
+
+
+def test_files_carry_the_revision_and_a_flush_keeps_only_the_highest_of_a_journey(tmp_path: Path) -> None:
+    part = build(tmp_path)
+    part.write_batch([restated(1, 0), restated(1, 2), journey(1)])
+    part.write_batch([restated(1, 1), replace(restated(1, 0), tenant_id="other")])  # a lower revision after
+    part.close()
+    assert (part.rows_written, part.superseded) == (3, 2)
+    rows = {(r["tenant_id"], r["journey_id"]): r for r in read_archive(str(tmp_path), latest=False).to_pylist()}
+    assert {k: (r["revision"], len(r["touches"])) for k, r in rows.items()} == {
+        ("t2", "converted:o2"): (2, 3),
+        ("other", "converted:o2"): (0, 1),  # another tenant's journey
+        ("t1", "p1/x1"): (0, 1),
+    }
+    (path,) = (tmp_path / "tenant_id=t2").rglob("*.parquet")
+    assert pq.read_table(path).schema.field("revision") == pa.field("revision", pa.int32(), nullable=False)
+
+
+def test_a_revision_flushed_earlier_stays_and_the_reader_picks_the_latest(tmp_path: Path) -> None:
+    part = build(tmp_path, flush_rows=1)
+    part.write_batch([restated(1, 0)])
+    part.write_batch([restated(1, 1)])
+    part.close()
+    assert (part.rows_written, part.superseded, part.flushes) == (2, 0, 2)
+    assert [(r["revision"], len(r["touches"])) for r in read_archive(str(tmp_path)).to_pylist()] == [(1, 2)]
+    assert sorted(read_archive(str(tmp_path), latest=False)["revision"].to_pylist()) == [0, 1]
+
+
 # --- exactly once across crashes ------------------------------------------------
 
 
@@ -444,42 +473,82 @@ def test_without_a_lineage_a_start_without_snapshot_deletes_nothing(tmp_path: Pa
     assert not (tmp_path / "_lineage").exists()
 
 
-@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_property_every_journey_once_whatever_the_crashes_batches_and_flushes(data: st.DataObject) -> None:
+def run_with_crashes(data: st.DataObject, items: Sequence[ClosedJourney], root: str) -> None:
     """Runs of epochs (batches, then a snapshot); a run may crash anywhere after the first snapshot.
 
     Each run resumes from the last snapshot and replays what followed it, cut into other
     batches and epochs; the clock moves by random steps (age flushes). The last run ends
-    with ``close()``. The archive must then hold each journey exactly once.
+    with ``close()``.
     """
-    count = data.draw(st.integers(1, 40), label="journeys")
-    items = journeys(count)
+    count = len(items)
     flush_rows = data.draw(st.integers(1, 9), label="flush_rows")
     crashes = data.draw(st.integers(0, 3), label="crashes")
     clock = FakeClock()
+    resume: ArchiveResume | None = None
+    done = 0  # items the last snapshot covers
+    for run in range(crashes + 1):
+        part = build(root, resume, clock, flush_rows=flush_rows, flush_age_s=10.0)
+        pos = done
+        crashed = False
+        while pos < count and not crashed:
+            epoch = data.draw(st.integers(1, count - pos), label="epoch size")
+            sizes = data.draw(st.lists(st.integers(1, 8), min_size=1, max_size=4), label="batch sizes")
+            for batch in batches(items[pos : pos + epoch], sizes):
+                clock.advance(data.draw(st.sampled_from([0.0, 3.0, 11.0]), label="wait"))
+                part.write_batch(batch)
+            pos += epoch
+            if run < crashes and resume is not None and data.draw(st.booleans(), label="crash before snapshot"):
+                crashed = True
+            else:
+                resume, done = part.snapshot(), pos
+        if run == crashes or data.draw(st.booleans(), label="close on abort"):
+            part.close()  # the end, or Bytewax dropping the partition after an abort
+        # else: killed here (mid-epoch or after the run's last snapshot)
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_every_journey_once_whatever_the_crashes_batches_and_flushes(data: st.DataObject) -> None:
+    """After crashes and replays (:func:`run_with_crashes`) the archive holds each journey exactly once."""
+    items = journeys(data.draw(st.integers(1, 40), label="journeys"))
     with tempfile.TemporaryDirectory() as root:
-        resume: ArchiveResume | None = None
-        done = 0  # items the last snapshot covers
-        for run in range(crashes + 1):
-            part = build(root, resume, clock, flush_rows=flush_rows, flush_age_s=10.0)
-            pos = done
-            crashed = False
-            while pos < count and not crashed:
-                epoch = data.draw(st.integers(1, count - pos), label="epoch size")
-                sizes = data.draw(st.lists(st.integers(1, 8), min_size=1, max_size=4), label="batch sizes")
-                for batch in batches(items[pos : pos + epoch], sizes):
-                    clock.advance(data.draw(st.sampled_from([0.0, 3.0, 11.0]), label="wait"))
-                    part.write_batch(batch)
-                pos += epoch
-                if run < crashes and resume is not None and data.draw(st.booleans(), label="crash before snapshot"):
-                    crashed = True
-                else:
-                    resume, done = part.snapshot(), pos
-            if run == crashes or data.draw(st.booleans(), label="close on abort"):
-                part.close()  # the end, or Bytewax dropping the partition after an abort
-            # else: killed here (mid-epoch or after the run's last snapshot)
+        run_with_crashes(data, items, root)
         assert archived_ids(root) == ids(items)
+        assert temp_files(Path(root)) == []
+
+
+def restated(conversion: int, revision: int) -> ClosedJourney:
+    """Revision ``revision`` of a converted journey: one touch more per revision, same close."""
+    base = journey(2 * conversion, touches=revision + 1)
+    return replace(base, journey_id=f"converted:o{2 * conversion}", revision=revision)
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_each_revision_at_most_once_and_the_highest_always(data: st.DataObject) -> None:
+    """Restated conversions through crashes and replays: the latest read is each one's highest revision.
+
+    Revisions reach the sink in any order, several in one flush or not; every row in the
+    archive is one the flow emitted, no (journey_id, revision) is there twice.
+    """
+    emitted = data.draw(
+        st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4)), min_size=1, max_size=30, unique=True),
+        label="(conversion, revision)",
+    )
+    items = [restated(c, r) for c, r in emitted]
+    highest: dict[str, ClosedJourney] = {}
+    for j in items:
+        if j.journey_id not in highest or j.revision > highest[j.journey_id].revision:
+            highest[j.journey_id] = j
+    with tempfile.TemporaryDirectory() as root:
+        run_with_crashes(data, items, root)
+        latest = read_archive(root).to_pylist()
+        assert sorted((r["journey_id"], r["revision"], len(r["touches"])) for r in latest) == sorted(
+            (j.journey_id, j.revision, len(j.touch_channels)) for j in highest.values()
+        )
+        every = read_archive(root, latest=False)
+        pairs = list(zip(every["journey_id"].to_pylist(), every["revision"].to_pylist(), strict=True))
+        assert len(pairs) == len(set(pairs)) and set(pairs) <= {(j.journey_id, j.revision) for j in items}
         assert temp_files(Path(root)) == []
 
 
@@ -540,6 +609,10 @@ BAD_ITEMS: list[tuple[Any, str, str]] = [
     (replace(journey(1), closed_at_ms=-1), "bad_field", "closed_at_ms=-1 is not epoch ms"),
     (replace(journey(1), closed_at_ms=float(T0)), "bad_field", "closed_at_ms="),  # type: ignore[arg-type]
     (replace(journey(1), value=float("nan")), "bad_field", "value=nan is not a finite number"),
+    (replace(journey(2), revision=-1), "bad_field", "revision=-1 is not an int between 0 and 2147483647"),
+    (replace(journey(2), revision=2**31), "bad_field", "revision=2147483648 is not an int"),
+    (replace(journey(2), revision="1"), "bad_field", "revision='1' is not an int"),  # type: ignore[arg-type]
+    (replace(journey(2), revision=True), "bad_field", "revision=True is not an int"),
 ]
 
 
@@ -595,6 +668,25 @@ def test_settings_accept_uris_and_mask_credentials() -> None:
         assert ArchiveSettings(uri).uri == uri
     shown = repr(ArchiveSettings("s3://AKIAKEY:sEcReT@bucket/prefix"))
     assert "sEcReT" not in shown and "AKIAKEY:***@bucket/prefix" in shown
+
+
+def test_a_snapshot_from_before_revisions_resumes_with_revision_0(tmp_path: Path) -> None:
+    """A snapshot's pending rows encoded by the version without the ``revision`` column."""
+    old_rows = archive_module._journeys_table(journeys(5)).drop_columns(["revision"])
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, old_rows.schema, options=options) as writer:
+        writer.write_table(old_rows)
+    old = ArchiveResume(next_seq=0, pending=(sink.getvalue().to_pybytes(),), pending_rows=5)
+    resumed = build(tmp_path, old)
+    assert resumed.pending_rows == 5
+    resumed.write_batch([restated(1, 3)])
+    again = build(tmp_path, resumed.snapshot())  # the old segment is kept as it was, and read again
+    again.close()
+    table = read_archive(str(tmp_path), latest=False)
+    assert sorted(zip(table["journey_id"].to_pylist(), table["revision"].to_pylist(), strict=True)) == sorted(
+        [(j.journey_id, 0) for j in journeys(5)] + [("converted:o2", 3)]
+    )
 
 
 def test_an_incompatible_snapshot_is_refused_with_a_fix(tmp_path: Path) -> None:
