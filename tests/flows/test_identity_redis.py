@@ -2,7 +2,9 @@
 
 A cross-device person, a probabilistic link, an opt-in tenant and a consent
 withdrawal, with emails and IPs in the traffic: what lands in ClickHouse, the
-recovery store and the archive.
+recovery store and the archive. Then a second run, resumed from the first's
+recovery store, brings a login that links a laptop whose touch preceded a
+conversion already credited: the conversion is restated.
 """
 
 from __future__ import annotations
@@ -59,9 +61,17 @@ EVENTS = [
     conversion("news-1", "news", T0 + 3 * HOUR, anonymous_id="max"),
     ev("m1", "news", "click", T0, anonymous_id="mia", channel="display"),
     conversion("news-2", "news", T0 + HOUR, anonymous_id="mia"),
+    # shop: ray's sale is recorded server-side (user id only), before the laptop he browsed on is known
+    conversion("shop-4", "shop", T0 + 9 * HOUR, user_id="ray"),
     # a broken record carrying the email and the IP: a dead letter, scrubbed
     ev("bad", "shop", "click", "yesterday", user_id="kim", traits={"email": EMAIL}, context=HOME),
 ]  # fmt: skip
+
+LATE = [
+    # the second run: the laptop's touch before the sale, then a login on it; the link arrives late
+    ev("r1", "shop", "click", T0 + 7 * HOUR, anonymous_id="ray-laptop", channel="paid_search", campaign_id="brand"),
+    ev("r2", "shop", "identify", T0 + 8 * HOUR, anonymous_id="ray-laptop", user_id="ray"),
+]
 
 TENANTS = """
 [tenants.shop]
@@ -81,12 +91,14 @@ def landed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
     publish(client, "identity-ev", EVENTS)
     (tmp / "tenants.toml").write_text(TENANTS)
     dsn = f"chdb://{tmp / 'ch'}"
-    done = subprocess.run(
-        [sys.executable, "-m", "creditflow.cli", "run", "--no-summary", "--clickhouse", dsn,
-         "--source", f"{redis_url}?streams=identity-ev&stop_at_end=1", "--data-dir", str(tmp),
-         "--tenants", str(tmp / "tenants.toml")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    cmd = [sys.executable, "-m", "creditflow.cli", "run", "--no-summary", "--clickhouse", dsn,
+           "--source", f"{redis_url}?streams=identity-ev&stop_at_end=1", "--data-dir", str(tmp),
+           "--tenants", str(tmp / "tenants.toml")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert linear(dsn, "shop-4") == {"": 1.0}  # nothing known before it: unattributed
+    publish(client, "identity-ev", LATE)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resumes from the recovery store
     assert done.returncode == 0, done.stderr[-3000:]
     return dsn, tmp
 
@@ -94,7 +106,7 @@ def landed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
 def linear(dsn: str, conversion_id: str) -> dict[str, float]:
     rows = query(
         dsn,
-        "SELECT touch_event_id, credit FROM attribution_credits FINAL "
+        "SELECT touch_event_id, credit FROM attribution_credits_latest "
         f"WHERE model = 'linear' AND conversion_id = '{conversion_id}'",
     )
     return {t: round(c, 6) for t, c in rows}
@@ -103,7 +115,7 @@ def linear(dsn: str, conversion_id: str) -> dict[str, float]:
 def test_a_cross_device_journey_credits_pre_login_touches(landed: tuple[str, Path]) -> None:
     dsn, _ = landed
     assert linear(dsn, "shop-1") == {"k1": 0.333333, "k2": 0.333333, "k4": 0.333333}
-    assert query(dsn, "SELECT person_id FROM conversions FINAL WHERE conversion_id = 'shop-1'") == [["u:kim"]]
+    assert query(dsn, "SELECT person_id FROM conversions_latest WHERE conversion_id = 'shop-1'") == [["u:kim"]]
 
 
 def test_a_probable_link_brings_the_tablets_touch_to_the_person(landed: tuple[str, Path]) -> None:
@@ -111,11 +123,35 @@ def test_a_probable_link_brings_the_tablets_touch_to_the_person(landed: tuple[st
     assert linear(dsn, "shop-2") == {"t1": 1.0}
 
 
+def test_a_link_arriving_after_the_conversion_restates_its_credit(landed: tuple[str, Path]) -> None:
+    dsn, _ = landed
+    assert linear(dsn, "shop-4") == {"r1": 1.0}  # the laptop's touch, adopted at the late login
+    revisions = query(
+        dsn,
+        "SELECT revision, groupUniqArray(channel), round(sum(credit), 9) FROM attribution_credits "
+        "WHERE conversion_id = 'shop-4' AND model = 'linear' GROUP BY revision ORDER BY revision",
+    )
+    assert revisions == [[0, ["(unattributed)"], 1.0], [1, ["paid_search"], 1.0]]  # both kept, each sums to 1
+    sums = query(dsn, "SELECT model, sum(credit) FROM attribution_credits_latest WHERE conversion_id = 'shop-4' "
+                      "GROUP BY model")  # fmt: skip
+    assert len(sums) == 6 and all(abs(total - 1.0) < 1e-9 for _, total in sums)
+    assert query(dsn, "SELECT revision, attributed, touch_count FROM conversions_latest "
+                      "WHERE conversion_id = 'shop-4'") == [[1, 1, 1]]  # fmt: skip
+    # the KPI window of the sale moved its conversion from (unattributed) to the touch's channel and campaign
+    window = query(
+        dsn,
+        "SELECT channel, campaign_id, conversions FROM kpi_windows_latest WHERE tenant_id = 'shop' AND "
+        f"window_start = fromUnixTimestamp64Milli({T0 + 9 * HOUR}, 'UTC') ORDER BY channel",
+    )
+    assert window == [["(unattributed)", "", 0.0], ["paid_search", "brand", 1.0]]
+    assert query(dsn, "SELECT count() FROM dead_letters WHERE reason = 'late_event'") == [[0]]
+
+
 def test_withdrawal_and_opt_in_keep_and_credit_nothing_without_consent(landed: tuple[str, Path]) -> None:
     dsn, _ = landed
-    assert query(dsn, "SELECT attributed FROM conversions FINAL WHERE conversion_id = 'shop-3'") == []
+    assert query(dsn, "SELECT attributed FROM conversions_latest WHERE conversion_id = 'shop-3'") == []
     assert linear(dsn, "news-1") == {"n3": 1.0}
-    assert query(dsn, "SELECT count() FROM conversions FINAL WHERE conversion_id = 'news-2'") == [[0]]
+    assert query(dsn, "SELECT count() FROM conversions WHERE conversion_id = 'news-2'") == [[0]]
     suppressed = query(
         dsn,
         "SELECT tenant_id, event_type, count() FROM suppressed_events FINAL "
