@@ -6,10 +6,11 @@ conversion is scored there; this step then keeps the first ``ScoredConversion``
 of each id and turns later copies into ``duplicate_conversion`` dead letters
 (counted and visible, never silently dropped). A restatement of the kept copy
 (the same conversion event scored again with a higher revision, perhaps under
-the person a device was linked to) is not a copy: it passes. So the same purchase sent once
-before login (anonymous id) and again after (user id) is credited once. (The
-copy still consumed its own person's touches; stitching identities, a later
-issue, makes such copies the same person, caught in the journey itself.)
+the person a device was linked to) is not a copy: it passes. So the same
+purchase sent once before login (anonymous id) and again after (user id) is
+credited once. (The
+copy still took its own person's touches; the device graph makes such copies
+one person, caught in the journey itself.)
 
 Bound: one small record per conversion id, discarded after
 ``TenantConfig.conversion_dedup_days`` of wall time (``notify_at``); a copy

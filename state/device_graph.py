@@ -13,7 +13,7 @@ spread over devices and persons, and no tenant is a hot key):
      (``u:<user_id>``, the next stage, ``state.journeys``).
 2. the journeys step, keyed by (tenant, person).
 
-The graph is on per tenant (``TenantConfig.identity_graph``). Off, an event
+The graph is on unless a tenant turns it off (``TenantConfig.identity_graph``). Off, an event
 naming a user is keyed by the user here and passed through, and a device is
 never linked: the person is the user id, else the device.
 
@@ -24,9 +24,10 @@ the same device moves it; one user on many devices is one person). A
 unlinked or probabilistically linked device when its confidence is at least
 the tenant's ``link_threshold`` and higher than the current link's; it never
 replaces a deterministic link. At the moment of linking, the device's journey
-(touches no conversion consumed, conversion ids, consent) is handed to the
-person as an ``Adopt`` item, just before the event that linked it: touches
-from before the login are credited to the person's later conversions.
+(touches, conversions, consent) is handed to the person as an ``Adopt`` item,
+just before the event that linked it: touches from before the login are
+credited to the person's later conversions, and the person's open conversions
+whose window they fall in are restated (``state.journeys``).
 
 Bounds: a device holds at most one link (the user id) and, while unlinked,
 one journey with the journeys' own bounds (lookback, ``max_touches``, idle

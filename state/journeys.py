@@ -191,9 +191,10 @@ class ExpiredJourney:
 class Adopt:
     """A device's journey handed to the person it was just linked to (``state.device_graph``).
 
-    The person's journey takes in the device's touches (those no conversion of the
-    device consumed), its seen conversion ids and its consent, as if the person had
-    made them: a later conversion of the person credits them.
+    The person's journey takes in the device's touches, its conversions and its
+    consent, as if the person had made them: a later conversion of the person
+    credits the touches, and open conversions of either side whose window the
+    merge changes are restated.
     """
 
     tenant_id: str
@@ -300,7 +301,7 @@ class JourneyLogic:
 
     def on_notify(self) -> tuple[Iterable[JourneyOutput], bool]:
         # Either the training close (archive the open path as `unconverted`, keep the person) or the
-        # idle TTL (forget the person; the touches no conversion consumed close `expired`).
+        # idle TTL (forget the person; the touches after the newest conversion close `expired`).
         ctx = self._ctx
         closing = ctx.training_close_s < ctx.idle_ttl_s and ctx.env.now() < wall_s_of(self._packed) + ctx.idle_ttl_s
         forget = not closing
@@ -811,7 +812,8 @@ def credit_rows(
     model holding the whole credit and value, so per-conversion sums stay 1.
 
     >>> oc = OpenConversion("o1", 100, "e9", 50.0, "EUR", "purchase")
-    >>> rows = credit_rows("t", "u:1", oc, [(90, "click", "email", "c1", "e1")], TenantConfig(models=("linear",)))
+    >>> cfg = TenantConfig(models=("linear",), kpi_model="linear")
+    >>> rows = credit_rows("t", "u:1", oc, [(90, "click", "email", "c1", "e1")], cfg)
     >>> [(r.model, r.channel, r.credit, r.revenue_credit, r.revision) for r in rows]
     [('linear', 'email', 1.0, 50.0, 0)]
     """
