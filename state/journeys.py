@@ -441,7 +441,8 @@ class JourneyLogic:
 
     def _standing(self, j: Journey, oc: OpenConversion, tenant_id: str) -> _Standing:
         ctx = self._ctx
-        return standing(j, oc, ctx.cfg, ctx.horizon_ms, ctx.env.weights.current(tenant_id))
+        eligible = eligible_for(j, oc, ctx.cfg, ctx.horizon_ms)
+        return standing(j, oc, eligible, ctx.cfg, ctx.horizon_ms, ctx.env.weights.current(tenant_id))
 
     def _restate(
         self,
@@ -471,10 +472,10 @@ class JourneyLogic:
         ctx = self._ctx
         cfg = ctx.cfg
         weights = ctx.env.weights.current(tenant_id)
-        now = standing(j, oc, cfg, ctx.horizon_ms, weights)
+        eligible = eligible_for(j, oc, cfg, ctx.horizon_ms)
+        now = standing(j, oc, eligible, cfg, ctx.horizon_ms, weights)
         if before is not None and now.revision == before.revision:
             return  # nothing reached its window
-        eligible = eligible_for(j, oc, cfg, ctx.horizon_ms)
         rows = credit_rows(tenant_id, person_id, oc, eligible, cfg, weights, now.revision)
         deltas = kpi_deltas(tenant_id, oc.ts_ms, position, before, now)
         journey = None
@@ -580,16 +581,8 @@ def _seen_touch(j: Journey, event_id: str) -> bool:
 def _holds_touch(j: Journey, ts_ms: int, event_id: str) -> bool:
     """Whether the journey keeps a touch with this id at this time (a copy; older than the remembered ids)."""
     ts = j.ts
-    i = bisect.bisect_left(ts, ts_ms)
-    if i == len(ts) or ts[i] != ts_ms:
-        return False
-    packed = pack_id(event_id)
-    ids = j.ids()
-    while i < len(ts) and ts[i] == ts_ms:
-        if ids[i] == packed:
-            return True
-        i += 1
-    return False
+    lo, hi = bisect.bisect_left(ts, ts_ms), bisect.bisect_right(ts, ts_ms)
+    return lo < hi and pack_id(event_id) in j.ids()[lo:hi]
 
 
 def _note_utm(j: Journey, ev: Event) -> None:
@@ -752,13 +745,19 @@ def _shares(
 
 
 def standing(
-    j: Journey, oc: OpenConversion, cfg: TenantConfig, horizon_ms: int, weights: ScoringWeights = UNTRAINED
+    j: Journey,
+    oc: OpenConversion,
+    eligible: list[Touch],
+    cfg: TenantConfig,
+    horizon_ms: int,
+    weights: ScoringWeights = UNTRAINED,
 ) -> _Standing:
-    """The revision of ``oc`` on ``j`` and its KPI credit per window row (see ``_Standing``)."""
+    """The revision of ``oc`` on ``j`` and its KPI credit per window row (see ``_Standing``), given its
+    ``eligible`` touches (``eligible_for``)."""
     lo, hi = _window(j, oc.ts_ms, horizon_ms)
     kpi = dict.fromkeys(((m[1], m[2]) for m in j.metas[lo:hi]), (0.0, 0.0))
     kpi[UNATTRIBUTED_ROW] = (0.0, 0.0)
-    touches, shares, revenue = _shares(cfg.kpi_model, eligible_for(j, oc, cfg, horizon_ms), oc, cfg, weights)
+    touches, shares, revenue = _shares(cfg.kpi_model, eligible, oc, cfg, weights)
     for t, share, rev in zip(touches, shares, revenue, strict=True):
         credit, money = kpi[(t[2], t[3])]
         kpi[(t[2], t[3])] = (credit + share, money + rev)
