@@ -162,19 +162,16 @@ def _latest_revisions(table: pa.Table) -> pa.Table:
     Copies of a revision should be equal; if they are not, the smallest by ``closed_at``, ``outcome``
     and ``person_id`` (those present) is kept, so the choice does not depend on the read order either.
     """
+    from sinks.archive_reader import latest_revisions  # here, as the other sink imports: no Bytewax at import
+
     if "revision" in table.column_names:
         revision = pc.fill_null(table.column("revision"), 0).cast(pa.int64())
+        table = table.set_column(table.column_names.index("revision"), "revision", revision)
     else:
-        revision = pa.repeat(pa.scalar(0, pa.int64()), table.num_rows)
-    keyed = table.append_column("_revision", revision)
+        table = table.append_column("revision", pa.repeat(pa.scalar(0, pa.int64()), table.num_rows))
     ties = [(c, "ascending") for c in ("closed_at", "outcome", "person_id") if c in table.column_names]
-    order = pc.sort_indices(keyed, [("journey_id", "ascending"), ("_revision", "descending"), *ties])
-    table = table.take(order)
-    ids = table.column("journey_id").to_numpy(zero_copy_only=False)
-    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():  # restated conversions, rewritten files: the first is the latest
-        keep = np.concatenate(([True], ids[1:] != ids[:-1]))
-        table = table.filter(pa.array(keep))
-    return table
+    # in journey_id order, ties first: latest_revisions keeps the first copy and the table's order
+    return latest_revisions(table.sort_by([("journey_id", "ascending"), *ties]), keys=("journey_id",))
 
 
 def _one_unconverted_close(table: pa.Table) -> pa.Table:
