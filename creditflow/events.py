@@ -44,8 +44,8 @@ TOUCH_TYPES: frozenset[str] = frozenset({"impression", "click", "page_view"})
 """Event types that can become touchpoints of a journey."""
 PERSON_EVENT_TYPES: frozenset[str] = TOUCH_TYPES | {"conversion"}
 """Event types that make a journey (they must name at least one person id)."""
-IDENTITY_EVENT_TYPES: frozenset[str] = PERSON_EVENT_TYPES | {"identify", "consent"}
-"""Event types the identity step reads: journeys' events, links and consent decisions."""
+IDENTITY_EVENT_TYPES: frozenset[str] = PERSON_EVENT_TYPES | {"identify", "consent", "deletion_request"}
+"""Event types the identity step reads: journeys' events, links, consent decisions and erasures."""
 
 ClickIdName = Literal["gclid", "fbclid", "ttclid", "li_fat_id", "msclkid"]
 CLICK_ID_NAMES: tuple[str, ...] = ("gclid", "fbclid", "ttclid", "li_fat_id", "msclkid")
@@ -330,9 +330,10 @@ class KpiRow:
     table = "kpi_windows"
 
 
-SUPPRESSION_REASONS = ("no_consent",)
-"""Why an event was suppressed: the person has not granted (``opt_in``) or has withdrawn the tenant's
-attribution purpose."""
+SUPPRESSION_REASONS = ("no_consent", "forgotten")
+"""Why an event was suppressed: ``no_consent``, the person has not granted (``opt_in``) or has withdrawn
+the tenant's attribution purpose; ``forgotten``, the event names a person a ``deletion_request`` erased
+(``creditflow.forgotten``)."""
 
 
 @pickled_positionally

@@ -1,18 +1,24 @@
 """The attribution dataflow: raw records in, credit, conversions, KPIs and dead letters out.
 
     source -> decode_events --errs---------------------------------------------+
-                  | oks                                                        |
+                  | oks -> not_forgotten --erased persons' events (counted)--------+
                   +--> resolve_identity --linked--> attribute --+              |
                   |    (device graph,   --unlinked devices' ----+-> dedupe_conversions --> sink
-                  |     network matcher)  journeys               credits, conversions --+
-                  |      (dups, suppressed) ---------------------------------------------+
+                  |     network matcher, journeys               credits, conversions --+
+                  |     user devices)  (dups, suppressed, erasures) ---------------------+
                   +--> kpi deltas (touches, ad spend) -------------+-> kpi_windows       |
                                                                      rows, late ---------+
 
 Every step id below is part of the recovery contract: renaming a stateful
-step (``identity.device``, ``identity.links.network``, ``attribute.journey``,
-``dedup.seen``, ``spend_dedup.seen``, ``kpi.windows``) or the flow id resets
-its state; ``flows/recovery_check.py`` refuses a store written for other step ids.
+step (``identity.device``, ``identity.links.network``,
+``identity.erasures.user_devices``, ``attribute.journey``, ``dedup.seen``,
+``spend_dedup.seen``, ``kpi.windows``) or the flow id resets its state;
+``flows/recovery_check.py`` refuses a store written for other step ids.
+
+Erasure (``deletion_request``): the keyed steps drop the person's state and
+emit a ``ForgetPerson`` per erased key (``creditflow.forgotten``); the sink
+deletes the person's rows and records the key's hash, the archive drops and
+rewrites the person's journeys.
 
 >>> from bytewax.testing import TestingSource, TestingSink, run_main
 >>> from creditflow.events import RawRecord, SourcePosition
@@ -40,6 +46,7 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from creditflow.config import TenantConfigs
 from creditflow.events import IDENTITY_EVENT_TYPES, ClosedJourney, Event, RawRecord, SinkRow
+from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.pii import PiiHasher
 from creditflow.weights import NoWeights, WeightsProvider
@@ -50,6 +57,7 @@ from operators.journeys import attribute
 from operators.kpi import kpi_windows
 from operators.progress import ProgressCounter
 from operators.weights_log import weights_rows
+from state.journeys import suppressed
 from state.kpi_windows import WindowSettings
 
 FLOW_ID = "creditflow"
@@ -66,6 +74,9 @@ class FlowSettings:
     progress: ProgressCounter | None = None
     pii: PiiHasher = field(default_factory=PiiHasher.unkeyed)
     """Hashes emails and phones per tenant and scrubs dead letters; production runs pass a keyed one."""
+    forgotten: ForgottenIds | None = None
+    """The suppression list of erased persons (``creditflow.forgotten``), as loaded from the durable one when
+    the run starts; ``None``: an empty list salted by ``pii``."""
 
 
 def _spend_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
@@ -99,9 +110,18 @@ def build_flow(
         raw = op.map("adapt", raw, adapt)
     decoded = decode_events("decode", raw, settings.configs, progress=settings.progress, pii=settings.pii)
 
+    # Erased persons stay out (counted): the list this process knows now; the keyed steps refuse the rest.
+    forgotten = settings.forgotten if settings.forgotten is not None else ForgottenIds(settings.pii.tenant_salt)
+    live = op.branch(
+        "not_forgotten",
+        decoded.oks,
+        lambda ev: ev.event_type == "deletion_request" or not forgotten.names_forgotten(ev),
+    )
+    refused = op.map("forgotten_events", live.falses, lambda ev: suppressed(ev, "forgotten"))
+
     # A device's events travel one path, in order: the device graph (keyed by device) credits an
     # unlinked device itself and sends a linked one's events, and its journey at the link, to the person.
-    person_events = op.filter("person_events", decoded.oks, lambda ev: ev.event_type in IDENTITY_EVENT_TYPES)
+    person_events = op.filter("person_events", live.trues, lambda ev: ev.event_type in IDENTITY_EVENT_TYPES)
     identity = resolve_identity(
         "identity",
         person_events,
@@ -109,16 +129,22 @@ def build_flow(
         settings.weights,
         settings.pii.tenant_salt,
         archive=archive is not None,
+        forgotten=forgotten,
     )
     persons = attribute(
-        "attribute", identity.to_journeys, settings.configs, settings.weights, archive=archive is not None
+        "attribute",
+        identity.to_journeys,
+        settings.configs,
+        settings.weights,
+        archive=archive is not None,
+        forgotten=forgotten,
     )
     devices = identity.unlinked
     scored = op.merge("scored", devices.scored, persons.scored)
     credited = dedupe_conversions("dedup", scored, settings.configs)
 
     # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
-    spend = dedupe_spend("spend_dedup", op.filter("spend", decoded.oks, lambda ev: ev.event_type == "ad_spend"))
+    spend = dedupe_spend("spend_dedup", op.filter("spend", live.trues, lambda ev: ev.event_type == "ad_spend"))
     spend_deltas = op.filter_map("kpi_deltas", spend.firsts, lambda ev: _spend_delta(ev, settings.configs))
     kpi_in = op.merge("kpi_in", spend_deltas, devices.touch_deltas, persons.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)
@@ -138,6 +164,9 @@ def build_flow(
         persons.duplicates,
         devices.suppressed,
         persons.suppressed,
+        refused,
+        devices.erased,
+        persons.erased,
         credited.duplicates,
         spend.duplicates,
     )
@@ -145,14 +174,16 @@ def build_flow(
         rows = op.map("route", rows, _route)
     op.output("sink", rows, sink)
     if archive is not None:
-        closed: Any = op.merge("closed_journeys", credited.journeys, devices.expired, persons.expired)
+        closed: Any = op.merge(
+            "closed_journeys", credited.journeys, devices.expired, persons.expired, devices.erased, persons.erased
+        )
         if isinstance(archive, FixedPartitionedSink):
             closed = op.map("route_archive", closed, _route_journey)
         op.output("archive", closed, archive)
     return flow
 
 
-def _route_journey(journey: ClosedJourney) -> tuple[str, ClosedJourney]:
+def _route_journey(journey: ClosedJourney | ForgetPerson) -> tuple[str, ClosedJourney | ForgetPerson]:
     return journey.tenant_id, journey
 
 

@@ -56,6 +56,7 @@ itself (a rename of it shows up under (b)). The per-snapshot layout check of
 creditflow.attribute.journey
 creditflow.dedup.seen.stateful_batch
 creditflow.identity.device
+creditflow.identity.erasures.user_devices
 creditflow.identity.links.network
 creditflow.kpi.windows
 creditflow.source
@@ -83,6 +84,7 @@ import state.event_dedup as event_dedup_state
 import state.journeys as journeys_state
 import state.kpi_windows as kpi_windows_state
 import state.probable_links as probable_links_state
+import state.user_devices as user_devices_state
 from creditflow.errors import CreditflowError
 
 RECORD_NAME = "creditflow-state.json"
@@ -93,6 +95,7 @@ RECORD_FORMAT = 1
 STATE_OF_STEP: dict[str, str] = {
     "identity.device": "state.device_graph",
     "identity.links.network": "state.probable_links",
+    "identity.erasures.user_devices": "state.user_devices",
     "attribute.journey": "state.journeys",
     "kpi.windows": "state.kpi_windows",
     "dedup.seen.stateful_batch": "state.conversion_dedup",
@@ -115,6 +118,7 @@ def state_layouts() -> dict[str, int]:
     return {
         "state.device_graph": device_graph_state.STATE_LAYOUT_VERSION,
         "state.probable_links": probable_links_state.PROBABLE_LINKS_LAYOUT,
+        "state.user_devices": user_devices_state.USER_DEVICES_LAYOUT,
         "state.journeys": journeys_state.STATE_LAYOUT_VERSION,
         "state.kpi_windows": kpi_windows_state.STATE_LAYOUT_VERSION,
         "state.conversion_dedup": conversion_dedup_state.STATE_LAYOUT_VERSION,

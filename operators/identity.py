@@ -17,11 +17,19 @@ from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
 from creditflow.events import ClosedJourney, DeadLetter, Event, PersonEvent, SuppressedEvent
+from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.journeys import AttributionOut, split_outputs, with_key
 from operators.state_guard import guarded_builder, guarded_keyed_step
-from state.device_graph import STATE_LAYOUT_VERSION, DeviceLogic, DeviceState, device_person_of, passes_through
+from state.device_graph import (
+    STATE_LAYOUT_VERSION,
+    DeviceLogic,
+    DeviceState,
+    ForgetDevice,
+    device_person_of,
+    passes_through,
+)
 from state.journeys import Adopt, JourneyEnv, ScoredConversion
 from state.probable_links import (
     LINK_EVENT_TYPES,
@@ -31,6 +39,14 @@ from state.probable_links import (
     ProbableLinkEnv,
     ProbableLinkLogic,
     network_keyer,
+)
+from state.user_devices import (
+    USER_DEVICES_LAYOUT,
+    UserDevices,
+    UserDevicesEnv,
+    UserDevicesLogic,
+    named_forgets,
+    user_key_of,
 )
 
 
@@ -43,18 +59,21 @@ class IdentityOut:
     duplicates: Stream[DeadLetter]
     expired: Stream[ClosedJourney]
     suppressed: Stream[SuppressedEvent]
+    erased: Stream[ForgetPerson]
 
     @property
     def unlinked(self) -> AttributionOut:
         """What the journeys of unlinked devices produced (credited as the device's own person)."""
-        return AttributionOut(self.scored, self.touch_deltas, self.duplicates, self.expired, self.suppressed)
+        return AttributionOut(
+            self.scored, self.touch_deltas, self.duplicates, self.expired, self.suppressed, self.erased
+        )
 
 
-def identity_key(configs: TenantConfigs) -> Callable[[Event | ProbableLink], str]:
-    """The device graph's key of an event or link: (tenant, device), or (tenant, user) without the graph."""
+def identity_key(configs: TenantConfigs) -> Callable[[Event | ProbableLink | ForgetDevice], str]:
+    """The device graph's key of an event, link or erasure: (tenant, device), or (tenant, user) without the graph."""
 
-    def key(item: Event | ProbableLink) -> str:
-        if isinstance(item, ProbableLink):
+    def key(item: Event | ProbableLink | ForgetDevice) -> str:
+        if isinstance(item, (ProbableLink, ForgetDevice)):
             return f"{item.tenant_id}{KEY_SEP}{item.device_key}"
         if passes_through(item, configs.for_tenant(item.tenant_id).identity_graph):
             return f"{item.tenant_id}{KEY_SEP}u:{item.user_id}"
@@ -104,25 +123,69 @@ def resolve_identity(
     salt_of: Callable[[str], bytes],
     now: Callable[[], float] = time.time,
     archive: bool = False,
+    forgotten: ForgottenIds | None = None,
 ) -> IdentityOut:
     """The device graph keyed by (tenant, device), with the journeys of unlinked devices.
 
     Deterministic links come from the events themselves; probabilistic ones from
-    the network matcher (sub-operator ``links``) on the same events. The stateful
-    sub-steps are ``device`` and ``links.network``; renaming either resets its state.
+    the network matcher (sub-operator ``links``) on the same events. A deletion
+    request reaches the user's devices through the sub-operator ``erasures``
+    (``state.user_devices``). The stateful sub-steps are ``device``,
+    ``links.network`` and ``erasures.user_devices``; renaming any resets its state.
+    ``forgotten`` is the process's suppression list (``creditflow.forgotten``).
     """
-    env = JourneyEnv(configs, weights, now, archive)
+    env = JourneyEnv(configs, weights, now, archive, forgotten)
 
     def build(resume: DeviceState | None) -> DeviceLogic:
         return DeviceLogic(env, resume)
 
     links = probable_links("links", up, configs, salt_of, now)
-    both: Stream[Event | ProbableLink] = op.merge("with_links", up, links)
+    forgets = erasures("erasures", up, links, configs, now)
+    both: Stream[Event | ProbableLink | ForgetDevice] = op.merge("with_links", up, links, forgets)
     key = identity_key(configs)
     values = guarded_keyed_step("device", both, key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key)
     onward = op.branch("onward", values, _goes_on)
     own = split_outputs(onward.falses)
-    return IdentityOut(onward.trues, own.scored, own.touch_deltas, own.duplicates, own.expired, own.suppressed)
+    return IdentityOut(
+        onward.trues, own.scored, own.touch_deltas, own.duplicates, own.expired, own.suppressed, own.erased
+    )
+
+
+@operator
+def erasures(
+    step_id: str,
+    up: Stream[Event],
+    links: Stream[ProbableLink],
+    configs: TenantConfigs,
+    now: Callable[[], float] = time.time,
+) -> Stream[ForgetDevice]:
+    """The devices each deletion request must erase besides the key it is read under (``state.user_devices``).
+
+    The stateful sub-step ``user_devices`` is keyed by (tenant, user) and reads
+    only links and deletion requests; the keys a request names itself fan out
+    without state (``named``).
+    """
+    env = UserDevicesEnv(configs, now)
+
+    def build(resume: UserDevices | None) -> UserDevicesLogic:
+        return UserDevicesLogic(env, resume)
+
+    def reads(item: Event | ProbableLink) -> bool:
+        if isinstance(item, ProbableLink):
+            return True
+        return user_key_of(item) is not None and (
+            item.event_type == "deletion_request" or configs.for_tenant(item.tenant_id).identity_graph
+        )
+
+    def key(item: Event | ProbableLink) -> str:
+        found = user_key_of(item)
+        assert found is not None, "reads() lets only keyed items through"
+        return found
+
+    items: Stream[Event | ProbableLink] = op.filter("reads", op.merge("with_links", up, links), reads)
+    owned = guarded_keyed_step("user_devices", items, key, USER_DEVICES_LAYOUT, build, batch=True)
+    named = op.flat_map("named", up, lambda ev: named_forgets(ev, configs.for_tenant(ev.tenant_id).identity_graph))
+    return op.merge("forgets", owned, named)
 
 
 def _goes_on(item: Any) -> bool:

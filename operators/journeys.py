@@ -12,6 +12,7 @@ from bytewax.dataflow import Stream, operator
 
 from creditflow.config import TenantConfigs
 from creditflow.events import ClosedJourney, DeadLetter, PersonEvent, SuppressedEvent
+from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.state_guard import guarded_keyed_step
@@ -37,7 +38,9 @@ class AttributionOut:
     expired: Stream[ClosedJourney]
     """Journeys that closed without a conversion (idle TTL); empty unless ``archive``."""
     suppressed: Stream[SuppressedEvent]
-    """Events not kept or credited because the person has not consented (counted only)."""
+    """Events not kept or credited because the person has not consented or was erased (counted only)."""
+    erased: Stream[ForgetPerson]
+    """Persons a deletion request erased here: the sinks delete their rows and list their hash."""
 
 
 def person_key(item: PersonEvent | Adopt) -> str:
@@ -55,12 +58,21 @@ def with_key(kv: tuple[str, Any]) -> Any:
 
 
 def split_outputs(values: Stream[Any]) -> AttributionOut:
-    """Sort a journey logic's outputs by kind (sub-steps ``split``, ``touch_deltas``, ``expired``, ``suppressed``)."""
+    """Sort a journey logic's outputs by kind (sub-steps ``split``, ``touch_deltas``, ``expired``, ``suppressed``,
+    ``forgotten``)."""
     split = op.branch("split", values, lambda x: isinstance(x, ScoredConversion))
     rest = op.branch("touch_deltas", split.falses, lambda x: isinstance(x, KpiDelta))
     expired = op.branch("expired", rest.falses, lambda x: isinstance(x, ClosedJourney))
     suppressed = op.branch("suppressed", expired.falses, lambda x: isinstance(x, SuppressedEvent))
-    return AttributionOut(split.trues, rest.trues, suppressed.falses, expired.trues, suppressed.trues)  # type: ignore[arg-type]
+    forgotten = op.branch("forgotten", suppressed.falses, lambda x: isinstance(x, ForgetPerson))
+    return AttributionOut(
+        split.trues,
+        rest.trues,
+        forgotten.falses,  # type: ignore[arg-type]
+        expired.trues,
+        suppressed.trues,
+        forgotten.trues,
+    )
 
 
 @operator
@@ -71,6 +83,7 @@ def attribute(
     weights: WeightsProvider,
     now: Callable[[], float] = time.time,
     archive: bool = False,
+    forgotten: ForgottenIds | None = None,
 ) -> AttributionOut:
     """Journeys keyed by tenant and person; credit rows at every conversion.
 
@@ -78,14 +91,15 @@ def attribute(
     to them (``Adopt``, from the identity step). With ``archive``, every closed
     journey is emitted too: a converting one inside its ``ScoredConversion`` (so
     de-duplication keeps or drops it with the conversion), an unconverted one
-    on ``expired``.
+    on ``expired``. ``forgotten`` is the process's suppression list
+    (``creditflow.forgotten``), shared with the decoder.
 
     The stateful sub-step is ``journey``; renaming it (or this step) would
     silently reset every journey, so the state guard refuses snapshots of
     another layout instead.
     """
 
-    env = JourneyEnv(configs, weights, now, archive)  # shared by every key's logic
+    env = JourneyEnv(configs, weights, now, archive, forgotten)  # shared by every key's logic
 
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(env, resume)

@@ -12,6 +12,10 @@ credited once. (The
 copy still took its own person's touches; the device graph makes such copies
 one person, caught in the journey itself.)
 
+It keeps no person id (neither in state nor in its dead letters), so that
+an erased person (``creditflow.forgotten``) leaves nothing here; a
+conversion id is the tenant's order id.
+
 Bound: one small record per conversion id, discarded after
 ``TenantConfig.conversion_dedup_days`` of wall time (``notify_at``); a copy
 arriving more than that much event time after the first counts as new.
@@ -42,6 +46,8 @@ DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter | ClosedJourney
 @dataclass(frozen=True, slots=True)
 class SeenConversion:
     person_id: str
+    """Always '': the person is not kept here (an erased person must leave no trace in this state); the
+    field stays for the snapshots of layout 1 that hold one."""
     event_id: str
     ts_ms: int
     seen_wall_s: float
@@ -104,7 +110,7 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
         window_ms = int(self._configs.for_tenant(conv.tenant_id).conversion_dedup_days * DAY_MS)
         seen = self.seen
         if seen is None or abs(conv.conversion_ts_ms - seen.ts_ms) > window_ms:
-            self.seen = SeenConversion(value.person_id, value.event_id, conv.conversion_ts_ms, self._now(), window_ms)
+            self.seen = SeenConversion("", value.event_id, conv.conversion_ts_ms, self._now(), window_ms)
             return value.rows(), False
         if value.event_id == seen.event_id:  # the kept conversion, restated
             return value.rows(), False
@@ -128,8 +134,8 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
     @staticmethod
     def _duplicate(value: ScoredConversion, seen: SeenConversion) -> DeadLetter:
         conv = value.conversion
-        first = f"event {seen.event_id!r} of person {seen.person_id!r} (event time {seen.ts_ms} ms)"
-        raw = {"event_id": value.event_id, "conversion_id": conv.conversion_id, "person_id": value.person_id}
+        first = f"event {seen.event_id!r} (event time {seen.ts_ms} ms)"
+        raw = {"event_id": value.event_id, "conversion_id": conv.conversion_id}
         return _duplicate_conversion_letter(
             conv.tenant_id, conv.conversion_id, value.event_id, value.position, first, raw
         )

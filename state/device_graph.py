@@ -54,14 +54,15 @@ its idle TTL, as any journey.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from creditflow.events import Event, PersonEvent, SourcePosition
+from creditflow.events import Event, PersonEvent, SourcePosition, pickled_positionally
 from state.journey_state import JourneyState
-from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext
+from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext, erase, suppressed
 from state.probable_links import ProbableLink
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "DeviceLogic",
     "DeviceState",
     "DeviceOutput",
+    "ForgetDevice",
     "device_person_of",
     "passes_through",
 ]
@@ -87,6 +89,18 @@ DETERMINISTIC = 1.0
 
 DeviceOutput = JourneyOutput | PersonEvent | Adopt
 """``PersonEvent`` and ``Adopt`` go on to the journeys step; the rest is the unlinked device's own journey output."""
+
+
+@pickled_positionally
+@dataclass(frozen=True, slots=True)
+class ForgetDevice:
+    """Erase ``device_key`` of ``tenant_id`` if it belongs to ``user_id`` ('' : whatever it belongs to)."""
+
+    tenant_id: str
+    device_key: str
+    user_id: str
+    requested_ts_ms: int
+    """Event time of the deletion request."""
 
 
 def passes_through(event: Event, graph: bool) -> bool:
@@ -179,19 +193,42 @@ class DeviceLogic:
         return self._user
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[Event | ProbableLink]) -> tuple[Iterable[DeviceOutput], bool]:
+    def on_batch(self, values: list[Event | ProbableLink | ForgetDevice]) -> tuple[Iterable[DeviceOutput], bool]:
         out: list[DeviceOutput] = []
         pending: list[PersonEvent | Adopt] = []  # the unlinked device's own events, applied in runs
         env = self._ctx.env
+        forgotten = env.forgotten
         for value in values:
-            self._ctx = env.tenants.get(value.tenant_id, env.default)
+            tenant_id = value.tenant_id
+            self._ctx = env.tenants.get(tenant_id, env.default)
+            if isinstance(value, ForgetDevice):
+                if not value.user_id or value.user_id == self._user:  # not a device someone else logged in on since
+                    self._flush(pending, out)
+                    self._erase(tenant_id, value.device_key, value.requested_ts_ms, out)
+                continue
             if isinstance(value, ProbableLink):
-                self._flush(pending, out)
-                self._link_probably(value, out)
+                if not forgotten.has(tenant_id, value.device_key) and not forgotten.has(
+                    tenant_id, "u:" + value.user_id
+                ):
+                    self._flush(pending, out)
+                    self._link_probably(value, out)
                 continue
             ev = value
             if passes_through(ev, self._ctx.cfg.identity_graph):  # keyed by its user: no state here
                 out.append(PersonEvent("u:" + ev.user_id, ev))
+                continue
+            if ev.event_type == "deletion_request":  # this device, and the user it names or belongs to
+                user = ev.user_id or self._user
+                self._flush(pending, out)
+                self._erase(tenant_id, device_person_of(ev), ev.ts_ms, out)
+                if user:
+                    out.append(PersonEvent("u:" + user, ev))
+                continue
+            if self._user and forgotten.has(tenant_id, "u:" + self._user):  # a device of an erased person
+                self._flush(pending, out)
+                self._erase(tenant_id, device_person_of(ev), ev.ts_ms, out)
+            if forgotten.names_forgotten(ev):
+                out.append(suppressed(ev, "forgotten"))
                 continue
             self._seen_wall_s = env.now()
             if ev.user_id:
@@ -266,6 +303,11 @@ class DeviceLogic:
         if discard:
             self._journey = None
         pending.clear()
+
+    def _erase(self, tenant_id: str, device_key: str, requested_ts_ms: int, out: list[Any]) -> None:
+        """Forget the device: its link and journey, and from now on its events (``creditflow.forgotten``)."""
+        self._user, self._confidence, self._journey = "", 0.0, None
+        out.append(erase(self._ctx.env.forgotten, tenant_id, device_key, requested_ts_ms))
 
     def _link_expiry(self) -> float:
         return self._seen_wall_s + self._ctx.cfg.identity_ttl_days * 86_400.0

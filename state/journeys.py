@@ -44,6 +44,12 @@ Bounds (every piece of this state ends):
   ``TenantConfig.idle_ttl_days`` of wall time (``notify_at``) or when an event
   arrives more than that much event time after the previous one.
 
+Erasure: a ``deletion_request`` discards the whole state at once, consent
+included, lists the person in the process's suppression list
+(``creditflow.forgotten``) and emits a ``ForgetPerson`` for the sinks; the
+person's later events are suppressed (``forgotten``) and a device journey
+adopted for them is dropped.
+
 Memory: between events a journey is a packed ``JourneyState``
 (``state.journey_state``: one ``bytes`` plus one tuple of values shared across
 persons), under 500 bytes per key with the key itself
@@ -81,7 +87,9 @@ from creditflow.events import (
     SuppressedEvent,
     Utm,
 )
+from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KpiDelta, delta_of
+from creditflow.pii import PiiHasher
 from creditflow.weights import UNTRAINED, ScoringWeights, WeightsProvider
 from state.conversion_dedup import duplicate_conversion, duplicate_event
 from state.journey_state import (
@@ -205,7 +213,9 @@ class Adopt:
     """Where the event that made the link came from (restated credit carries it to the KPI windows)."""
 
 
-JourneyOutput = ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney | SuppressedEvent
+JourneyOutput = (
+    ScoredConversion | KpiDelta | DeadLetter | ClosedJourney | ExpiredJourney | SuppressedEvent | ForgetPerson
+)
 
 
 # --------------------------------------------------------------------------- #
@@ -220,16 +230,23 @@ class JourneyEnv:
     tenant's ``TenantContext``. ``now`` returns the wall clock as epoch seconds.
     """
 
-    __slots__ = ("configs", "weights", "now", "archive", "default", "tenants")
+    __slots__ = ("configs", "weights", "now", "archive", "forgotten", "default", "tenants")
 
     def __init__(
-        self, configs: TenantConfigs, weights: WeightsProvider, now: Callable[[], float], archive: bool = False
+        self,
+        configs: TenantConfigs,
+        weights: WeightsProvider,
+        now: Callable[[], float],
+        archive: bool = False,
+        forgotten: ForgottenIds | None = None,
     ) -> None:
         self.configs = configs
         self.weights = weights
         self.now = now
         self.archive = archive
         """Emit every closed journey (``ClosedJourney``, ``ExpiredJourney``) for the Parquet archive."""
+        self.forgotten = forgotten if forgotten is not None else ForgottenIds(PiiHasher.unkeyed().tenant_salt)
+        """The process's suppression list (``creditflow.forgotten``): erased persons are refused."""
         self.default = TenantContext(self, configs.defaults, "")
         """The context of every tenant without settings of its own."""
         self.tenants = {t: TenantContext(self, cfg, t) for t, cfg in configs.tenants.items()}
@@ -287,8 +304,20 @@ class JourneyLogic:
     def on_batch(self, values: list[PersonEvent | Adopt]) -> tuple[Iterable[JourneyOutput], bool]:
         out: list[JourneyOutput] = []
         j = Journey.unpack(self._packed, self._refs) if self._packed else Journey()
+        forgotten = self._ctx.env.forgotten
         for value in values:
-            j = self._adopt(j, value, out) if isinstance(value, Adopt) else self._apply(j, value, out)
+            if isinstance(value, Adopt):
+                if not forgotten.has(value.tenant_id, value.person_id):  # else the device's journey is dropped
+                    j = self._adopt(j, value, out)
+                continue
+            ev = value.event
+            if ev.event_type == "deletion_request":
+                j = Journey()  # everything of the person, consent included, goes
+                out.append(erase(forgotten, ev.tenant_id, value.person_id, ev.ts_ms))
+            elif forgotten.has(ev.tenant_id, value.person_id):
+                out.append(suppressed(ev, "forgotten"))
+            else:
+                j = self._apply(j, value, out)
         if _holds_nothing(j):  # e.g. only suppressed events: nothing of the person is kept
             self._packed, self._refs = b"", ()
             return out, True
@@ -518,6 +547,14 @@ def _holds_nothing(j: Journey) -> bool:
         and j.first_utm is None
         and j.consent == CONSENT_UNKNOWN
     )
+
+
+def erase(forgotten: ForgottenIds, tenant_id: str, person_key: str, requested_ts_ms: int) -> ForgetPerson:
+    """List ``person_key`` as erased in this process and say so to the sinks (``creditflow.forgotten``).
+
+    The caller drops the key's state; from now on this process refuses the key's events.
+    """
+    return ForgetPerson(tenant_id, person_key, forgotten.add(tenant_id, person_key), requested_ts_ms)
 
 
 def suppressed(event: Event, reason: str) -> SuppressedEvent:

@@ -51,6 +51,7 @@ OUR_STEPS = {
     "creditflow.spend_dedup.seen.stateful_batch",
     "creditflow.identity.device",
     "creditflow.identity.links.network",
+    "creditflow.identity.erasures.user_devices",
     "creditflow.attribute.journey",
     "creditflow.kpi.windows",
 }
