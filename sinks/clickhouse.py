@@ -1,9 +1,10 @@
 """The Bytewax sink that writes creditflow rows into ClickHouse.
 
 ``ClickHouseSink(settings)`` takes ``(key, SinkRow)`` items (``CreditRow``,
-``ConversionRow``, ``KpiRow``, ``DeadLetter``) and writes each to its table
-(``attribution_credits``, ``conversions``, ``kpi_windows``, ``dead_letters``)
-through clickhouse-connect, to embedded chDB (``chdb:///path``) or a server
+``ConversionRow``, ``KpiRow``, ``DeadLetter``, ...) and writes each to its table
+(``attribution_credits``, ``conversions``, ``kpi_windows``, ``dead_letters``, ...;
+``sinks.clickhouse_rows``), and ``ForgetPerson`` items (right to be forgotten,
+below), through clickhouse-connect, to embedded chDB (``chdb:///path``) or a server
 (``http(s)://...``). Use :func:`key_for_sink` (or any key) to make the pairs::
 
     rows = op.map("key_for_clickhouse", rows, key_for_sink)
@@ -148,6 +149,19 @@ Outages: retries, backoff and backpressure
     snapshot completes during the outage, so a crash meanwhile replays from
     before it, which the key check above makes harmless.
 
+Right to be forgotten
+    A ``creditflow.forgotten.ForgetPerson`` is written like a row - its
+    ``forgotten_ids`` row (the key's hash, never the key), idempotent by
+    (tenant_id, id_hash) - and leaves a pending erasure of its (tenant_id,
+    person_key). ``snapshot()``, once the write-behind is drained (every row
+    of the epoch is written, including rows of the person that came another
+    way), and ``close()`` delete the person's rows from
+    ``attribution_credits``, ``conversions`` and ``dead_letters``
+    (``sinks.clickhouse_forget.erase_persons``: lightweight DELETEs by row
+    key, the person id only ever bound in SELECTs). A replayed
+    ``ForgetPerson`` erases again, which finds nothing or what the replay
+    brought back.
+
 Errors that stop the flow
     Terminal errors - SQL syntax, unknown table or column, authentication
     (AUTHENTICATION_FAILED, code 516) or access denied, a bad DSN, a migration
@@ -175,7 +189,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.binding import quote_identifier
 
-from creditflow.events import SinkRow
+from creditflow.forgotten import ForgetPerson
 from sinks.clickhouse_client import (
     ClickHouseSettings,
     ClickHouseSinkError,
@@ -183,6 +197,7 @@ from sinks.clickhouse_client import (
     mask_dsn,
     retry_call,
 )
+from sinks.clickhouse_forget import erase_persons
 from sinks.clickhouse_migrations import migrate
 from sinks.clickhouse_rows import (
     COLUMNS,
@@ -197,6 +212,7 @@ from sinks.clickhouse_rows import (
     ROW_TYPES,
     TABLES,
     VERSION_COLUMN,
+    SinkItem,
     to_row,
 )
 from sinks.write_behind import WriteBehind
@@ -245,7 +261,7 @@ def default_client_factory(settings: ClickHouseSettings) -> Client:
     return connect(settings.dsn, settings.database)
 
 
-def key_for_sink(row: SinkRow) -> tuple[str, SinkRow]:
+def key_for_sink(row: SinkItem) -> tuple[str, SinkItem]:
     """``(SINK_PARTITION, row)``: the ``(key, value)`` pair ``op.output`` needs for this sink."""
     return (SINK_PARTITION, row)
 
@@ -339,13 +355,16 @@ def _column_types(client: Client, table: str) -> Sequence[Any]:
     return client.create_insert_context(table, columns).column_types
 
 
-class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
+class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
     """The single writer: per table, skips keys already written and inserts the rest in tokened blocks.
 
     ``replayed_rows[table]`` counts the rows skipped because their key was
     already in the table (replays after a restart, or a row emitted again).
     ``resume`` is the sink's snapshot (wall ms of the snapshot the flow resumes
     from); ``mode`` says how already-written keys are found (module docstring).
+    ``pending_erasures`` holds, per tenant, the person keys of the ``ForgetPerson``
+    items received since the last ``snapshot()`` (key -> id hash, for the logs);
+    bound: the deletion requests of one epoch.
     """
 
     def __init__(self, client: Client, settings: ClickHouseSettings, step_id: str, resume: int | None = None) -> None:
@@ -355,6 +374,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
         self._column_types: dict[str, Sequence[Any]] = {}
         self._lookup_sql = {table: lookup_sql(table) for table in TABLES}
         self.replayed_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self.pending_erasures: dict[str, dict[str, str]] = {}
         for table in (*TABLES, COMMIT_TABLE):
             self._column_types[table] = retry_call(
                 partial(_column_types, client, table),
@@ -365,7 +385,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
         self.mode = "lookup" if self._known is None else ("resumed" if resume is not None else "empty")
         """``empty`` (nothing written yet), ``resumed`` (keys since the snapshot loaded) or ``lookup``."""
         logger.info("ClickHouse sink %s starts in %s mode%s", step_id, self.mode, _MODE_NOTES[self.mode])
-        self._behind: WriteBehind[SinkRow] | None = None
+        self._behind: WriteBehind[SinkItem] | None = None
         if settings.write_behind_s is not None:
             self._behind = WriteBehind(
                 self._write_now,
@@ -418,13 +438,14 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
             raise ClickHouseSinkError(f"the ClickHouse sink {self._step_id!r} is closed: build a new partition")
         return self._client
 
-    def write_batch(self, values: list[SinkRow]) -> None:
+    def write_batch(self, values: list[SinkItem]) -> None:
         """Write ``values``: per table, the rows whose key is not there yet, in blocks with tokens.
 
         Blocks (retrying transient errors, see the module docstring) until every
         row is written or a terminal error raises; with ``settings.write_behind_s``
         the rows are handed to the write-behind buffer instead, and written
-        before the next ``snapshot()`` returns.
+        before the next ``snapshot()`` returns. A ``ForgetPerson`` also becomes a
+        pending erasure, run by the next ``snapshot()`` or ``close()``.
         """
         if not values:
             return
@@ -432,15 +453,17 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
             if type(item) not in ROW_TYPES:
                 raise ClickHouseSinkError(
                     f"the ClickHouse sink {self._step_id!r} got a {type(item).__name__}, which maps to no table: "
-                    "send CreditRow, ConversionRow, KpiRow or DeadLetter (creditflow.events.SinkRow) as the "
-                    "value of a (key, value) pair"
+                    "send a CreditRow, ConversionRow, KpiRow, DeadLetter, SuppressedEvent, ModelWeights "
+                    "(creditflow.events.SinkRow) or ForgetPerson as the value of a (key, value) pair"
                 )
+            if type(item) is ForgetPerson:
+                self.pending_erasures.setdefault(item.tenant_id, {})[item.person_key] = item.id_hash
         if self._behind is not None:
             self._behind.add(values)
         else:
             self._write_now(values)
 
-    def _write_now(self, values: list[SinkRow]) -> None:
+    def _write_now(self, values: list[SinkItem]) -> None:
         """Write ``values`` before returning (the synchronous path, and each write-behind flush)."""
         now_ms = time.time_ns() // 1_000_000
         groups: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
@@ -549,15 +572,28 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
         logger.debug("inserted %d rows into %s (token %s)", len(rows), table, token[:16])
 
     def snapshot(self) -> int:
-        """Wall ms now, once every row handed over is written: rows written after it are what a replay may re-send."""
+        """Wall ms now, once every row handed over is written and the pending erasures ran.
+
+        Rows written after it are what a replay may re-send.
+        """
         if self._behind is not None:
             self._behind.drain()
+        self._erase_pending()
         return time.time_ns() // 1_000_000
+
+    def _erase_pending(self) -> None:
+        """Delete the rows of the persons erased since the last snapshot (every row handed over is written)."""
+        while self.pending_erasures:
+            tenant_id = min(self.pending_erasures)
+            erase_persons(self.client, tenant_id, self.pending_erasures[tenant_id], settings=self._settings)
+            del self.pending_erasures[tenant_id]  # only once done: a failed erasure stays pending
 
     def close(self) -> None:
         if self._behind is not None:
             behind, self._behind = self._behind, None
             behind.close()
+        if self.pending_erasures and self._client is not None:
+            self._erase_pending()
         replayed = {table: n for table, n in self.replayed_rows.items() if n}
         if replayed:
             logger.info("ClickHouse sink %s skipped replayed rows already written: %s", self._step_id, replayed)
@@ -573,8 +609,8 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkRow, int | None]):
                 atexit.register(client.close)
 
 
-class ClickHouseSink(FixedPartitionedSink[SinkRow, int | None]):
-    """Bytewax sink writing ``(key, SinkRow)`` items to ClickHouse through one writer.
+class ClickHouseSink(FixedPartitionedSink[SinkItem, int | None]):
+    """Bytewax sink writing ``(key, SinkRow | ForgetPerson)`` items to ClickHouse through one writer.
 
     ``client_factory(settings)`` makes the client (default: :func:`connect` on
     ``settings.dsn``); tests inject failing clients through it. Nothing connects

@@ -15,6 +15,13 @@ file; add the next number instead. Two processes migrating at once both apply
 the (idempotent) statements; ``schema_migrations`` is a ReplacingMergeTree on
 ``version`` and is read with ``DISTINCT``, so that is harmless.
 
+A file may name errors to tolerate, in a comment line ``-- tolerate: NAME[, NAME]``
+(ClickHouse error names, e.g. ``UNKNOWN_SETTING``): a statement failing with one
+of them is skipped with a warning, the file's other statements still run, and
+the file is not recorded, so it is tried again at the next start (after a
+server upgrade it applies). Only for optional statements (0008: settings an
+older server does not know).
+
 >>> split_statements("-- a comment\\nCREATE TABLE a (x UInt8) ENGINE = Memory;\\n\\nSELECT 1;\\n")
 ['CREATE TABLE a (x UInt8) ENGINE = Memory', 'SELECT 1']
 >>> [m.version for m in load_migrations()][:1]
@@ -53,6 +60,7 @@ ORDER BY version
 
 _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 _STATEMENT_END_RE = re.compile(r";[ \t]*(?:\n|\Z)")
+_TOLERATE_RE = re.compile(r"^[ \t]*--[ \t]*tolerate:[ \t]*([A-Z0-9_, \t]+?)[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,8 @@ class Migration:
     statements: tuple[str, ...]
     file: str = ""
     """The file's path (or its place in the installed package), for error messages."""
+    tolerate: frozenset[str] = frozenset()
+    """ClickHouse error names (``-- tolerate:`` lines) whose failing statements are skipped, the file unrecorded."""
 
 
 def split_statements(sql: str) -> list[str]:
@@ -113,7 +123,10 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         statements = tuple(split_statements(text))
         if not statements:
             raise ClickHouseSinkError(f"migration {filename} has no statements: end each statement with ';'")
-        found[version] = Migration(version, filename.removesuffix(".sql"), statements, location)
+        tolerate = frozenset(
+            name.strip() for line in _TOLERATE_RE.findall(text) for name in line.split(",") if name.strip()
+        )
+        found[version] = Migration(version, filename.removesuffix(".sql"), statements, location, tolerate)
     return [found[v] for v in sorted(found)]
 
 
@@ -127,7 +140,9 @@ def applied_versions(client: Client) -> set[int]:
 def migrate(client: Client, directory: Path | None = None) -> list[int]:
     """Apply the migrations not yet recorded, in version order; return their versions.
 
-    Idempotent: a second run returns ``[]``. A failing statement raises
+    Idempotent: a second run returns ``[]``. A statement failing with an error
+    its file tolerates is skipped and that file left unrecorded (module
+    docstring); it is not in the result. Any other failing statement raises
     :class:`ClickHouseSinkError` naming the migration file, the statement's
     start and the fix; it is ``transient`` only when retrying may help (the
     server was unreachable or overloaded), never for bad SQL.
@@ -138,11 +153,23 @@ def migrate(client: Client, directory: Path | None = None) -> list[int]:
     for migration in migrations:
         if migration.version in done:
             continue
+        skipped = False
         for statement in migration.statements:
             try:
                 client.command(statement)
             except Exception as exc:
                 head = " ".join(statement.split())[:80]
+                if any(f"({name})" in str(exc) for name in migration.tolerate):
+                    logger.warning(
+                        "ClickHouse migration %s: skipped statement %r, which this server refused with an "
+                        "error the file tolerates: %s; the migration stays unrecorded and is tried again "
+                        "at the next start",
+                        migration.name,
+                        head,
+                        describe_error(exc),
+                    )
+                    skipped = True
+                    continue
                 transient = is_transient(exc)
                 advice = (
                     ""
@@ -155,6 +182,8 @@ def migrate(client: Client, directory: Path | None = None) -> list[int]:
                     f"{describe_error(exc)}{advice}",
                     transient=transient,
                 ) from exc
+        if skipped:
+            continue
         client.command(
             f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) "
             "VALUES ({version:UInt32}, {name:String}, now64(3))",

@@ -28,15 +28,27 @@ True
 ('t1', 'o1', 'p1', 'linear', 0, 'email', 'c9', 'e1', 0, 60000, 1.0, 40.0, 2, 123)
 >>> key_values("attribution_credits", to_row(restated, 123))
 ('t1', 'o1', 'linear', 'e1', 2)
+
+A ``creditflow.forgotten.ForgetPerson`` becomes its ``forgotten_ids`` row: the
+hash, never the person key (the sink deletes the person's rows apart, see
+``sinks.clickhouse_forget``):
+
+>>> from creditflow.forgotten import ForgetPerson
+>>> forget = ForgetPerson("t1", "u:ann", "f1:" + "0" * 32, requested_ts_ms=60_000)
+>>> to_row(forget, now_ms=123)
+('t1', 'f1:00000000000000000000000000000000', 60000, 123)
+>>> key_values("forgotten_ids", to_row(forget, 123))
+('t1', 'f1:00000000000000000000000000000000')
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeAlias
 
 from creditflow.events import ConversionRow, CreditRow, DeadLetter, KpiRow, SinkRow, SuppressedEvent
+from creditflow.forgotten import ForgetPerson
 from creditflow.model_weights import ModelWeights
 
 __all__ = [
@@ -47,11 +59,15 @@ __all__ = [
     "LOOKUP_TIME_GETTERS",
     "LOOKUP_WIDTH",
     "ROW_TYPES",
+    "SinkItem",
     "TABLES",
     "key_values",
     "table_of",
     "to_row",
 ]
+
+SinkItem: TypeAlias = SinkRow | ForgetPerson
+"""Everything the ClickHouse sink accepts: the result rows, and ``ForgetPerson`` (its ``forgotten_ids`` row)."""
 
 
 COLUMNS: dict[str, list[str]] = {
@@ -145,6 +161,7 @@ COLUMNS: dict[str, list[str]] = {
         "shares",
         "written_at",
     ],
+    ForgetPerson.table: ["tenant_id", "id_hash", "requested_at", "forgotten_at"],
 }
 """Insert columns per table, in ``to_row`` order; the write time is always last."""
 
@@ -157,6 +174,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     DeadLetter.table: ("source", "partition", "position", "reason"),
     SuppressedEvent.table: ("tenant_id", "reason", "event_key"),
     ModelWeights.table: ("tenant_id", "version", "action", "published_at"),
+    ForgetPerson.table: ("tenant_id", "id_hash"),
 }
 """Each table's ORDER BY (``sinks/migrations/``): the row key.
 
@@ -169,6 +187,7 @@ LOOKUP_WIDTH: dict[str, int] = {
     DeadLetter.table: 3,  # (source, partition, position) IN (...)
     SuppressedEvent.table: 3,  # (tenant_id, reason, event_key) IN (...)
     ModelWeights.table: 2,  # (tenant_id, version) IN (...)
+    ForgetPerson.table: 2,  # (tenant_id, id_hash) IN (...): the whole key
 }
 """How many leading key columns the existing-key lookup matches with a tuple ``IN`` (a primary-key prefix)."""
 
@@ -193,6 +212,7 @@ VERSION_COLUMN: dict[str, str] = {
     DeadLetter.table: "received_at",
     SuppressedEvent.table: "received_at",
     ModelWeights.table: "written_at",
+    ForgetPerson.table: "forgotten_at",
 }
 """Each table's write-time column (the ReplacingMergeTree version, always the last insert column)."""
 
@@ -200,6 +220,7 @@ EVENT_TIME_COLUMN: dict[str, str] = {
     CreditRow.table: "conversion_ts",
     ConversionRow.table: "conversion_ts",
     KpiRow.table: "window_end",
+    ForgetPerson.table: "requested_at",
 }
 """The event time a table's rows are fresh as of (``sink_commits.min_event_at``/``max_event_at``);
 dead letters have none."""
@@ -237,8 +258,9 @@ ROW_TYPES: dict[type, str] = {
     DeadLetter: DeadLetter.table,
     SuppressedEvent: SuppressedEvent.table,
     ModelWeights: ModelWeights.table,
+    ForgetPerson: ForgetPerson.table,
 }
-"""Sink row type -> table."""
+"""Sink item type -> table."""
 
 
 def _credit(r: CreditRow, now_ms: int) -> tuple[Any, ...]:
@@ -351,6 +373,10 @@ def _model_weights(r: ModelWeights, now_ms: int) -> tuple[Any, ...]:
     )
 
 
+def _forgotten(r: ForgetPerson, now_ms: int) -> tuple[Any, ...]:
+    return (r.tenant_id, r.id_hash, r.requested_ts_ms, now_ms)  # never r.person_key
+
+
 _CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
     CreditRow: _credit,
     ConversionRow: _conversion,
@@ -358,25 +384,26 @@ _CONVERTERS: dict[type, Callable[[Any, int], tuple[Any, ...]]] = {
     DeadLetter: _dead_letter,
     SuppressedEvent: _suppressed,
     ModelWeights: _model_weights,
+    ForgetPerson: _forgotten,
 }
 
 
 def _unsupported(item: object) -> TypeError:
     return TypeError(
         f"the ClickHouse sink cannot write a {type(item).__name__}: send CreditRow, ConversionRow, "
-        "KpiRow, DeadLetter, SuppressedEvent or ModelWeights (creditflow.events.SinkRow)"
+        "KpiRow, DeadLetter, SuppressedEvent, ModelWeights (creditflow.events.SinkRow) or ForgetPerson"
     )
 
 
-def table_of(item: SinkRow) -> str:
-    """The table ``item`` goes to; TypeError for anything that is not a SinkRow."""
+def table_of(item: SinkItem) -> str:
+    """The table ``item`` goes to; TypeError for anything that is not a ``SinkItem``."""
     try:
         return ROW_TYPES[type(item)]
     except KeyError:
         raise _unsupported(item) from None
 
 
-def to_row(item: SinkRow, now_ms: int) -> tuple[Any, ...]:
+def to_row(item: SinkItem, now_ms: int) -> tuple[Any, ...]:
     """The insert tuple of ``item`` in ``COLUMNS[item.table]`` order; ``now_ms`` is the write time."""
     try:
         convert = _CONVERTERS[type(item)]

@@ -34,6 +34,7 @@ from creditflow.events import (
     SuppressedEvent,
     Utm,
 )
+from creditflow.forgotten import ForgetPerson
 from creditflow.model_weights import ModelWeights
 from sinks.clickhouse import (
     SINK_PARTITION,
@@ -195,7 +196,7 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert migrate(client) == []
     assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
         (1, "0001_init"),
@@ -204,6 +205,8 @@ def test_migrate_fresh_then_idempotent(client: Client) -> None:
         (4, "0004_model_weights"),
         (5, "0005_suppressed_events"),
         (6, "0006_conversion_revisions"),
+        (7, "0007_forgotten_ids"),
+        (8, "0008_fast_deletes"),
     ]
     for table in TABLES:
         sorting_key = client.command(
@@ -375,13 +378,13 @@ def test_replaying_the_same_batch_adds_no_rows(
     part: ClickHouseSinkPartition, settings: ClickHouseSettings, mode: str
 ) -> None:
     batch: list[SinkRow] = [credit(i) for i in range(50)] + [conversion(1), kpi(1), kpi(2), dead_letter(1)]
-    batch += [weights(1), suppressed(1), suppressed(2)]
+    batch += [weights(1), suppressed(1), suppressed(2), ForgetPerson("t1", "u:nobody", "f1:" + "0" * 32, T0)]
     assert part.mode == "empty"
     part.write_batch(batch)
     counts = {t: count(part.client, t) for t in TABLES}
     assert counts == {
         "attribution_credits": 50, "conversions": 1, "kpi_windows": 2, "dead_letters": 1, "model_weights": 1,
-        "suppressed_events": 2,
+        "suppressed_events": 2, "forgotten_ids": 1,
     }  # fmt: skip
     again = restart(part, settings, mode)
     try:
@@ -395,6 +398,7 @@ def test_replaying_the_same_batch_adds_no_rows(
             "dead_letters": 2,
             "model_weights": 2,
             "suppressed_events": 4,
+            "forgotten_ids": 2,
         }
     finally:
         again.close()
@@ -763,6 +767,7 @@ def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
             "dead_letters": 1,
             "model_weights": 2,
             "suppressed_events": 0,
+            "forgotten_ids": 0,
         }
         assert scalar(c, "SELECT sum(credit) FROM attribution_credits FINAL") == pytest.approx(10.0)
         got = c.query("SELECT version, channel_weights, half_life_days FROM model_weights FINAL ORDER BY version")
