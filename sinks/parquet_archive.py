@@ -72,6 +72,32 @@ Revisions
     (:data:`ANY_VERSION_SCHEMA`), and so does a resume from a snapshot of
     that version.
 
+Right to be forgotten
+    The sink also takes ``creditflow.forgotten.ForgetPerson`` items, routed
+    like journeys. One drops that person's journeys (``person_id ==
+    person_key`` in its tenant) from the rows waiting for a flush, and the
+    partition ignores the person's journeys that arrive later in the same
+    epoch, so the next snapshot holds none of them (segments it changed are
+    encoded again). At that snapshot (or ``close()``), for all of the epoch's
+    erasures at once, it removes the persons from the files already written:
+    it lists every ``.parquet`` file of each such tenant (all dates, any
+    writer), reads its ``person_id`` column, and writes each file that holds
+    an erased person again without those rows, under the same name and as
+    atomically as a flush (a temporary ``_<name>.<token>.tmp``, then a move;
+    one put on object stores), or deletes it when no row is left. Other rows,
+    their order and the file's schema (``revision``, or its absence in older
+    files) stay as they were; names, seqs and the lineage marker too.
+    Cost: a snapshot after an erasure lists the tenant's files and reads
+    their ``person_id`` column (files are sorted by time, so statistics
+    cannot skip any); matching files are read and written whole. A failure
+    stops the flow like a failed write; the replay sends the ``ForgetPerson``
+    again, and erasing twice changes nothing. Counters: ``erased_pending``
+    (journeys dropped before a file) and ``erased_in_files``
+    (:class:`ArchiveForgetReport`). ``sinks.archive_forget.forget_in_archive``
+    is the same rewrite for a whole suppression list (``creditflow forget``).
+    Not erased: leftover temporary files of a crashed run (a resume deletes
+    them) and older snapshots still kept by the recovery store.
+
 Delivery guarantee: each (journey_id, revision) exactly once
     Bytewax resumes after a crash from the last snapshot and replays every
     item after it, batched differently. Files whose seq is at or above the
@@ -175,11 +201,12 @@ import logging
 import math
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -190,6 +217,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from creditflow.errors import CreditflowError
 from creditflow.events import JOURNEY_OUTCOMES, ClosedJourney
+from creditflow.forgotten import ForgetPerson
 
 __all__ = [
     "ANY_VERSION_SCHEMA",
@@ -200,6 +228,8 @@ __all__ = [
     "SINK_PARTITION",
     "TOUCH_TYPE",
     "ArchiveError",
+    "ArchiveForgetReport",
+    "ArchiveItem",
     "ArchiveLocation",
     "ArchiveResume",
     "ArchiveSettings",
@@ -211,6 +241,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("creditflow.sinks.parquet_archive")
+
+ArchiveItem: TypeAlias = ClosedJourney | ForgetPerson
+"""What the sink takes: journeys to archive, and erased persons to remove from it."""
 
 SINK_PARTITION = "archive"
 """The sink's only partition; it is part of every file name."""
@@ -540,6 +573,18 @@ def _groups(table: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:
             start = end
 
 
+def _rows_of(table: pa.Table, persons: dict[str, set[str]]) -> pa.ChunkedArray:
+    """A mask of ``table``'s rows (pending schema) whose (tenant_id, person_id) is in ``persons``."""
+    mask: Any = None
+    for tenant, keys in persons.items():
+        match = pc.and_(
+            pc.equal(table["tenant_id"], tenant),
+            pc.is_in(table["person_id"], value_set=pa.array(sorted(keys), pa.string())),
+        )
+        mask = match if mask is None else pc.or_(mask, match)
+    return mask
+
+
 def _encode_pending(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, _PENDING_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
@@ -562,10 +607,206 @@ def _decode_pending(data: bytes, step_id: str) -> pa.Table:
         ) from exc
 
 
+# --- file I/O shared with sinks.archive_forget -----------------------------------
+
+_Io: TypeAlias = Callable[[Callable[[], Any], str], Any]
+"""``io(call, what)``: ``call()`` with retries on OSError; ``what`` names the operation in errors."""
+
+
+def _with_retries(
+    call: Callable[[], Any],
+    what: str,
+    *,
+    who: str,
+    uri: str,
+    retries: int,
+    backoff_s: float,
+    sleep: Callable[[float], None],
+    fix: str,
+) -> Any:
+    """``call()``, retried on OSError ``retries`` times with doubling waits, then ArchiveError ending in ``fix``."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except OSError as exc:
+            if attempt == retries:
+                raise ArchiveError(
+                    f"{who} failed {what} in {_masked(uri)!r} after {attempt + 1} attempts: {exc}. {fix}"
+                ) from exc
+            delay = backoff_s * 2**attempt
+            logger.warning(
+                "%s failed %s (attempt %d of %d, retrying in %.1f s): %s",
+                who,
+                what,
+                attempt + 1,
+                retries + 1,
+                delay,
+                exc,
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _put_file(
+    fs: pafs.FileSystem, path: str, data: pa.Buffer, temp: str | None, before: Callable[[], bool] | None = None
+) -> bool:
+    """Write ``data`` to ``path`` whole or not at all: to ``temp`` then moved over ``path``, or one put if None.
+
+    ``before()``, if given, runs first; when it is false nothing is written (returns False).
+    On any failure the temporary (or half-put) file is removed and the error raised.
+    """
+    if before is not None and not before():
+        return False
+    target = temp or path
+    try:
+        with fs.open_output_stream(target, compression=None) as stream:
+            stream.write(data)
+        if target != path:
+            fs.move(target, path)
+    except BaseException:
+        try:
+            fs.delete_file(target)
+        except OSError:
+            pass  # never written, or already gone: nothing to clean
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class ArchiveForgetReport:
+    """What removing erased persons' rows from archive files did (summed over files)."""
+
+    files_scanned: int = 0
+    """Files whose ``person_id`` column was read."""
+    files_rewritten: int = 0
+    """Files written again, under the same name, without the erased persons' rows."""
+    files_deleted: int = 0
+    """Files that held nothing but erased persons' rows: deleted."""
+    rows_removed: int = 0
+    skipped: tuple[str, ...] = ()
+    """Files left as they were though they may hold erased persons: unreadable, without a ``person_id``
+    column, or changed by another writer while being read (run the erasure again; fix or remove the others)."""
+
+    def __add__(self, other: ArchiveForgetReport) -> ArchiveForgetReport:
+        return ArchiveForgetReport(
+            self.files_scanned + other.files_scanned,
+            self.files_rewritten + other.files_rewritten,
+            self.files_deleted + other.files_deleted,
+            self.rows_removed + other.rows_removed,
+            self.skipped + other.skipped,
+        )
+
+
+def _tenant_files(fs: pafs.FileSystem, root: str, tenant_id: str, io: _Io) -> list[pafs.FileInfo]:
+    """Every data file of ``tenant_id`` (any date, any writer; not temporary files), sorted by path."""
+    base = _join(root, _tenant_dir(tenant_id))
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    infos = io(lambda: fs.get_file_info(selector), f"listing {base}")
+    files = [info for info in infos if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")]
+    return sorted((info for info in files if info.base_name[:1] not in "_."), key=lambda info: info.path)
+
+
+class _NotAnArchiveFile(ValueError):
+    """A ``.parquet`` file in the archive without a ``person_id`` column."""
+
+
+def _read_file(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The file's table (its own schema), or only ``columns``; None if it is gone (another writer deleted it)."""
+    try:
+        f = fs.open_input_file(path)
+    except FileNotFoundError:
+        return None
+    with f:
+        parquet = pq.ParquetFile(f)
+        if "person_id" not in parquet.schema_arrow.names:
+            raise _NotAnArchiveFile(f"{path} has no person_id column")
+        return parquet.read(columns=columns)
+
+
+def _same_file(fs: pafs.FileSystem, seen: pafs.FileInfo) -> bool:
+    """Whether ``seen.path`` is still the file listed as ``seen`` (size, and mtime to the second when known)."""
+    now = fs.get_file_info(seen.path)
+    if now.type != pafs.FileType.File or now.size != seen.size:
+        return False
+    if now.mtime is None or seen.mtime is None:
+        return True
+    return int(now.mtime.timestamp()) == int(seen.mtime.timestamp())
+
+
+def _erase_persons(
+    fs: pafs.FileSystem,
+    files: Sequence[pafs.FileInfo],
+    doomed_of: Callable[[list[str]], Collection[str]],
+    io: _Io,
+    *,
+    single_put: bool,
+) -> ArchiveForgetReport:
+    """Remove the rows of erased persons from ``files`` (listed infos): the one rewrite of the archive.
+
+    ``doomed_of(distinct person ids of a file)`` names those to remove. A file is read
+    whole only if it holds one; then it is written again without their rows (same name,
+    same schema, zstd, atomic as a flush: a temporary name then a move, or one put when
+    ``single_put``), or deleted if nothing is left. Just before that, the file must still be
+    the one listed (:func:`_same_file`), else it is skipped: a concurrent writer (a resumed
+    flow rewriting its files) is never overwritten with an older copy.
+    """
+    scanned = rewritten = deleted = removed = 0
+    skipped: list[str] = []
+    for info in files:
+        path = info.path
+        try:
+            ids = io(partial(_read_file, fs, path, ["person_id"]), f"reading {path}")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, _NotAnArchiveFile) as exc:
+            logger.error("Parquet archive: cannot erase persons from %s (%s): fix or remove it", path, exc)
+            skipped.append(path)
+            continue
+        if ids is None:
+            continue  # deleted since it was listed: nothing left to erase
+        scanned += 1
+        doomed = doomed_of(pc.unique(ids["person_id"]).drop_null().to_pylist())
+        if not doomed:
+            continue
+        try:
+            table = io(partial(_read_file, fs, path), f"reading {path}")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, _NotAnArchiveFile):
+            table = None  # replaced since it was listed (it read before): _same_file is false
+        if table is None:
+            logger.warning("Parquet archive: %s changed while persons were erased from it; left for the next run", path)
+            skipped.append(path)
+            continue
+        kept = table.filter(pc.invert(pc.is_in(table["person_id"], value_set=pa.array(sorted(doomed), pa.string()))))
+        check = partial(_same_file, fs, info)
+        if kept.num_rows == 0:
+            done = io(partial(_delete_if, fs, path, check), f"deleting {path}")
+        else:
+            out = pa.BufferOutputStream()
+            pq.write_table(kept, out, compression="zstd")
+            name = path.rsplit("/", 1)[-1]
+            temp = None if single_put else _join(path.rsplit("/", 1)[0], f"_{name}.{uuid.uuid4().hex[:12]}.tmp")
+            done = io(partial(_put_file, fs, path, out.getvalue(), temp, check), f"rewriting {path}")
+        if not done:
+            logger.warning("Parquet archive: %s changed while persons were erased from it; left for the next run", path)
+            skipped.append(path)
+            continue
+        removed += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            rewritten += 1
+        else:
+            deleted += 1
+    return ArchiveForgetReport(scanned, rewritten, deleted, removed, tuple(skipped))
+
+
+def _delete_if(fs: pafs.FileSystem, path: str, check: Callable[[], bool]) -> bool:
+    if not check():
+        return False
+    fs.delete_file(path)
+    return True
+
+
 # --- the sink -----------------------------------------------------------------
 
 
-class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume]):
+class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume]):
     """The one writer of the archive: buffers rows, writes them as files, repairs after a crash.
 
     Built by :meth:`ParquetArchiveSink.build_part`: from a resume state it
@@ -573,8 +814,10 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
     and its temporary files (module docstring). Counters: ``rejected`` and
     ``rejected_by_reason`` (bad items), ``rows_written``, ``superseded``
     (rows a higher revision of the same journey replaced in their flush),
-    ``files_written``, ``flushes``, ``deleted_files`` (by the build). Rows restored from a
-    snapshot count their age from the build.
+    ``files_written``, ``flushes``, ``deleted_files`` (by the build), ``erased_pending``
+    and ``erased_in_files`` (right to be forgotten, module docstring). Rows restored from a
+    snapshot count their age from the build. Bound of the erasure state: the person keys
+    erased since the last snapshot (one epoch's deletion requests).
     """
 
     def __init__(
@@ -603,6 +846,10 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         self.files_written = 0
         self.flushes = 0
         self.deleted_files = 0
+        self.erased_pending = 0
+        self.erased_in_files = ArchiveForgetReport()
+        self._erasures: dict[str, set[str]] = {}
+        """Per tenant, the person keys erased since the last snapshot: their files are rewritten at the next one."""
         self._closed = False
         if not self._single_put:
             self._io(lambda: self._fs.create_dir(self._root, recursive=True), f"creating {self._root}")
@@ -714,15 +961,32 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
                     finals[info.path] = int(digits)
         return finals, temps
 
-    def write_batch(self, values: list[ClosedJourney]) -> None:
-        """Buffer the valid journeys of ``values``; flush when ``flush_rows`` wait or the oldest is too old."""
-        good = []
+    def write_batch(self, values: Sequence[ArchiveItem]) -> None:
+        """Buffer the valid journeys of ``values``; flush when ``flush_rows`` wait or the oldest is too old.
+
+        A ``ForgetPerson`` drops the person's waiting journeys and those of this epoch, wherever
+        they are in the batch; the person's files are rewritten at the next snapshot.
+        """
+        good: list[ClosedJourney] = []
+        erased: dict[str, set[str]] = {}
         for item in values:
+            if isinstance(item, ForgetPerson):
+                if _text_ok(item.tenant_id) and _text_ok(item.person_key):
+                    erased.setdefault(item.tenant_id, set()).add(item.person_key)
+                else:
+                    self._reject(item, "bad_forget", "tenant_id and person_key must be valid Unicode text")
+                continue
             problem = _problem(item)
             if problem is None:
                 good.append(item)
             else:
                 self._reject(item, *problem)
+        if erased:
+            self._forget_pending(erased)
+        if self._erasures and good:
+            kept = [j for j in good if j.person_id not in self._erasures.get(j.tenant_id, ())]
+            self.erased_pending += len(good) - len(kept)
+            good = kept
         if good:
             self._rows.extend(good)
             self._pending += len(good)
@@ -731,6 +995,59 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
                 self._oldest_at = self._clock()
         if self._pending >= self._settings.flush_rows or self._too_old():
             self._flush()
+
+    def _forget_pending(self, erased: dict[str, set[str]]) -> None:
+        """Note ``erased`` (tenant -> person keys) for the next snapshot and drop their waiting rows."""
+        for tenant, keys in erased.items():
+            self._erasures.setdefault(tenant, set()).update(keys)
+        rows = [r for r in self._rows if r.person_id not in erased.get(r.tenant_id, ())]
+        dropped = len(self._rows) - len(rows)
+        self._rows = rows
+        chunks: list[pa.Table] = []
+        encoded: list[bytes] = []
+        for i, chunk in enumerate(self._chunks):
+            doomed = _rows_of(chunk, erased)
+            count = pc.sum(doomed).as_py() or 0
+            if count:
+                chunk = chunk.filter(pc.invert(doomed))
+                dropped += count
+            if not chunk.num_rows:
+                continue
+            chunks.append(chunk)
+            if i < len(self._encoded):  # keep encoded segments a prefix: a changed one is encoded again
+                encoded.append(self._encoded[i] if not count else _encode_pending(chunk))
+        self._chunks, self._encoded = chunks, encoded
+        if dropped:
+            self._pending -= dropped
+            self.erased_pending += dropped
+            self._last_snapshot = None
+            if not self._pending:
+                self._oldest_at = None
+
+    def _forget_in_files(self) -> None:
+        """Rewrite the files of each tenant with erasures since the last snapshot without the erased persons."""
+        report = ArchiveForgetReport()
+        for tenant in sorted(self._erasures):
+            keys = self._erasures[tenant]
+            files = _tenant_files(self._fs, self._root, tenant, self._io)
+            report += _erase_persons(self._fs, files, keys.intersection, self._io, single_put=self._single_put)
+        persons = sum(map(len, self._erasures.values()))
+        self._erasures = {}
+        self.erased_in_files += report
+        log = logger.warning if report.skipped else logger.info
+        log(
+            "Parquet archive sink %s erased %d persons: %d rows removed from %d files (%d rewritten, %d deleted, "
+            "%d scanned, %d skipped); %d waiting journeys dropped so far",
+            self._step_id,
+            persons,
+            report.rows_removed,
+            report.files_rewritten + report.files_deleted,
+            report.files_rewritten,
+            report.files_deleted,
+            report.files_scanned,
+            len(report.skipped),
+            self.erased_pending,
+        )
 
     def _reject(self, item: object, reason: str, detail: str) -> None:
         self.rejected += 1
@@ -796,56 +1113,32 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         pq.write_table(rows, out, compression="zstd")
         data = out.getvalue()
         path = _join(directory, name)
-        target = path if self._single_put else _join(directory, f"_{name}.tmp")
+        temp = None if self._single_put else _join(directory, f"_{name}.tmp")
         if not self._single_put and directory not in self._dirs:
             self._io(lambda: self._fs.create_dir(directory, recursive=True), f"creating {directory}")
             self._dirs.add(directory)
-
-        def attempt() -> None:
-            try:
-                with self._fs.open_output_stream(target, compression=None) as stream:
-                    stream.write(data)
-                if target != path:
-                    self._fs.move(target, path)
-            except BaseException:
-                try:
-                    self._fs.delete_file(target)
-                except OSError:
-                    pass  # never written, or already gone: nothing to clean
-                raise
-
-        self._io(attempt, f"writing {path}")
+        self._io(partial(_put_file, self._fs, path, data, temp), f"writing {path}")
 
     def _io(self, call: Callable[[], Any], what: str) -> Any:
         """``call()``, retried on OSError ``write_retries`` times with doubling waits, then ArchiveError."""
-        retries = self._settings.write_retries
-        for attempt in range(retries + 1):
-            try:
-                return call()
-            except OSError as exc:
-                if attempt == retries:
-                    raise ArchiveError(
-                        f"Parquet archive sink {self._step_id!r} failed {what} in {_masked(self._settings.uri)!r} "
-                        f"after {attempt + 1} attempts: {exc}. Check the filesystem (space, permissions, "
-                        "credentials); the flow resumes from its last snapshot and rewrites what is missing"
-                    ) from exc
-                delay = self._settings.retry_backoff_s * 2**attempt
-                logger.warning(
-                    "Parquet archive sink %s failed %s (attempt %d of %d, retrying in %.1f s): %s",
-                    self._step_id,
-                    what,
-                    attempt + 1,
-                    retries + 1,
-                    delay,
-                    exc,
-                )
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _with_retries(
+            call,
+            what,
+            who=f"Parquet archive sink {self._step_id!r}",
+            uri=self._settings.uri,
+            retries=self._settings.write_retries,
+            backoff_s=self._settings.retry_backoff_s,
+            sleep=self._sleep,
+            fix="Check the filesystem (space, permissions, credentials); the flow resumes from its last snapshot "
+            "and rewrites what is missing",
+        )
 
     def snapshot(self) -> ArchiveResume:
-        """Flush if the oldest row is too old, then the next seq and the rows still waiting."""
+        """Flush if the oldest row is too old, erase from files, then the next seq and the rows still waiting."""
         if self._too_old():
             self._flush()
+        if self._erasures:
+            self._forget_in_files()
         if self._last_snapshot is None:
             if self._rows:
                 self._chunks.append(_journeys_table(self._rows))
@@ -860,10 +1153,12 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
         if self._closed:
             return
         self._flush()
+        if self._erasures:
+            self._forget_in_files()
         self._closed = True
         logger.info(
             "Parquet archive sink %s closed: %d rows in %d files (%d flushes; %d superseded revisions left out), "
-            "%d items rejected %s",
+            "%d items rejected %s; erased: %d waiting journeys, %d rows in %d files",
             self._step_id,
             self.rows_written,
             self.files_written,
@@ -871,11 +1166,16 @@ class ParquetArchivePartition(StatefulSinkPartition[ClosedJourney, ArchiveResume
             self.superseded,
             self.rejected,
             self.rejected_by_reason or "",
+            self.erased_pending,
+            self.erased_in_files.rows_removed,
+            self.erased_in_files.files_rewritten + self.erased_in_files.files_deleted,
         )
 
 
-class ParquetArchiveSink(FixedPartitionedSink[ClosedJourney, ArchiveResume]):
+class ParquetArchiveSink(FixedPartitionedSink[ArchiveItem, ArchiveResume]):
     """Bytewax sink writing ``(key, ClosedJourney)`` items to the Parquet archive through one writer.
+
+    ``(key, ForgetPerson)`` items erase a person from it (module docstring).
 
     ``filesystem`` replaces the one ``settings.uri`` names (``uri`` is then a
     path in it: custom S3 options, tests); ``clock`` (seconds, monotonic)
