@@ -5,12 +5,14 @@ creditflow run --source file:events.jsonl --clickhouse chdb:///var/lib/creditflo
 creditflow generate --out events.jsonl --persons 1000
 creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
 creditflow loadtest --rate 10000 --duration 60     # own redis-server + embedded ClickHouse; report.json + .png
+creditflow forget --redis redis://localhost:6379/0 --streams events   # finish every erasure (flow stopped)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -243,6 +245,33 @@ def cmd_weights(args: argparse.Namespace) -> int:
         client.close()
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from creditflow.pii import pii_hasher_from
+    from flows.forget_sweep import SweepSettings, sweep
+
+    archive = args.archive or str(Path(args.data_dir, "archive").resolve())
+    recovery = args.recovery_dir or str(Path(args.data_dir, "recovery"))
+    if args.streams and not args.redis:
+        raise CreditflowError("--streams needs --redis URL (the Redis the streams are on)")
+    key_file = Path(args.pii_key_file or Path(args.data_dir, "pii.key"))
+    if not key_file.exists() and not os.environ.get("CREDITFLOW_PII_KEY"):
+        raise CreditflowError(
+            f"no PII key at {key_file}: the sweep must hash ids with the run's key; pass --pii-key-file "
+            "or set CREDITFLOW_PII_KEY as for `creditflow run`"
+        )
+    settings = SweepSettings(
+        clickhouse_dsn=args.clickhouse or _default_dsn(args.data_dir),
+        pii=pii_hasher_from(key_file),
+        archive_uri=None if archive == "none" else archive,
+        recovery_dir=None if recovery == "none" else recovery,
+        redis_url=args.redis,
+        streams=[s for s in (args.streams or "").split(",") if s],
+    )
+    for line in sweep(settings).lines():
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditflow", description="Real-time marketing attribution.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -307,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     weights_p.add_argument("--to", type=int, metavar="VERSION", help="rollback: the version to score with again")
     weights_p.add_argument("--redis", required=True, help="the Redis the weights are published to")
     weights_p.set_defaults(func=cmd_weights)
+
+    forget_p = sub.add_parser(
+        "forget",
+        help="finish every erasure (deletion_request): remove listed persons from Redis streams, ClickHouse, "
+        "the archive and the recovery store (stop the flow first when it uses embedded ClickHouse)",
+    )
+    forget_p.add_argument("--clickhouse", metavar="DSN", help="default: embedded under --data-dir")
+    forget_p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    forget_p.add_argument("--archive", metavar="URI", help="default <data dir>/archive; 'none' skips it")
+    forget_p.add_argument("--recovery-dir", metavar="DIR", help="default <data dir>/recovery; 'none' skips it")
+    forget_p.add_argument("--redis", metavar="URL", help="the Redis of the input streams")
+    forget_p.add_argument("--streams", metavar="A,B", help="input streams to sweep (with --redis)")
+    forget_p.add_argument("--pii-key-file", metavar="PATH", help="the run's key (default <data dir>/pii.key)")
+    forget_p.set_defaults(func=cmd_forget)
     return parser
 
 

@@ -40,6 +40,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import orjson
+
 from creditflow.events import Event, pickled_positionally
 
 __all__ = [
@@ -163,6 +165,33 @@ class ForgottenIds:
             return False
         salt = self._salt_of(event.tenant_id)
         return any(forget_hash(salt, key) in hashes for key in keys_of(event))
+
+    def names_forgotten_raw(self, tenant_id: str, raw: bytes) -> bool:
+        """Whether a payload that did not decode (a dead letter's ``raw``) names an erased key of ``tenant_id``:
+        best effort, for a JSON object with ``tenant_id`` and the id fields as strings.
+
+        >>> ids = ForgottenIds(lambda t: b"s"); _ = ids.add("acme", "a:x1")
+        >>> ids.names_forgotten_raw("", b'{"tenant_id": "acme", "anonymous_id": "x1", "timestamp": "bad"}')
+        True
+        """
+        if not self._hashes or not raw.lstrip().startswith(b"{"):
+            return False
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(obj, dict):
+            return False
+        tenant = obj.get("tenant_id") if not tenant_id else tenant_id
+        if not isinstance(tenant, str) or not self._hashes.get(tenant):
+            return False
+        salt = self._salt_of(tenant)
+        hashes = self._hashes[tenant]
+        for prefix, name in (("u:", "user_id"), ("d:", "device_id"), ("a:", "anonymous_id")):
+            value = obj.get(name)
+            if isinstance(value, str) and value and forget_hash(salt, prefix + value) in hashes:
+                return True
+        return False
 
     def tenant_hashes(self, tenant_id: str) -> frozenset[str]:
         return frozenset(self._hashes.get(tenant_id, ()))

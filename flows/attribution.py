@@ -35,6 +35,7 @@ rewrites the person's journeys.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,15 @@ from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from creditflow.config import TenantConfigs
-from creditflow.events import IDENTITY_EVENT_TYPES, ClosedJourney, Event, RawRecord, SinkRow
+from creditflow.events import (
+    IDENTITY_EVENT_TYPES,
+    ClosedJourney,
+    DeadLetter,
+    Event,
+    RawRecord,
+    SinkRow,
+    SuppressedEvent,
+)
 from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KpiDelta, delta_of
 from creditflow.pii import PiiHasher
@@ -118,6 +127,9 @@ def build_flow(
         lambda ev: ev.event_type == "deletion_request" or not forgotten.names_forgotten(ev),
     )
     refused = op.map("forgotten_events", live.falses, lambda ev: suppressed(ev, "forgotten"))
+    # A bad record naming an erased person is counted as suppressed, not kept as a dead letter with its payload.
+    letters = op.branch("letters_not_forgotten", decoded.errs, lambda dl: not _names_forgotten(forgotten, dl))
+    refused_letters = op.map("forgotten_letters", letters.falses, _suppressed_letter)
 
     # A device's events travel one path, in order: the device graph (keyed by device) credits an
     # unlinked device itself and sends a linked one's events, and its journey at the link, to the person.
@@ -158,7 +170,8 @@ def build_flow(
         credited.credits,
         credited.conversions,
         kpis.rows,
-        decoded.errs,
+        letters.trues,
+        refused_letters,
         kpis.late,
         devices.duplicates,
         persons.duplicates,
@@ -181,6 +194,17 @@ def build_flow(
             closed = op.map("route_archive", closed, _route_journey)
         op.output("archive", closed, archive)
     return flow
+
+
+def _names_forgotten(forgotten: ForgottenIds, letter: DeadLetter) -> bool:
+    return forgotten.names_forgotten_raw(letter.tenant_id, letter.raw)
+
+
+def _suppressed_letter(letter: DeadLetter) -> SuppressedEvent:
+    """The count-only trace of a bad record of an erased person (keyed like the dead letter it replaces)."""
+    where = f"{letter.position.source}/{letter.position.partition}/{letter.position.offset}"
+    key = hashlib.blake2b(where.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return SuppressedEvent(letter.tenant_id, "forgotten", letter.event_type or "unknown", key, 0)
 
 
 def _route_journey(journey: ClosedJourney | ForgetPerson) -> tuple[str, ClosedJourney | ForgetPerson]:

@@ -22,13 +22,17 @@ match.
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from creditflow.forgotten import ForgottenIds
 from creditflow.kpis import KEY_SEP
+from state.probable_links import without_erased
 
 __all__ = ["RecoveryForgetReport", "forget_in_recovery_store"]
 
@@ -39,9 +43,19 @@ _PERSON_PREFIXES = ("u:", "d:", "a:")
 class RecoveryForgetReport:
     partitions: int
     keys_removed: int
-    rows_removed: int
-    keys_still_holding_state: int
-    """Erased persons' keys whose newest snapshot holds state (not erased in this store yet)."""
+    """Keys of erased persons whose every snapshot was removed."""
+    keys_holding_state: int
+    """Of those, the keys whose newest snapshot still held state (erased here, not by the flow)."""
+    superseded_rows: int
+    """Older snapshots no resume can read (a newer committed one of the same key exists), removed."""
+    scrubbed_rows: int
+    """Snapshots of other steps rewritten without what named an erased person (the network matcher's)."""
+
+
+_SCRUBBERS: dict[str, Callable[[Any, Callable[[str, str], bool]], Any]] = {
+    "creditflow.identity.links.network": without_erased,
+}
+"""Steps keyed by something else than a person whose state can name one: how to take it out."""
 
 
 def _erased_key(state_key: str, forgotten: ForgottenIds) -> bool:
@@ -49,40 +63,79 @@ def _erased_key(state_key: str, forgotten: ForgottenIds) -> bool:
     return bool(sep) and person_key[:2] in _PERSON_PREFIXES and forgotten.has(tenant_id, person_key)
 
 
+def _committed_epoch(parts: list[Path]) -> int:
+    """The newest epoch a resume reads state from: below the lowest worker frontier of the latest execution."""
+    fronts: list[tuple[int, int]] = []
+    for part in parts:
+        with closing(sqlite3.connect(part)) as db:
+            fronts.extend(db.execute("SELECT ex_num, worker_frontier FROM fronts").fetchall())
+    if not fronts:
+        return -1
+    latest = max(ex for ex, _ in fronts)
+    return min(frontier for ex, frontier in fronts if ex == latest) - 1
+
+
 def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryForgetReport:
-    """Remove the emptied keys of erased persons from every partition of ``store`` (flow stopped), then VACUUM.
+    """Take every erased person out of ``store`` (flow stopped): see the module doc.
+
+    Per partition, in one transaction: snapshots superseded by a newer committed
+    one of their key are removed (they hold what the key held before, e.g. a person
+    before the request; Bytewax keeps them ``backup_interval`` longer and would
+    remove them itself), every row of an erased person's key is removed, and the
+    network matcher's snapshots lose the observations naming one. Then ``VACUUM``.
 
     >>> import tempfile; from bytewax.recovery import init_db_dir
     >>> d = Path(tempfile.mkdtemp()); init_db_dir(d, 1)
-    >>> forget_in_recovery_store(d, ForgottenIds(lambda t: b"s")).rows_removed
+    >>> forget_in_recovery_store(d, ForgottenIds(lambda t: b"s")).keys_removed
     0
     """
     parts = sorted(Path(store).glob("part-*.sqlite3"))
-    commits: list[int] = []
-    for part in parts:
-        with closing(sqlite3.connect(part)) as db:
-            commits.extend(epoch for (epoch,) in db.execute("SELECT commit_epoch FROM commits"))
-    committed = min(commits) if commits else -1
-    keys_removed = rows_removed = holding = 0
+    committed = _committed_epoch(parts)
+
+    def erased(tenant_id: str, person_key: str) -> bool:
+        return forgotten.has(tenant_id, person_key)
+
+    removed = holding = superseded = scrubbed = 0
     for part in parts:
         with closing(sqlite3.connect(part, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute("SELECT step_id, state_key, snap_epoch, ser_change IS NULL FROM snaps").fetchall()
+            newest_committed: dict[tuple[str, str], int] = {}
             newest: dict[tuple[str, str], tuple[int, bool]] = {}
-            for step, key, epoch, empty in db.execute(
-                "SELECT step_id, state_key, snap_epoch, ser_change IS NULL FROM snaps"
-            ):
-                if not _erased_key(key, forgotten):
-                    continue
-                if (step, key) not in newest or epoch > newest[(step, key)][0]:
-                    newest[(step, key)] = (epoch, bool(empty))
-            doomed = [sk for sk, (epoch, empty) in newest.items() if empty and epoch <= committed]
-            holding += sum(1 for _, empty in newest.values() if not empty)
-            if doomed:
-                db.execute("BEGIN IMMEDIATE")
-                for step, key in doomed:
-                    cur = db.execute("DELETE FROM snaps WHERE step_id = ? AND state_key = ?", (step, key))
-                    rows_removed += cur.rowcount
-                db.execute("COMMIT")
-                keys_removed += len(doomed)
-            db.execute("VACUUM")  # free pages would still hold older snapshots' bytes
+            for step, key, epoch, empty in rows:
+                sk = (step, key)
+                if epoch <= committed and epoch > newest_committed.get(sk, -1):
+                    newest_committed[sk] = epoch
+                if sk not in newest or epoch > newest[sk][0]:
+                    newest[sk] = (epoch, bool(empty))
+            for step, key, epoch, _ in rows:
+                if epoch < newest_committed.get((step, key), -1):
+                    db.execute(
+                        "DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND snap_epoch = ?", (step, key, epoch)
+                    )
+                    superseded += 1
+            for step, key in newest:
+                if _erased_key(key, forgotten):
+                    db.execute("DELETE FROM snaps WHERE step_id = ? AND state_key = ?", (step, key))
+                    removed += 1
+                    holding += not newest[(step, key)][1]
+            for step, scrub in _SCRUBBERS.items():
+                found = db.execute(
+                    "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL",
+                    (step,),
+                ).fetchall()
+                for key, epoch, blob in found:
+                    state = pickle.loads(blob)
+                    kept = scrub(state, erased)
+                    if kept is state or kept == state:
+                        continue
+                    new_blob = None if kept is None else pickle.dumps(kept)
+                    db.execute(
+                        "UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ? AND snap_epoch = ?",
+                        (new_blob, step, key, epoch),
+                    )
+                    scrubbed += 1
+            db.execute("COMMIT")
+            db.execute("VACUUM")  # free pages would still hold the removed snapshots' bytes
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and so would the write-ahead log (Bytewax uses WAL)
-    return RecoveryForgetReport(len(parts), keys_removed, rows_removed, holding)
+    return RecoveryForgetReport(len(parts), removed, holding, superseded, scrubbed)

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
+from creditflow.forgotten import ForgottenIds
 from creditflow.pii import pii_hasher_from
 from creditflow.weights import NoWeights
 from creditflow.weights_store import LOG_STREAM, RedisWeights
@@ -88,6 +90,9 @@ class RunSettings:
     pii_key_file: str | None = None
     """Secret key file for hashing emails and phones (created, mode 0600, when missing); every process of a
     cluster reads the same file. ``CREDITFLOW_PII_KEY`` (hex) overrides it; neither hashes with a public key."""
+    suppression_file: str | None = None
+    """Set by ``run`` for the processes of a cluster: the suppression list read once from ClickHouse (JSON
+    pairs of tenant and hash); ``None``: each process reads ClickHouse itself (one process)."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -99,10 +104,15 @@ class RunSettings:
         parse_source_spec(self.source)
 
     def flow_settings(self, live: bool = True) -> FlowSettings:
-        """What the flow is built with; ``live=False`` (a flow only checked, never run) follows no weights."""
+        """What the flow is built with; ``live=False`` (a flow only checked, never run) follows no weights
+        and reads no suppression list."""
         configs = TenantConfigs.load(self.tenants_file) if self.tenants_file else TenantConfigs()
         for cfg in (configs.defaults, *configs.tenants.values()):
             compile_rules(cfg.channel_rules)  # a bad regex stops the run here, not mid-stream
+        pii = pii_hasher_from(Path(self.pii_key_file) if self.pii_key_file else None)
+        forgotten = ForgottenIds(pii.tenant_salt, self._suppression_list() if live else ())
+        if forgotten:
+            log.info("suppression list: %d erased person keys of %d tenants", len(forgotten), len(forgotten.tenants()))
         return FlowSettings(
             configs=configs,
             windows=WindowSettings(
@@ -111,11 +121,45 @@ class RunSettings:
                 restate_horizon_ms=self.restate_horizon_ms,
             ),
             progress=ProgressCounter(self.progress_every_s),
-            pii=pii_hasher_from(Path(self.pii_key_file) if self.pii_key_file else None),
+            pii=pii,
             weights=(
                 RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url and live else NoWeights()
             ),
+            forgotten=forgotten,
         )
+
+    def _suppression_list(self) -> list[tuple[str, str]]:
+        if self.suppression_file is not None:
+            return [(tenant, id_hash) for tenant, id_hash in json.loads(Path(self.suppression_file).read_text())]
+        return read_suppression_list(self.clickhouse_dsn)
+
+
+def read_suppression_list(dsn: str) -> list[tuple[str, str]]:
+    """The durable suppression list (ClickHouse ``forgotten_ids``): (tenant, hash) of every erased person key."""
+    from sinks.clickhouse_client import connect
+    from sinks.clickhouse_forget import load_forgotten
+
+    client = connect(dsn)
+    try:
+        return load_forgotten(client)
+    finally:
+        client.close()
+
+
+def dump_suppression_list(dsn: str, path: str) -> None:
+    """Write ``read_suppression_list(dsn)`` to ``path`` as JSON (run in its own process: chDB lets one process
+    hold a data path, and that must be the cluster's sink process)."""
+    Path(path).write_text(json.dumps(read_suppression_list(dsn)))
+
+
+def _with_suppression_file(settings: RunSettings) -> RunSettings:
+    """Read the suppression list once, in a short-lived process, for every process of a cluster."""
+    folder = Path(settings.recovery_dir) if settings.recovery_dir else Path(tempfile.mkdtemp(prefix="creditflow-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "creditflow-suppression.json"
+    code = "import sys; from flows.run import dump_suppression_list as d; d(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, settings.clickhouse_dsn, str(path)], check=True)
+    return dataclasses.replace(settings, suppression_file=str(path))
 
 
 def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
@@ -276,6 +320,7 @@ def run(settings: RunSettings) -> None:
         return
     # create/check the store once, before the processes (the flow's structure only: no weights polling here)
     _recovery(settings, _build_flow(settings, settings.flow_settings(live=False)))
+    settings = _with_suppression_file(settings)
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(settings.processes)]
     payload = json.dumps(dataclasses.asdict(settings))
     procs = [

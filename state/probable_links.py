@@ -57,6 +57,7 @@ confident probable link per device), so a later login replaces a guess.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -88,6 +89,7 @@ __all__ = [
     "link_confidence",
     "network_key",
     "network_keyer",
+    "without_erased",
     "ua_hash",
 ]
 
@@ -335,6 +337,27 @@ class NetworkState:
     emitted: tuple[tuple[str, str], ...]
     """(device_key, user_id) pairs already proposed."""
     layout: int = PROBABLE_LINKS_LAYOUT
+
+
+def without_erased(state: NetworkState, erased: Callable[[str, str], bool]) -> NetworkState | None:
+    """``state`` without the observations and proposed pairs naming an erased key (``erased(tenant, key)``);
+    ``None`` when nothing is left. Used offline on the recovery store (``flows.recovery_forget``).
+
+    >>> obs = Observation(1, "a:lap", "ann", b"12345678", "DE"), Observation(2, "a:tab", "bob", b"12345678", "DE")
+    >>> kept = without_erased(NetworkState("t", 2, 0.0, obs, (("a:lap", "ann"),)), lambda t, k: k == "u:ann")
+    >>> [o.user_id for o in kept.observations], kept.emitted
+    (['bob'], ())
+    """
+
+    def named(device_key: str, user_id: str) -> bool:
+        tenant = state.tenant_id
+        return erased(tenant, device_key) or (bool(user_id) and erased(tenant, "u:" + user_id))
+
+    observations = tuple(o for o in state.observations if not named(o.device_key, o.user_id))
+    if not observations:
+        return None
+    emitted = tuple(p for p in state.emitted if not named(*p))
+    return dataclasses.replace(state, observations=observations, emitted=emitted)
 
 
 @dataclass(frozen=True, slots=True)
