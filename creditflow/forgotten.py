@@ -37,8 +37,9 @@ process. A tenant whose list is empty costs the decoder one dict lookup per even
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -61,6 +62,10 @@ FORGET_TABLES = ("attribution_credits", "conversions", "dead_letters", "forgotte
 the last one records the hash (the durable suppression list)."""
 
 
+_ID_FIELDS = (("u:", "user_id"), ("d:", "device_id"), ("a:", "anonymous_id"))
+"""Person key prefix and the event field holding that id."""
+
+
 def forget_hash(salt: bytes, person_key: str) -> str:
     """``f1:`` + 32 hex digits of BLAKE2b-128 keyed with ``salt`` over ``person_key`` (``u:...``, ``d:...``, ``a:...``).
 
@@ -78,14 +83,7 @@ def keys_of(event: Event) -> tuple[str, ...]:
     >>> keys_of(Event("e", "t", "click", 0, SourcePosition("f", "0", "0"), anonymous_id="a1", user_id="u1"))
     ('u:u1', 'a:a1')
     """
-    keys = []
-    if event.user_id:
-        keys.append("u:" + event.user_id)
-    if event.device_id:
-        keys.append("d:" + event.device_id)
-    if event.anonymous_id:
-        keys.append("a:" + event.anonymous_id)
-    return tuple(keys)
+    return tuple(prefix + value for prefix, name in _ID_FIELDS if (value := getattr(event, name)))
 
 
 def raw_id_of(person_key: str) -> str:
@@ -183,11 +181,16 @@ class ForgottenIds:
         if not isinstance(obj, dict):
             return False
         tenant = obj.get("tenant_id") if not tenant_id else tenant_id
-        if not isinstance(tenant, str) or not self._hashes.get(tenant):
+        return isinstance(tenant, str) and self.names_forgotten_object(tenant, obj)
+
+    def names_forgotten_object(self, tenant_id: str, obj: Mapping[str, Any]) -> bool:
+        """Whether a payload read as an object (not an ``Event``) names an erased key of ``tenant_id`` in its
+        ``user_id``, ``device_id`` or ``anonymous_id`` string."""
+        hashes = self._hashes.get(tenant_id)
+        if not hashes:
             return False
-        salt = self._salt_of(tenant)
-        hashes = self._hashes[tenant]
-        for prefix, name in (("u:", "user_id"), ("d:", "device_id"), ("a:", "anonymous_id")):
+        salt = self._salt_of(tenant_id)
+        for prefix, name in _ID_FIELDS:
             value = obj.get(name)
             if isinstance(value, str) and value and forget_hash(salt, prefix + value) in hashes:
                 return True

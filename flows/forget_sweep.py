@@ -67,17 +67,16 @@ class SweepReport:
 
 def sweep(settings: SweepSettings) -> SweepReport:
     """Run every part of the sweep the settings name; what each did."""
-    from flows.run import read_suppression_list
     from sinks.clickhouse_client import connect
-    from sinks.clickhouse_forget import sweep_clickhouse
+    from sinks.clickhouse_forget import load_forgotten, sweep_clickhouse
 
-    forgotten = ForgottenIds(settings.pii.tenant_salt, read_suppression_list(settings.clickhouse_dsn))
-    report = SweepReport(listed_keys=len(forgotten))
-    if not forgotten:
-        log.info("the suppression list is empty: nothing to sweep")
-        return report
-    client = connect(settings.clickhouse_dsn)
+    client = connect(settings.clickhouse_dsn)  # one client reads the list and sweeps the tables
     try:
+        forgotten = ForgottenIds(settings.pii.tenant_salt, load_forgotten(client))
+        report = SweepReport(listed_keys=len(forgotten))
+        if not forgotten:
+            log.info("the suppression list is empty: nothing to sweep")
+            return report
         report.clickhouse_rows = sweep_clickhouse(client, forgotten)
     finally:
         client.close()

@@ -80,8 +80,6 @@ CHUNK = 1000
 Decoder = Callable[[RawRecord], Event | DeadLetter]
 """One raw record to an ``Event`` or a ``DeadLetter``, as the flow's decode step does."""
 
-_ID_FIELDS = (("u:", "user_id"), ("d:", "device_id"), ("a:", "anonymous_id"))
-
 
 @dataclass(frozen=True, slots=True)
 class StreamForgetReport:
@@ -196,13 +194,7 @@ def _names_forgotten(
     if obj is None:
         return None
     tenant_id = obj.get("tenant_id")
-    if type(tenant_id) is not str:
-        return False
-    for prefix, name in _ID_FIELDS:
-        value = obj.get(name)
-        if type(value) is str and value and forgotten.has(tenant_id, prefix + value):
-            return True
-    return False
+    return type(tenant_id) is str and forgotten.names_forgotten_object(tenant_id, obj)
 
 
 def _best_effort_object(fields: Mapping[bytes, bytes]) -> Mapping[str, Any] | None:
