@@ -24,6 +24,7 @@ creditflow.config.ConfigError: half_life_days must be > 0 (got 0); set a positiv
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -114,6 +115,14 @@ class TenantConfig:
     link_window_minutes: float = 30.0
     """How close in time an anonymous device and an identified one must be seen on one network to be linked
     probabilistically; the matcher keeps (hashed) network observations no longer than this."""
+    retention_days: float = math.inf
+    """How long person-level rows are kept: ClickHouse credits, conversions, dead letters and suppressed-event
+    counts (by event time; dead letters by arrival) and archived journeys (by close date). The default ``inf``
+    keeps them until you choose (nothing is deleted by surprise, e.g. after a backfill of old events); 395
+    (13 months) still allows year-over-year comparison. It must cover :attr:`state_horizon_days`, so that no
+    flow state holds a person's data longer than the tenant keeps it (``creditflow.retention``)."""
+    kpi_retention_days: float = math.inf
+    """How long ``kpi_windows`` rows (aggregates: they name nobody) are kept, by window start; ``inf``: forever."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -125,6 +134,8 @@ class TenantConfig:
             "conversion_dedup_days",
             "identity_ttl_days",
             "link_window_minutes",
+            "retention_days",
+            "kpi_retention_days",
         ):
             value = getattr(self, name)
             if not value > 0:
@@ -154,11 +165,41 @@ class TenantConfig:
             )
         if self.kpi_volume_source not in ("events", "ad_spend"):
             raise ConfigError(f"kpi_volume_source must be 'events' or 'ad_spend' (got {self.kpi_volume_source!r})")
+        horizon = self.state_horizon_days
+        if self.retention_days < horizon:
+            raise ConfigError(
+                f"retention_days ({self.retention_days:g}) is shorter than flow state may keep a person's data "
+                f"({horizon:g} days: {self._horizon_terms()}); raise retention_days to at least {horizon:g}, or "
+                "lower those windows"
+            )
 
     def lookback_ms(self, event_type: str) -> int:
         """Lookback window of a touch of this type, in milliseconds."""
         days = self.impression_lookback_days if event_type == "impression" else self.lookback_days
         return int(days * DAY_MS)
+
+    @property
+    def state_horizon_days(self) -> float:
+        """The longest any keyed state keeps a datum of a person of this tenant, in days.
+
+        A journey keeps touches up to twice the longest lookback before the person's newest event (an open
+        conversion's window stays whole) and conversion ids up to ``idle_ttl_days`` before it, and is
+        discarded ``idle_ttl_days`` after that event; a device link lives ``identity_ttl_days`` after the
+        device's last event. Conversion de-duplication keeps no person id.
+
+        >>> TenantConfig().state_horizon_days
+        90.0
+        """
+        return max(self._journey_horizon_days(), self.identity_ttl_days)
+
+    def _journey_horizon_days(self) -> float:
+        return max(2 * max(self.lookback_days, self.impression_lookback_days), self.idle_ttl_days) + self.idle_ttl_days
+
+    def _horizon_terms(self) -> str:
+        return (
+            f"journeys max(2 x longest lookback, idle_ttl_days) + idle_ttl_days = {self._journey_horizon_days():g}, "
+            f"device links identity_ttl_days = {self.identity_ttl_days:g}"
+        )
 
     @property
     def idle_ttl_ms(self) -> int:

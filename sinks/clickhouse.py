@@ -162,6 +162,15 @@ Right to be forgotten
     ``ForgetPerson`` erases again, which finds nothing or what the replay
     brought back.
 
+Retention
+    With ``ClickHouseSettings.retention`` (the tenant configs), ``snapshot()``
+    also deletes the rows past each tenant's ``retention_days`` /
+    ``kpi_retention_days`` (``sinks.clickhouse_retention.expire_rows``: per
+    table one count and, when it finds rows, one DELETE for all tenants) at
+    the first snapshot, then at most once per ``retention_interval_s``, and
+    at ``close()`` (so a finite run, such as a backfill, ends with nothing
+    past retention).
+
 Errors that stop the flow
     Terminal errors - SQL syntax, unknown table or column, authentication
     (AUTHENTICATION_FAILED, code 516) or access denied, a bad DSN, a migration
@@ -179,6 +188,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -199,6 +209,7 @@ from sinks.clickhouse_client import (
 )
 from sinks.clickhouse_forget import erase_persons
 from sinks.clickhouse_migrations import migrate
+from sinks.clickhouse_retention import expire_rows
 from sinks.clickhouse_rows import (
     COLUMNS,
     COMMIT_COLUMNS,
@@ -367,8 +378,18 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
     bound: the deletion requests of one epoch.
     """
 
-    def __init__(self, client: Client, settings: ClickHouseSettings, step_id: str, resume: int | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ClickHouseSettings,
+        step_id: str,
+        resume: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client: Client | None = client
+        self._clock = clock
+        self._next_expiry_s = -math.inf
+        """When rows past retention are next deleted (``clock`` seconds); bound: one number."""
         self._settings = settings
         self._step_id = step_id
         self._column_types: dict[str, Sequence[Any]] = {}
@@ -579,7 +600,16 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         if self._behind is not None:
             self._behind.drain()
         self._erase_pending()
+        self._expire_if_due()
         return time.time_ns() // 1_000_000
+
+    def _expire_if_due(self) -> None:
+        """Delete rows past their tenant's retention: at the first snapshot, then once per interval."""
+        retention = self._settings.retention
+        if retention is None or self._clock() < self._next_expiry_s:
+            return
+        expire_rows(self.client, retention, settings=self._settings)
+        self._next_expiry_s = self._clock() + self._settings.retention_interval_s
 
     def _erase_pending(self) -> None:
         """Delete the rows of the persons erased since the last snapshot (every row handed over is written)."""
@@ -594,6 +624,9 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
             behind.close()
         if self.pending_erasures and self._client is not None:
             self._erase_pending()
+        if self._settings.retention is not None and self._client is not None:
+            self._next_expiry_s = -math.inf  # a finite run (a backfill) ends with nothing past retention
+            self._expire_if_due()
         replayed = {table: n for table, n in self.replayed_rows.items() if n}
         if replayed:
             logger.info("ClickHouse sink %s skipped replayed rows already written: %s", self._step_id, replayed)

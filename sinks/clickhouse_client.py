@@ -54,7 +54,9 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
+from creditflow.retention import RETENTION_INTERVAL_S
 
 __all__ = [
     "ClickHouseSettings",
@@ -66,6 +68,7 @@ __all__ = [
     "is_transient",
     "mask_dsn",
     "retry_call",
+    "run_call",
 ]
 
 logger = logging.getLogger("creditflow.sinks.clickhouse")
@@ -130,6 +133,10 @@ class ClickHouseSettings:
     replay_keys_cap: int = 1_000_000
     """Most keys loaded after a restart (memory bound: ~300 B each); beyond it every batch is
     looked up in ClickHouse instead (slower, same guarantee)."""
+    retention: TenantConfigs | None = None
+    """Each tenant's retention (``sinks.clickhouse_retention``): the sink deletes rows past it at its
+    first snapshot and then at most once per ``retention_interval_s``. None: it never deletes by age."""
+    retention_interval_s: float = RETENTION_INTERVAL_S
 
     def __post_init__(self) -> None:
         scheme = self.dsn.partition("://")[0].lower() if "://" in self.dsn else ""
@@ -366,6 +373,18 @@ def retry_call(
 
 
 # --- connecting ----------------------------------------------------------------
+
+
+def run_call(fn: Callable[[], T], *, what: str, settings: ClickHouseSettings | None) -> T:
+    """:func:`retry_call` with ``settings``; without, one attempt (a human runs a sweep), errors named alike."""
+    if settings is not None:
+        return retry_call(fn, what=what, settings=settings)
+    try:
+        return fn()
+    except ClickHouseSinkError:
+        raise
+    except Exception as exc:
+        raise ClickHouseSinkError(f"{what} failed: {describe_error(exc)}", transient=is_transient(exc)) from exc
 
 
 def _chdb_path(dsn: str) -> str:

@@ -74,7 +74,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -85,10 +85,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from creditflow.forgotten import FORGET_TABLES, ForgetPerson, ForgottenIds
 from sinks.clickhouse_client import (
     ClickHouseSettings,
-    ClickHouseSinkError,
     describe_error,
-    is_transient,
-    retry_call,
+    run_call,
 )
 
 __all__ = [
@@ -96,6 +94,7 @@ __all__ = [
     "FORGET_CHUNK",
     "NO_PATCH_DELETE_CODES",
     "PATCH_DELETE",
+    "delete_once",
     "erase_persons",
     "load_forgotten",
     "sweep_clickhouse",
@@ -125,7 +124,7 @@ NO_PATCH_DELETE_CODES: frozenset[int] = frozenset(
 """Errors by which a server refuses ``PATCH_DELETE`` before deleting anything: delete by mutation instead."""
 
 _by_mutation: WeakKeyDictionary[Client, set[str]] = WeakKeyDictionary()
-"""Per client, the tables whose server refused ``PATCH_DELETE``; bound: the ``ERASED_TABLES``."""
+"""Per client, the tables whose server refused ``PATCH_DELETE``; bound: the tables the sinks write."""
 
 ID_FIELDS: dict[str, str] = {"u:": "user_id", "d:": "device_id", "a:": "anonymous_id"}
 """Person key prefix -> the top-level field of a raw event (``dead_letters.raw``) holding the id."""
@@ -152,22 +151,10 @@ _DEAD_LETTER_DELETE = (
 )
 
 
-def _run(fn: Callable[[], T], *, what: str, settings: ClickHouseSettings | None) -> T:
-    """``retry_call`` with ``settings``; without, one attempt (a human runs the sweep), errors named alike."""
-    if settings is not None:
-        return retry_call(fn, what=what, settings=settings)
-    try:
-        return fn()
-    except ClickHouseSinkError:
-        raise
-    except Exception as exc:
-        raise ClickHouseSinkError(f"{what} failed: {describe_error(exc)}", transient=is_transient(exc)) from exc
-
-
 def _query(
     client: Client, sql: str, parameters: dict[str, Any], *, what: str, settings: ClickHouseSettings | None
 ) -> list[tuple[Any, ...]]:
-    result = _run(partial(client.query, sql, parameters=parameters), what=what, settings=settings)
+    result = run_call(partial(client.query, sql, parameters=parameters), what=what, settings=settings)
     return [tuple(r) for r in result.result_rows]
 
 
@@ -176,7 +163,7 @@ def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
         yield items[start : start + FORGET_CHUNK]
 
 
-def _delete_once(client: Client, sql: str, table: str, parameters: dict[str, Any]) -> None:
+def delete_once(client: Client, sql: str, table: str, parameters: dict[str, Any]) -> None:
     """One DELETE: as a patch part, or as a mutation where the server refused that (remembered per client)."""
     refused = _by_mutation.setdefault(client, set())
     if table not in refused:
@@ -188,9 +175,10 @@ def _delete_once(client: Client, sql: str, table: str, parameters: dict[str, Any
                 raise
             refused.add(table)
             logger.warning(
-                "ClickHouse table %s cannot delete by patch part (%s): its erasures run as mutations, which "
-                "rewrite every part (seconds on large tables) -> fix: a ClickHouse with lightweight updates "
-                "and the migration 0008_fast_deletes (applied at the sink's next start)",
+                "ClickHouse table %s cannot delete by patch part (%s): its erasures and retention deletes run "
+                "as mutations, which rewrite every part (seconds on large tables) -> fix: a ClickHouse with "
+                "lightweight updates and the migrations 0008_fast_deletes and 0009_retention_deletes (applied at "
+                "the sink's next start)",
                 table,
                 describe_error(exc),
             )
@@ -209,8 +197,8 @@ def _delete(
     """Lightweight-DELETE ``targets`` (row keys, never a person id) of ``tenant_id`` from ``table``."""
     for chunk in _chunks(sorted(targets)):
         parameters = {"table": table, "tenant": tenant_id, "targets": list(chunk)}
-        _run(
-            partial(_delete_once, client, sql, table, parameters),
+        run_call(
+            partial(delete_once, client, sql, table, parameters),
             what=f"deleting {len(chunk)} forgotten rows' keys from ClickHouse table {table}",
             settings=settings,
         )
@@ -314,7 +302,7 @@ def load_forgotten(client: Client, *, settings: ClickHouseSettings | None = None
     A run loads this at start into a ``creditflow.forgotten.ForgottenIds``.
     """
     table = ForgetPerson.table
-    exists = _run(
+    exists = run_call(
         lambda: client.command("EXISTS TABLE {table:Identifier}", parameters={"table": table}),
         what=f"checking for ClickHouse table {table}",
         settings=settings,

@@ -196,7 +196,7 @@ class FlakyClient:
 
 
 def test_migrate_fresh_then_idempotent(client: Client) -> None:
-    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert migrate(client) == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert migrate(client) == []
     assert client.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
         (1, "0001_init"),
@@ -207,6 +207,7 @@ def test_migrate_fresh_then_idempotent(client: Client) -> None:
         (6, "0006_conversion_revisions"),
         (7, "0007_forgotten_ids"),
         (8, "0008_fast_deletes"),
+        (9, "0009_retention_deletes"),
     ]
     for table in TABLES:
         sorting_key = client.command(
