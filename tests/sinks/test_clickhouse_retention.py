@@ -21,7 +21,7 @@ from creditflow.events import SinkRow
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, ClickHouseSinkPartition
 from sinks.clickhouse_client import ClickHouseSettings, connect
 from sinks.clickhouse_retention import RETAINED_TABLES, expire_rows
-from tests.sinks.test_clickhouse import conversion, credit, dead_letter, kpi, scalar, suppressed
+from tests.sinks.test_clickhouse import conversion, credit, kpi, scalar, suppressed
 
 pytestmark = pytest.mark.integration
 
