@@ -98,6 +98,27 @@ Right to be forgotten
     Not erased: leftover temporary files of a crashed run (a resume deletes
     them) and older snapshots still kept by the recovery store.
 
+Retention
+    With ``settings.retention`` (the tenant configs; None, the default, never
+    deletes) the partition deletes each tenant's ``date=`` directories whose
+    whole UTC day ended before ``now - retention_days``, contents first
+    (``sinks.archive_retention``, which says what it touches and its cost;
+    tenants keeping forever are not even listed). It does so in
+    ``snapshot()``, after the flush and erasures: at the partition's first
+    snapshot (so after every start and resume) and then at most once per
+    ``settings.retention_interval_s`` (default an hour) of wall time
+    (``wall_clock``, epoch seconds), and once more in ``close()`` after the
+    last flush, so a finite run (a backfill) ends with nothing past
+    retention. Rows waiting for a flush are not
+    expired; once in a file they go at a later expiry, as do dates a resume
+    rewrites from its replay. So archived journeys outlive their retention
+    by less than a day plus the interval - longer in a lull, since Bytewax
+    snapshots the sink only in epochs in which items reach it
+    (``sinks.archive_retention.expire_archive`` serves a stopped flow).
+    Failures are retried and then stop the flow like a failed write; the
+    resumed partition expires again at its first snapshot. State: the wall
+    time of the last expiry, not in the snapshot.
+
 Delivery guarantee: each (journey_id, revision) exactly once
     Bytewax resumes after a crash from the last snapshot and replays every
     item after it, batched differently. Files whose seq is at or above the
@@ -215,9 +236,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from creditflow.events import JOURNEY_OUTCOMES, ClosedJourney
 from creditflow.forgotten import ForgetPerson
+from creditflow.retention import RETENTION_INTERVAL_S, retention_cutoffs
 
 __all__ = [
     "ANY_VERSION_SCHEMA",
@@ -336,6 +359,11 @@ class ArchiveSettings:
     lineage: str = ""
     """The identity of the flow's recovery store (``flows.run.store_lineage``); '' without recovery.
     A start without a resume state deletes the files this lineage wrote (see the module docstring)."""
+    retention: TenantConfigs | None = None
+    """Whose ``retention_days`` the sink enforces on the archive (module docstring, "Retention");
+    None: it never deletes a date."""
+    retention_interval_s: float = RETENTION_INTERVAL_S
+    """Expire at the first snapshot, then at most once per this many seconds of wall time."""
 
     def __post_init__(self) -> None:
         uri = self.uri
@@ -368,12 +396,24 @@ class ArchiveSettings:
             raise ArchiveError(
                 f"ArchiveSettings.write_retries={self.write_retries!r} must be an int >= 0 (0: fail at once)"
             )
+        if self.retention is not None and not isinstance(self.retention, TenantConfigs):
+            raise ArchiveError(
+                f"ArchiveSettings.retention must be TenantConfigs or None (never expire), "
+                f"not {type(self.retention).__name__}"
+            )
+        interval = self.retention_interval_s
+        if not (_is_number(interval) and math.isfinite(interval) and interval >= 0):
+            raise ArchiveError(
+                f"ArchiveSettings.retention_interval_s={interval!r} must be a finite number of seconds >= 0: "
+                f"how often a snapshot expires the archive (default {RETENTION_INTERVAL_S})"
+            )
 
     def __repr__(self) -> str:
         return (
             f"ArchiveSettings(uri={_masked(self.uri)!r}, flush_rows={self.flush_rows}, "
             f"flush_age_s={self.flush_age_s}, write_retries={self.write_retries}, "
-            f"retry_backoff_s={self.retry_backoff_s})"
+            f"retry_backoff_s={self.retry_backoff_s}, retention={'off' if self.retention is None else 'on'}, "
+            f"retention_interval_s={self.retention_interval_s})"
         )
 
 
@@ -817,7 +857,9 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
     ``files_written``, ``flushes``, ``deleted_files`` (by the build), ``erased_pending``
     and ``erased_in_files`` (right to be forgotten, module docstring). Rows restored from a
     snapshot count their age from the build. Bound of the erasure state: the person keys
-    erased since the last snapshot (one epoch's deletion requests).
+    erased since the last snapshot (one epoch's deletion requests). Retention (module
+    docstring): ``expired_dates`` and ``expired_files`` count what it deleted; its state is the
+    wall time of the last expiry.
     """
 
     def __init__(
@@ -830,12 +872,14 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         filesystem: pafs.FileSystem | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._step_id = step_id
         self._partition = partition
         self._clock = clock
         self._sleep = sleep
+        self._wall_clock = wall_clock
         self._fs, self._root = archive_location(settings.uri, filesystem)
         self._single_put = self._fs.type_name in SINGLE_PUT_FILESYSTEMS
         self._dirs: set[str] = set()
@@ -848,6 +892,10 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         self.deleted_files = 0
         self.erased_pending = 0
         self.erased_in_files = ArchiveForgetReport()
+        self.expired_dates = 0
+        self.expired_files = 0
+        self._expired_at: float | None = None
+        """Wall time (epoch s) of the last expiry; None before the first."""
         self._erasures: dict[str, set[str]] = {}
         """Per tenant, the person keys erased since the last snapshot: their files are rewritten at the next one."""
         self._closed = False
@@ -1133,12 +1181,41 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
             "and rewrites what is missing",
         )
 
+    def _expire_if_due(self) -> None:
+        """Delete the dates past their tenant's retention, at the first call and then once per interval."""
+        configs = self._settings.retention
+        if configs is None:
+            return
+        now = self._wall_clock()
+        last = self._expired_at
+        if last is not None and 0 <= now - last < self._settings.retention_interval_s:
+            return
+        from sinks.archive_retention import expire_dates  # it imports this module
+
+        started = time.perf_counter()
+        report = expire_dates(self._fs, self._root, retention_cutoffs(configs, int(now * 1000), "person"), self._io)
+        self._expired_at = now
+        self._dirs.clear()  # a date deleted (by this or another run) and written again needs its directory again
+        self.expired_dates += report.dates_deleted
+        self.expired_files += report.files_deleted
+        logger.info(
+            "Parquet archive sink %s expired %d dates with %d files past retention over %d tenants listed "
+            "(%.1f s; next in %g s)",
+            self._step_id,
+            report.dates_deleted,
+            report.files_deleted,
+            report.tenants,
+            time.perf_counter() - started,
+            self._settings.retention_interval_s,
+        )
+
     def snapshot(self) -> ArchiveResume:
-        """Flush if the oldest row is too old, erase from files, then the next seq and the rows still waiting."""
+        """Flush if the oldest row is too old, erase from files, expire if due, then the next seq and waiting rows."""
         if self._too_old():
             self._flush()
         if self._erasures:
             self._forget_in_files()
+        self._expire_if_due()
         if self._last_snapshot is None:
             if self._rows:
                 self._chunks.append(_journeys_table(self._rows))
@@ -1149,12 +1226,14 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         return self._last_snapshot
 
     def close(self) -> None:
-        """Flush what waits (Bytewax calls this at the end of a finite flow)."""
+        """Flush what waits and expire (Bytewax calls this at the end of a finite flow)."""
         if self._closed:
             return
         self._flush()
         if self._erasures:
             self._forget_in_files()
+        self._expired_at = None  # a finite run (a backfill) ends with nothing past retention
+        self._expire_if_due()
         self._closed = True
         logger.info(
             "Parquet archive sink %s closed: %d rows in %d files (%d flushes; %d superseded revisions left out), "
@@ -1179,7 +1258,8 @@ class ParquetArchiveSink(FixedPartitionedSink[ArchiveItem, ArchiveResume]):
 
     ``filesystem`` replaces the one ``settings.uri`` names (``uri`` is then a
     path in it: custom S3 options, tests); ``clock`` (seconds, monotonic)
-    and ``sleep`` drive the flush age and retry waits. Nothing touches the
+    and ``sleep`` drive the flush age and retry waits, ``wall_clock`` (epoch
+    seconds) the retention cutoffs and interval. Nothing touches the
     filesystem before ``build_part``.
     """
 
@@ -1190,11 +1270,13 @@ class ParquetArchiveSink(FixedPartitionedSink[ArchiveItem, ArchiveResume]):
         filesystem: pafs.FileSystem | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.filesystem = filesystem
         self.clock = clock
         self.sleep = sleep
+        self.wall_clock = wall_clock
 
     def list_parts(self) -> list[str]:
         return [SINK_PARTITION]
@@ -1212,4 +1294,5 @@ class ParquetArchiveSink(FixedPartitionedSink[ArchiveItem, ArchiveResume]):
             filesystem=self.filesystem,
             clock=self.clock,
             sleep=self.sleep,
+            wall_clock=self.wall_clock,
         )
