@@ -6,6 +6,7 @@ creditflow generate --out events.jsonl --persons 1000
 creditflow summary --clickhouse chdb:///var/lib/creditflow/ch
 creditflow loadtest --rate 10000 --duration 60     # own redis-server + embedded ClickHouse; report.json + .png
 creditflow forget --redis redis://localhost:6379/0 --streams events   # finish every erasure (flow stopped)
+creditflow retention --tenants tenants.toml     # delete what is past each tenant's retention_days (flow stopped)
 """
 
 from __future__ import annotations
@@ -272,6 +273,21 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from creditflow.config import TenantConfigs
+    from flows.retention_sweep import expire_stores
+
+    archive = args.archive or str(Path(args.data_dir, "archive").resolve())
+    report = expire_stores(
+        TenantConfigs.load(args.tenants),
+        args.clickhouse or _default_dsn(args.data_dir),
+        archive_uri=None if archive == "none" else archive,
+    )
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditflow", description="Real-time marketing attribution.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -350,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     forget_p.add_argument("--streams", metavar="A,B", help="input streams to sweep (with --redis)")
     forget_p.add_argument("--pii-key-file", metavar="PATH", help="the run's key (default <data dir>/pii.key)")
     forget_p.set_defaults(func=cmd_forget)
+
+    retention_p = sub.add_parser(
+        "retention",
+        help="delete ClickHouse rows and archive dates past each tenant's retention_days (flow stopped)",
+        description="A running flow expires by itself hourly; run this with the flow stopped, e.g. right after "
+        "lowering a tenant's retention_days.",
+    )
+    retention_p.add_argument("--tenants", required=True, metavar="FILE", help="tenant config file (.toml or .json)")
+    retention_p.add_argument("--clickhouse", metavar="DSN", help="default: embedded under --data-dir")
+    retention_p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    retention_p.add_argument("--archive", metavar="URI", help="default <data dir>/archive; 'none' skips it")
+    retention_p.set_defaults(func=cmd_retention)
     return parser
 
 

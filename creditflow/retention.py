@@ -8,9 +8,9 @@ Flow state needs no sweep: every keyed step forgets a person within the
 tenant's ``state_horizon_days``, which the config requires to fit in
 ``retention_days``. The stores outside the flow are expired by whoever writes
 them: the ClickHouse sink (``sinks.clickhouse_retention``) and the archive
-sink (``sinks.archive_retention``) expire at a snapshot, at most once per
-``interval_s``, and ``creditflow retention`` runs the same with the flow
-stopped.
+sink (``sinks.archive_retention``) expire at their first snapshot, then at
+most once per ``retention_interval_s`` and when a finite run ends, and
+``creditflow retention`` runs the same with the flow stopped.
 
 This module only turns the settings into cutoffs, the earliest event time
 (epoch ms) a store keeps for a tenant, at one moment:

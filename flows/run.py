@@ -168,13 +168,25 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
     # covers the next epoch's writes that precede a snapshot, with room for clock skew.
     margin_s = max(60.0, 4.0 * settings.snapshot_interval_s)
     # Write-behind: large inserts every 200 ms at most, off the worker thread (chDB releases the GIL).
-    sink = ClickHouseSink(ClickHouseSettings(dsn=settings.clickhouse_dsn, replay_margin_s=margin_s, write_behind_s=0.2))
+    sink = ClickHouseSink(
+        ClickHouseSettings(
+            dsn=settings.clickhouse_dsn,
+            replay_margin_s=margin_s,
+            write_behind_s=0.2,
+            retention=flow_settings.configs,
+        )
+    )
     recovery_dir = Path(settings.recovery_dir) if settings.recovery_dir else None
     archive = None
     if settings.archive_uri:
         lineage = store_lineage(recovery_dir) if recovery_dir is not None else ""
         archive = ParquetArchiveSink(
-            ArchiveSettings(settings.archive_uri, flush_age_s=settings.archive_flush_s, lineage=lineage)
+            ArchiveSettings(
+                settings.archive_uri,
+                flush_age_s=settings.archive_flush_s,
+                lineage=lineage,
+                retention=flow_settings.configs,
+            )
         )
     # The weights log is never trimmed by the flow: the publisher caps it (weights_store.LOG_MAXLEN).
     # It ends when the main source does, so a finite run still finishes.

@@ -19,8 +19,9 @@ in steady state a run finds the rows that aged out since the last one.
 
 Who runs it: the ClickHouse sink, in ``snapshot()`` after the epoch's rows
 are written, at the first snapshot and then at most once per
-``ClickHouseSettings.retention_interval_s`` (an hour by default), and
-``creditflow retention`` (``flows.retention_sweep``) with the flow stopped.
+``ClickHouseSettings.retention_interval_s`` (an hour by default), and in
+``close()``; ``creditflow retention`` (``flows.retention_sweep``) runs it with
+the flow stopped.
 The DELETEs are written as patch parts where the server can
 (``sinks.clickhouse_forget.delete_once``; migrations 0008 and 0009 give every
 retained table the block columns this needs), else as mutations. Deleted
@@ -31,9 +32,10 @@ person's data), ``model_weights`` (per tenant, no person), ``sink_commits``
 (the sink's own bookkeeping). A row written after it expired - a backfill of
 old events - is deleted by the next run.
 
-Cost (chDB 26.9, 2 shared cores): see ``tests/sinks/test_clickhouse_retention.py``
-and the README; the per-run work is one count per table plus one DELETE per
-table that has expired rows.
+Cost (chDB 26.9, 2 shared cores, ``python -m loadtest.retention_cost``: 2M
+credits and 2M conversions of 10 tenants over 400 days, medians of 3): 20 ms
+when nothing is due, 67 ms for the hourly run that finds a day of rows (5,000
+per table), 135 ms for a month (150,000 per table).
 
 Bound: nothing is held between runs; a run binds one cutoff per configured
 tenant.
