@@ -29,7 +29,19 @@ just before the event that linked it: touches from before the login are
 credited to the person's later conversions, and the person's open conversions
 whose window they fall in are restated (``state.journeys``).
 
-Bounds: a device holds at most one link (the user id) and, while unlinked,
+Consent. A device is tied to a user only while its own latest decision on the
+tenant's ``consent_purpose`` allows tracking under the tenant's
+``consent_mode`` (``creditflow.consent.allows``): under ``opt_in`` a login
+from a device that has not granted links nothing (the event still reaches the
+user's journey, which applies the person's consent, and the device's own
+journey, its decision included, is handed to the person as at a link), and a
+withdrawal on a linked device reaches the user's journey and then unlinks the
+device, in either mode; a probable link never ties a device without consent. So the graph
+keeps no link of a person who has not consented. Consent decisions on one
+device do not link or unlink another.
+
+Bounds: a device holds at most one link (the user id), its own last consent
+decision (two numbers), and, while unlinked,
 one journey with the journeys' own bounds (lookback, ``max_touches``, idle
 TTL). A link is forgotten after ``identity_ttl_days`` without an event from
 the device (wall time, ``notify_at``); an unlinked device's journey ends with
@@ -60,8 +72,9 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from creditflow.consent import CONSENT_UNKNOWN, allows, decision_of, state_of
 from creditflow.events import Event, PersonEvent, SourcePosition, pickled_positionally
-from state.journey_state import JourneyState
+from state.journey_state import Journey, JourneyState
 from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext, erase, suppressed
 from state.probable_links import ProbableLink
 
@@ -140,7 +153,7 @@ def device_person_of(event: Event) -> str:
 class DeviceState:
     """The snapshot of one device: its link and, while unlinked, its journey."""
 
-    __slots__ = ("layout", "tenant_id", "user_id", "confidence", "seen_wall_s", "journey")
+    __slots__ = ("layout", "tenant_id", "user_id", "confidence", "seen_wall_s", "journey", "consent", "consent_ts_ms")
 
     def __init__(
         self,
@@ -150,6 +163,8 @@ class DeviceState:
         seen_wall_s: float,
         journey: JourneyState | None,
         layout: int = DEVICE_LAYOUT_VERSION,
+        consent: int = CONSENT_UNKNOWN,
+        consent_ts_ms: int = -1,
     ) -> None:
         self.tenant_id = tenant_id
         self.user_id = user_id
@@ -157,9 +172,21 @@ class DeviceState:
         self.seen_wall_s = seen_wall_s
         self.journey = journey
         self.layout = layout
+        self.consent = consent
+        """The device's own latest decision on the tenant's purpose (snapshots before it existed: unknown)."""
+        self.consent_ts_ms = consent_ts_ms
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.tenant_id, self.user_id, self.confidence, self.seen_wall_s, self.journey, self.layout)
+        args: tuple[Any, ...] = (
+            self.tenant_id,
+            self.user_id,
+            self.confidence,
+            self.seen_wall_s,
+            self.journey,
+            self.layout,
+        )
+        if self.consent != CONSENT_UNKNOWN:  # only then: most devices never state a decision
+            args += (self.consent, self.consent_ts_ms)
         return (DeviceState, args)
 
     def __repr__(self) -> str:
@@ -173,7 +200,7 @@ class DeviceLogic:
     so that it stays a slotted object.
     """
 
-    __slots__ = ("_ctx", "_user", "_confidence", "_seen_wall_s", "_journey")
+    __slots__ = ("_ctx", "_user", "_confidence", "_seen_wall_s", "_journey", "_consent", "_consent_ts_ms")
 
     def __init__(self, env: JourneyEnv, resume: DeviceState | None) -> None:
         self._ctx: TenantContext = env.default
@@ -181,9 +208,11 @@ class DeviceLogic:
         self._confidence = 0.0
         self._seen_wall_s = 0.0
         self._journey: JourneyLogic | None = None
+        self._consent, self._consent_ts_ms = CONSENT_UNKNOWN, -1
         if resume is not None:
             self._ctx = env.tenants.get(resume.tenant_id, env.default)
             self._user, self._confidence, self._seen_wall_s = resume.user_id, resume.confidence, resume.seen_wall_s
+            self._consent, self._consent_ts_ms = resume.consent, resume.consent_ts_ms
             if resume.journey is not None:
                 self._journey = JourneyLogic(env, resume.journey)
 
@@ -231,12 +260,21 @@ class DeviceLogic:
                 out.append(suppressed(ev, "forgotten"))
                 continue
             self._seen_wall_s = env.now()
+            may_link = self._may_link(ev)
             if ev.user_id:
                 self._flush(pending, out)
-                self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, ev.position, out)
+                if may_link:
+                    self._link(ev.tenant_id, ev.user_id, DETERMINISTIC, ev.position, out)
+                else:  # the user is this event's person, but the device is not tied to them
+                    self._hand_over(ev.tenant_id, ev.user_id, ev.position, out)  # its decision reaches the person
+                    self._unlink()
+                    out.append(PersonEvent("u:" + ev.user_id, ev))
+                    continue
             if self._user:
                 self._flush(pending, out)
                 out.append(PersonEvent("u:" + self._user, ev))
+                if not may_link:  # a withdrawal reaches the person first, then the device lets go
+                    self._unlink()
             else:
                 pending.append(PersonEvent(device_person_of(ev), ev))
         self._flush(pending, out)
@@ -270,7 +308,26 @@ class DeviceLogic:
 
     def snapshot(self) -> DeviceState:
         journey = self._journey.snapshot() if self._journey is not None else None
-        return DeviceState(self._ctx.tenant_id, self._user, self._confidence, self._seen_wall_s, journey)
+        ctx = self._ctx
+        return DeviceState(
+            ctx.tenant_id,
+            self._user,
+            self._confidence,
+            self._seen_wall_s,
+            journey,
+            DEVICE_LAYOUT_VERSION,
+            self._consent,
+            self._consent_ts_ms,
+        )
+
+    # -- consent -------------------------------------------------------
+    def _may_link(self, ev: Event) -> bool:
+        """Note the device's own consent decision in ``ev``; whether the device may be tied to a user now."""
+        cfg = self._ctx.cfg
+        decision = decision_of(ev, cfg.consent_purpose)
+        if decision is not None and ev.ts_ms >= self._consent_ts_ms:
+            self._consent, self._consent_ts_ms = state_of(decision), ev.ts_ms
+        return allows(self._consent, cfg.consent_mode)
 
     # -- linking -------------------------------------------------------
     def _link(
@@ -278,6 +335,10 @@ class DeviceLogic:
     ) -> None:
         """Belong to ``user_id`` from now on; hand an unlinked device's journey over to the user."""
         self._user, self._confidence = user_id, confidence
+        self._hand_over(tenant_id, user_id, position, out)
+
+    def _hand_over(self, tenant_id: str, user_id: str, position: SourcePosition | None, out: list[Any]) -> None:
+        """Give the device's own journey (touches, conversions, consent decision) to ``user_id`` as an ``Adopt``."""
         journey = self._journey
         if journey is not None:
             self._journey = None
@@ -286,8 +347,11 @@ class DeviceLogic:
                 out.append(Adopt(tenant_id, "u:" + user_id, state, position or LINKS_POSITION))
 
     def _link_probably(self, link: ProbableLink, out: list[Any]) -> None:
-        if link.confidence < self._ctx.cfg.link_threshold or link.confidence <= self._confidence:
+        cfg = self._ctx.cfg
+        if link.confidence < cfg.link_threshold or link.confidence <= self._confidence:
             return  # too weak, or not better than the link the device has (a deterministic one is 1.0)
+        if not allows(self._consent, cfg.consent_mode):
+            return  # a device without consent is tied to nobody
         self._seen_wall_s = self._ctx.env.now()
         self._link(link.tenant_id, link.user_id, link.confidence, link.position, out)
 
@@ -303,6 +367,19 @@ class DeviceLogic:
         if discard:
             self._journey = None
         pending.clear()
+
+    def _unlink(self) -> None:
+        """Belong to nobody; a device with a decision keeps it in its own journey (which ends with its idle TTL)."""
+        self._user, self._confidence = "", 0.0
+        if self._journey is None and self._consent != CONSENT_UNKNOWN:
+            self._journey = self._journey_knowing_consent()
+
+    def _journey_knowing_consent(self) -> JourneyLogic:
+        """A new journey for the device holding only its consent decision (its earlier events were all applied)."""
+        j = Journey()
+        j.consent, j.consent_ts_ms = self._consent, self._consent_ts_ms
+        j.last_seen_wall_s = self._ctx.env.now()
+        return JourneyLogic(self._ctx.env, JourneyState(*j.pack()))
 
     def _erase(self, tenant_id: str, device_key: str, requested_ts_ms: int, out: list[Any]) -> None:
         """Forget the device: its link and journey, and from now on its events (``creditflow.forgotten``)."""

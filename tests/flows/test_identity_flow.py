@@ -160,6 +160,56 @@ def test_a_later_withdrawal_on_one_device_wins_over_an_earlier_grant() -> None:
     assert [s.event_type for s in out[SuppressedEvent]] == ["conversion"]
 
 
+def test_under_opt_in_a_login_from_a_device_without_consent_ties_the_device_to_nobody() -> None:
+    """Hal granted on his laptop; his phone never did. The phone's login reaches Hal, its later events do not."""
+    out = run(
+        [
+            ev("yes", "t1", "consent", T0, user_id="hal", device_id="laptop", consent={"analytics": True}),
+            ev("mail", "t1", "click", T0 + HOUR, user_id="hal", device_id="laptop", channel="email"),
+            ev("login", "t1", "identify", T0 + 2 * HOUR, device_id="phone", user_id="hal"),
+            ev("ad", "t1", "click", T0 + 3 * HOUR, device_id="phone", channel="paid_social"),  # logged out
+            conversion("o1", T0 + 4 * HOUR, user_id="hal"),
+        ],
+        consent_mode="opt_in",
+    )
+    assert last_touch(out[CreditRow], "o1") == ("u:hal", "mail")  # not "ad": the phone was never linked
+    assert [s.event_type for s in out[SuppressedEvent]] == ["click"]  # the phone's own click: nobody's consent
+
+
+def test_under_opt_in_a_device_that_grants_is_linked_and_a_withdrawal_there_unlinks_it() -> None:
+    out = run(
+        [
+            ev("login", "t1", "identify", T0, device_id="phone", user_id="ida", consent={"analytics": True}),
+            ev("ad", "t1", "click", T0 + HOUR, device_id="phone", channel="paid_social"),  # logged out: linked
+            conversion("o1", T0 + 2 * HOUR, user_id="ida"),
+            ev("no", "t1", "consent", T0 + 3 * HOUR, device_id="phone", consent={"analytics": False}),
+            ev("yes", "t1", "consent", T0 + 4 * HOUR, user_id="ida", device_id="laptop", consent={"analytics": True}),
+            ev("ad2", "t1", "click", T0 + 5 * HOUR, device_id="phone", channel="display"),  # unlinked now
+            conversion("o2", T0 + 6 * HOUR, user_id="ida"),
+        ],
+        consent_mode="opt_in",
+    )
+    assert last_touch(out[CreditRow], "o1") == ("u:ida", "ad")
+    (o2,) = [c for c in out[ConversionRow] if c.conversion_id == "o2"]
+    assert not o2.attributed  # the withdrawal dropped "ad"; "ad2" came from a device tied to nobody
+    assert [s.event_type for s in out[SuppressedEvent]] == ["click"]  # ad2, on the phone that withdrew
+
+
+def test_under_opt_out_a_withdrawal_on_a_device_reaches_the_person_and_unlinks_the_device() -> None:
+    out = run(
+        [
+            ev("login", "t1", "identify", T0, device_id="tv", user_id="jo"),
+            ev("no", "t1", "consent", T0 + HOUR, device_id="tv", consent={"analytics": False}),
+            ev("ad", "t1", "click", T0 + 2 * HOUR, device_id="tv", channel="display"),
+            ev("web", "t1", "click", T0 + 3 * HOUR, user_id="jo", device_id="laptop", channel="email"),
+            conversion("o1", T0 + 4 * HOUR, user_id="jo"),
+        ]
+    )
+    assert not out[ConversionRow]  # jo withdrew: nothing of jo counts
+    # ad: the tv, tied to nobody now, keeps its own withdrawal; web and o1: jo's
+    assert sorted(s.event_type for s in out[SuppressedEvent]) == ["click", "click", "conversion"]
+
+
 def test_an_anonymous_device_on_the_users_home_network_minutes_before_login_joins_the_person() -> None:
     home = {"ip": "203.0.113.7", "country": "DE", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"}
     out = run(
