@@ -33,7 +33,7 @@ from typing import Literal
 
 from creditflow.config import DAY_MS, TenantConfig, TenantConfigs
 
-__all__ = ["RETENTION_INTERVAL_S", "RetentionCutoffs", "RetentionKind", "retention_cutoffs"]
+__all__ = ["RETENTION_INTERVAL_S", "ExpirySchedule", "RetentionCutoffs", "RetentionKind", "retention_cutoffs"]
 
 RetentionKind = Literal["person", "kpi"]
 """``person``: ``retention_days`` (rows that name or come from a person); ``kpi``: ``kpi_retention_days``."""
@@ -81,3 +81,37 @@ def retention_cutoffs(configs: TenantConfigs, now_ms: int, kind: RetentionKind) 
         default_ms=_cutoff(configs.defaults, now_ms, kind),
         tenants={tenant_id: _cutoff(cfg, now_ms, kind) for tenant_id, cfg in configs.tenants.items()},
     )
+
+
+class ExpirySchedule:
+    """When a running sink expires: at its first check, then at most once per ``interval_s``; ``force`` for close.
+
+    ``now`` is any clock in seconds; one that steps back (a wall clock) makes the next check due.
+    Bound: one number.
+
+    >>> schedule = ExpirySchedule(3600.0)
+    >>> schedule.due(100.0)
+    True
+    >>> schedule.ran(100.0); schedule.due(3699.0), schedule.due(3700.0), schedule.due(50.0)
+    (False, True, True)
+    >>> schedule.force(); schedule.due(101.0)
+    True
+    """
+
+    __slots__ = ("interval_s", "_last")
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: float | None = None
+
+    def due(self, now: float) -> bool:
+        last = self._last
+        return last is None or not 0 <= now - last < self.interval_s
+
+    def ran(self, now: float) -> None:
+        """Record an expiry that started at ``now``."""
+        self._last = now
+
+    def force(self) -> None:
+        """Make the next check due (a finite run ends with nothing past retention)."""
+        self._last = None

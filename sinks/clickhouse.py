@@ -188,7 +188,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -200,6 +199,7 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.binding import quote_identifier
 
 from creditflow.forgotten import ForgetPerson
+from creditflow.retention import ExpirySchedule
 from sinks.clickhouse_client import (
     ClickHouseSettings,
     ClickHouseSinkError,
@@ -388,8 +388,8 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
     ) -> None:
         self._client: Client | None = client
         self._clock = clock
-        self._next_expiry_s = -math.inf
-        """When rows past retention are next deleted (``clock`` seconds); bound: one number."""
+        self._expiry = ExpirySchedule(settings.retention_interval_s)
+        """When rows past retention are next deleted (``clock`` seconds)."""
         self._settings = settings
         self._step_id = step_id
         self._column_types: dict[str, Sequence[Any]] = {}
@@ -606,10 +606,11 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
     def _expire_if_due(self) -> None:
         """Delete rows past their tenant's retention: at the first snapshot, then once per interval."""
         retention = self._settings.retention
-        if retention is None or self._clock() < self._next_expiry_s:
+        now = self._clock()
+        if retention is None or not self._expiry.due(now):
             return
         expire_rows(self.client, retention, settings=self._settings)
-        self._next_expiry_s = self._clock() + self._settings.retention_interval_s
+        self._expiry.ran(now)
 
     def _erase_pending(self) -> None:
         """Delete the rows of the persons erased since the last snapshot (every row handed over is written)."""
@@ -625,7 +626,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         if self.pending_erasures and self._client is not None:
             self._erase_pending()
         if self._settings.retention is not None and self._client is not None:
-            self._next_expiry_s = -math.inf  # a finite run (a backfill) ends with nothing past retention
+            self._expiry.force()  # a finite run (a backfill) ends with nothing past retention
             self._expire_if_due()
         replayed = {table: n for table, n in self.replayed_rows.items() if n}
         if replayed:

@@ -240,7 +240,7 @@ from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from creditflow.events import JOURNEY_OUTCOMES, ClosedJourney
 from creditflow.forgotten import ForgetPerson
-from creditflow.retention import RETENTION_INTERVAL_S, retention_cutoffs
+from creditflow.retention import RETENTION_INTERVAL_S, ExpirySchedule, retention_cutoffs
 
 __all__ = [
     "ANY_VERSION_SCHEMA",
@@ -894,8 +894,8 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         self.erased_in_files = ArchiveForgetReport()
         self.expired_dates = 0
         self.expired_files = 0
-        self._expired_at: float | None = None
-        """Wall time (epoch s) of the last expiry; None before the first."""
+        self._expiry = ExpirySchedule(settings.retention_interval_s)
+        """When the dates past retention are next deleted (``wall_clock`` seconds)."""
         self._erasures: dict[str, set[str]] = {}
         """Per tenant, the person keys erased since the last snapshot: their files are rewritten at the next one."""
         self._closed = False
@@ -1187,14 +1187,13 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         if configs is None:
             return
         now = self._wall_clock()
-        last = self._expired_at
-        if last is not None and 0 <= now - last < self._settings.retention_interval_s:
+        if not self._expiry.due(now):
             return
         from sinks.archive_retention import expire_dates  # it imports this module
 
         started = time.perf_counter()
         report = expire_dates(self._fs, self._root, retention_cutoffs(configs, int(now * 1000), "person"), self._io)
-        self._expired_at = now
+        self._expiry.ran(now)
         self._dirs.clear()  # a date deleted (by this or another run) and written again needs its directory again
         self.expired_dates += report.dates_deleted
         self.expired_files += report.files_deleted
@@ -1232,7 +1231,7 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
         self._flush()
         if self._erasures:
             self._forget_in_files()
-        self._expired_at = None  # a finite run (a backfill) ends with nothing past retention
+        self._expiry.force()  # a finite run (a backfill) ends with nothing past retention
         self._expire_if_due()
         self._closed = True
         logger.info(
