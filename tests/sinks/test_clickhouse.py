@@ -139,11 +139,6 @@ SAMPLES: list[SinkRow] = [credit(), conversion(), kpi(), dead_letter(), suppress
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> ClickHouseSettings:
-    return ClickHouseSettings(f"chdb://{tmp_path}/chdb", initial_backoff_s=0.001, max_backoff_s=0.002)
-
-
-@pytest.fixture
 def part(settings: ClickHouseSettings) -> Iterator[ClickHouseSinkPartition]:
     partition = ClickHouseSink(settings).build_part("clickhouse_out", SINK_PARTITION, None)
     try:

@@ -88,11 +88,6 @@ def letters() -> list[DeadLetter]:
 KEPT_LETTERS = ["3-0", "4-0", "5-0", "6-0"]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> ClickHouseSettings:
-    return ClickHouseSettings(f"chdb://{tmp_path}/chdb", initial_backoff_s=0.001, max_backoff_s=0.002)
-
-
 def build(
     settings: ClickHouseSettings, write_behind_s: float | None = None, client_factory: ClientFactory | None = None
 ) -> ClickHouseSinkPartition:
@@ -126,6 +121,13 @@ READS = (
     "conversions_latest",
 )
 """Every way a reader sees credits and conversions: the tables with and without FINAL, the latest views."""
+
+
+def write_ann_and_bob(part: ClickHouseSinkPartition) -> dict[str, int]:
+    """Ann's rows under her user and anonymous ids, Bob's, the dead letters; Bob's rows per way of reading."""
+    part.write_batch(person_rows(ANN, "ann-c1") + person_rows(BOB, "bob-c1") + list(letters()))
+    part.write_batch(person_rows(ANN_A, "ann-anon-c1", revisions=1))
+    return seen_everywhere(part.client, BOB)
 
 
 def seen_everywhere(client: Client, person_key: str) -> dict[str, int]:
@@ -335,9 +337,7 @@ def test_tables_without_block_columns_erase_by_mutation_decided_once(
     part = build(dataclasses.replace(settings, migrations_dir=migrations_before_0008(tmp_path)))
     try:
         client = part.client
-        part.write_batch(person_rows(ANN, "ann-c1") + person_rows(BOB, "bob-c1") + list(letters()))
-        part.write_batch(person_rows(ANN_A, "ann-anon-c1", revisions=1))
-        bob_seen = seen_everywhere(client, BOB)
+        bob_seen = write_ann_and_bob(part)
         with caplog.at_level(logging.WARNING, logger="creditflow.sinks.clickhouse"):
             part.write_batch([forget(ANN)])
             part.snapshot()
@@ -385,9 +385,7 @@ def test_an_old_server_starts_and_erases_by_mutation_until_upgraded(
         client = part.client
         skipped = [r for r in caplog.records if "0008_fast_deletes: skipped statement" in r.getMessage()]
         assert len(skipped) == 3 and max(applied_versions(client)) == 7  # 0008 stays unrecorded
-        part.write_batch(person_rows(ANN, "ann-c1") + person_rows(BOB, "bob-c1") + list(letters()))
-        part.write_batch(person_rows(ANN_A, "ann-anon-c1", revisions=1))
-        bob_seen = seen_everywhere(client, BOB)
+        bob_seen = write_ann_and_bob(part)
         with caplog.at_level(logging.WARNING, logger="creditflow.sinks.clickhouse"):
             part.write_batch([forget(ANN)])
             part.snapshot()

@@ -11,16 +11,16 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver import Client
 
 from creditflow.config import DAY_MS, TenantConfig, TenantConfigs
-from creditflow.events import SinkRow
+from creditflow.events import DeadLetter, SinkRow
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink, ClickHouseSinkPartition
 from sinks.clickhouse_client import ClickHouseSettings, connect
 from sinks.clickhouse_retention import RETAINED_TABLES, expire_rows
+from sinks.clickhouse_rows import COLUMNS
 from tests.sinks.test_clickhouse import conversion, credit, kpi, scalar, suppressed
 
 pytestmark = pytest.mark.integration
@@ -59,11 +59,6 @@ def ages(client: Client, table: str, column: str) -> dict[str, list[int]]:
         f"FROM (SELECT * FROM {table} ORDER BY {column} DESC) GROUP BY tenant_id"
     )
     return {tenant: sorted(days) for tenant, days in client.query(sql).result_rows}
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> ClickHouseSettings:
-    return ClickHouseSettings(f"chdb://{tmp_path}/chdb", initial_backoff_s=0.001, max_backoff_s=0.002)
 
 
 @pytest.fixture
@@ -148,18 +143,7 @@ def test_dead_letters_age_by_arrival(client: Client) -> None:
             ["parse_error", "bad JSON", "{", "redis", "events:0", f"1-{i}", t, "", "", NOW - 300 * DAY_MS]
             for i, t in enumerate(("short", "forever", ""))
         ],
-        column_names=[
-            "reason",
-            "detail",
-            "raw",
-            "source",
-            "partition",
-            "position",
-            "tenant_id",
-            "event_id",
-            "event_type",
-            "received_at",
-        ],
+        column_names=COLUMNS[DeadLetter.table],
     )
     deleted = expire_rows(client, CONFIGS, now_ms=NOW)
     assert deleted["dead_letters"] == 2  # short's and the tenant-less one (default 200 days); forever's stays
@@ -181,8 +165,9 @@ def build(settings: ClickHouseSettings, clock: list[float]) -> ClickHouseSinkPar
     return part
 
 
-def test_the_sink_expires_at_its_first_snapshot_then_once_per_interval_and_at_close(tmp_path: Path) -> None:
-    settings = ClickHouseSettings(f"chdb://{tmp_path}/chdb", initial_backoff_s=0.001, max_backoff_s=0.002)
+def test_the_sink_expires_at_its_first_snapshot_then_once_per_interval_and_at_close(
+    settings: ClickHouseSettings,
+) -> None:
     real_now = time.time_ns() // 1_000_000
     old = real_now - 300 * DAY_MS  # past every finite retention of CONFIGS
     clock = [1_000.0]
