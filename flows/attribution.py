@@ -65,6 +65,7 @@ from operators.identity import resolve_identity
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
 from operators.progress import ProgressCounter
+from operators.sharded import ShardedState
 from operators.weights_log import weights_rows
 from state.journeys import suppressed
 from state.kpi_windows import WindowSettings
@@ -86,6 +87,9 @@ class FlowSettings:
     forgotten: ForgottenIds | None = None
     """The suppression list of erased persons (``creditflow.forgotten``), as loaded from the durable one when
     the run starts; ``None``: an empty list salted by ``pii``."""
+    shards: ShardedState = field(default_factory=ShardedState)
+    """Where the keyed steps keep their shards' state (``operators.sharded``); production runs give a
+    directory inside the recovery directory. Without one, snapshots carry each shard's whole state."""
 
 
 def _spend_delta(event: Event, configs: TenantConfigs) -> KpiDelta | None:
@@ -142,6 +146,7 @@ def build_flow(
         settings.pii.tenant_salt,
         archive=archive is not None,
         forgotten=forgotten,
+        shards=settings.shards,
     )
     persons = attribute(
         "attribute",
@@ -150,13 +155,16 @@ def build_flow(
         settings.weights,
         archive=archive is not None,
         forgotten=forgotten,
+        shards=settings.shards,
     )
     devices = identity.unlinked
     scored = op.merge("scored", devices.scored, persons.scored)
-    credited = dedupe_conversions("dedup", scored, settings.configs)
+    credited = dedupe_conversions("dedup", scored, settings.configs, shards=settings.shards)
 
     # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
-    spend = dedupe_spend("spend_dedup", op.filter("spend", live.trues, lambda ev: ev.event_type == "ad_spend"))
+    spend = dedupe_spend(
+        "spend_dedup", op.filter("spend", live.trues, lambda ev: ev.event_type == "ad_spend"), shards=settings.shards
+    )
     spend_deltas = op.filter_map("kpi_deltas", spend.firsts, lambda ev: _spend_delta(ev, settings.configs))
     kpi_in = op.merge("kpi_in", spend_deltas, devices.touch_deltas, persons.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)

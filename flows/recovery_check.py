@@ -11,17 +11,18 @@ Which steps keep state (``stateful_step_ids``): the leaf (core) steps of the
 flow that Bytewax snapshots, under the ids it writes to ``snaps``:
 
 - every ``stateful_batch`` step, under its innermost id (``op.stateful`` and
-  ``op.stateful_map`` wrap one, so ``dedup.seen`` is stored as
-  ``creditflow.dedup.seen.stateful_batch``);
+  ``op.stateful_map`` wrap one, so such a step ``x`` is stored as
+  ``x.stateful_batch``); the sharded steps (``operators.sharded``) are
+  ``stateful_batch`` steps keyed by shard;
 - the ``input`` step when its source is a ``FixedPartitionedSource`` (its
   partitions' resume positions; a ``DynamicSource`` keeps none);
 - the ``output`` step when its sink is a ``FixedPartitionedSink`` (the
   ClickHouse sink snapshots ``None`` per partition, still a row in ``snaps``).
 
 For the production flow (ClickHouse sink, any of our sources) that is
-``creditflow.source``, ``creditflow.dedup.seen.stateful_batch``,
-``creditflow.attribute.journey``, ``creditflow.kpi.windows`` and
-``creditflow.sink``.
+``creditflow.source``, the identity steps, ``creditflow.attribute.journey``,
+``creditflow.dedup.seen``, ``creditflow.spend_dedup.seen``,
+``creditflow.kpi.windows`` and ``creditflow.sink``.
 
 A step without keys writes no snapshot (e.g. ``dedup.seen`` before the first
 conversion), so the store alone cannot tell "no keys yet" from "renamed". The
@@ -29,7 +30,8 @@ store therefore carries a record, ``creditflow-state.json`` next to the
 partitions (Bytewax's own files are never written by creditflow): the stateful
 step ids of the flow that first used the store and the ``STATE_LAYOUT_VERSION``
 of each step's state (``state/journeys.py``, ``state/kpi_windows.py``,
-``state/conversion_dedup.py``). ``record_store_layout`` writes it when the
+``state/conversion_dedup.py``, ...; for a sharded step also the number of
+shards and the shard layout, so a store of per-key snapshots is refused). ``record_store_layout`` writes it when the
 store is first used, and rewrites it only while the store holds no snapshots.
 
 ``check_recovery_store`` rules, with F the flow's stateful step ids, S the step
@@ -54,13 +56,13 @@ itself (a rename of it shows up under (b)). The per-snapshot layout check of
 >>> for step in sorted(stateful_step_ids(build_flow(TestingSource([]), TestingSink([]), FlowSettings()))):
 ...     print(step)
 creditflow.attribute.journey
-creditflow.dedup.seen.stateful_batch
+creditflow.dedup.seen
 creditflow.identity.device
 creditflow.identity.erasures.user_devices
 creditflow.identity.links.network
 creditflow.kpi.windows
 creditflow.source
-creditflow.spend_dedup.seen.stateful_batch
+creditflow.spend_dedup.seen
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ import state.kpi_windows as kpi_windows_state
 import state.probable_links as probable_links_state
 import state.user_devices as user_devices_state
 from creditflow.errors import CreditflowError
+from operators.sharded import SHARDS
+from state.shard_store import SHARD_LAYOUT
 
 RECORD_NAME = "creditflow-state.json"
 """The store's record of the steps and state layouts it was made for, next to ``part-*.sqlite3``."""
@@ -98,10 +102,13 @@ STATE_OF_STEP: dict[str, str] = {
     "identity.erasures.user_devices": "state.user_devices",
     "attribute.journey": "state.journeys",
     "kpi.windows": "state.kpi_windows",
-    "dedup.seen.stateful_batch": "state.conversion_dedup",
-    "spend_dedup.seen.stateful_batch": "state.event_dedup",
+    "dedup.seen": "state.conversion_dedup",
+    "spend_dedup.seen": "state.event_dedup",
 }
 """Stateful step id (after the flow id, as stored in ``snaps``) -> module whose ``STATE_LAYOUT_VERSION`` it uses."""
+
+SHARDED_STEPS = frozenset(STATE_OF_STEP) - {"kpi.windows"}
+"""Steps keeping their keys in shards (``operators.sharded``): their recorded layout names the shards too."""
 
 
 class StateCompatibilityError(CreditflowError):
@@ -211,7 +218,10 @@ def _expected(flow: Dataflow) -> dict[str, dict[str, Any]]:
     expected: dict[str, dict[str, Any]] = {}
     for step_id in sorted(stateful_step_ids(flow)):
         state = _state_of(step_id)
-        expected[step_id] = {"state": state, "layout": layouts[state] if state is not None else None}
+        layout: int | str | None = layouts[state] if state is not None else None
+        if step_id.split(".", 1)[1] in SHARDED_STEPS:
+            layout = f"{layout} in {SHARDS} shards (shard layout {SHARD_LAYOUT})"
+        expected[step_id] = {"state": state, "layout": layout}
     return expected
 
 

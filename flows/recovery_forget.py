@@ -22,6 +22,7 @@ match.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sqlite3
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from typing import Any
 from creditflow.forgotten import ForgottenIds
 from creditflow.kpis import KEY_SEP
 from state.probable_links import without_erased
+from state.recovered import shard_files
+from state.shard_store import ShardInline, ShardMark, read_states, rewrite_rows
 
 __all__ = ["RecoveryForgetReport", "forget_in_recovery_store"]
 
@@ -119,6 +122,23 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
                     db.execute("DELETE FROM snaps WHERE step_id = ? AND state_key = ?", (step, key))
                     removed += 1
                     holding += not newest[(step, key)][1]
+            for step, key, epoch, blob in db.execute(
+                "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps WHERE ser_change IS NOT NULL"
+            ).fetchall():
+                inline = pickle.loads(blob)
+                if not isinstance(inline, ShardInline):
+                    continue
+                gone: set[str] = set()
+                kept_states = _shard_edit(step, forgotten, gone)(inline.states)
+                removed += len(gone)
+                holding += len(gone)  # a shard's inline snapshot holds only keys with state
+                if kept_states is not inline.states:
+                    inline_blob = pickle.dumps(dataclasses.replace(inline, states=kept_states))
+                    db.execute(
+                        "UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ? AND snap_epoch = ?",
+                        (inline_blob, step, key, epoch),
+                    )
+                    scrubbed += 1
             for step, scrub in _SCRUBBERS.items():
                 found = db.execute(
                     "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL",
@@ -126,6 +146,8 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
                 ).fetchall()
                 for key, epoch, blob in found:
                     state = pickle.loads(blob)
+                    if isinstance(state, (ShardInline, ShardMark)):
+                        continue  # a sharded step's keys: scrubbed above (inline) or in its shard files
                     kept = scrub(state, erased)
                     if kept is state or kept == state:
                         continue
@@ -138,4 +160,42 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
             db.execute("COMMIT")
             db.execute("VACUUM")  # free pages would still hold the removed snapshots' bytes
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and so would the write-ahead log (Bytewax uses WAL)
+    for step, path in shard_files(store):
+        top = _newest_version(path)
+        holding_now = read_states(path, top) if top is not None else {}
+        dropped: set[str] = set()
+        scrubbed += rewrite_rows(path, _shard_edit(step, forgotten, dropped))
+        removed += len(dropped)
+        holding += sum(1 for k in dropped if k in holding_now)
     return RecoveryForgetReport(len(parts), removed, holding, superseded, scrubbed)
+
+
+def _shard_edit(step: str, forgotten: ForgottenIds, gone: set[str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An edit of a shard's states (``state.shard_store``): erased persons' keys out (added to ``gone``), the
+    other states scrubbed of what names an erased person (``_SCRUBBERS``). Returns the same dict if unchanged."""
+    scrub = _SCRUBBERS.get(step)
+
+    def erased(tenant_id: str, person_key: str) -> bool:
+        return forgotten.has(tenant_id, person_key)
+
+    def edit(states: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] | None = None
+        for key, state in states.items():
+            if _erased_key(key, forgotten):
+                gone.add(key)
+                out = out if out is not None else dict(states)
+                del out[key]
+            elif scrub is not None and state is not None:
+                kept = scrub(state, erased)
+                if kept is not state and kept != state:
+                    out = out if out is not None else dict(states)
+                    out[key] = kept
+        return states if out is None else out
+
+    return edit
+
+
+def _newest_version(path: Path) -> int | None:
+    with closing(sqlite3.connect(path)) as db:
+        found = db.execute("SELECT max(version) FROM shard_rows").fetchone()[0]
+    return None if found is None else int(found)

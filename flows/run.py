@@ -48,6 +48,7 @@ from flows.recovery_check import (
 )
 from flows.source_spec import parse_source_spec
 from operators.progress import ProgressCounter
+from operators.sharded import ShardedState
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_client import ClickHouseSettings
 from sinks.parquet_archive import ArchiveSettings, ParquetArchiveSink
@@ -126,6 +127,9 @@ class RunSettings:
                 RedisWeights(self.weights_url, poll_s=self.weights_poll_s) if self.weights_url and live else NoWeights()
             ),
             forgotten=forgotten,
+            shards=ShardedState(Path(self.recovery_dir), recoverable=True)
+            if self.recovery_dir
+            else ShardedState(recoverable=False),
         )
 
     def _suppression_list(self) -> list[tuple[str, str]]:

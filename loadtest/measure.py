@@ -18,16 +18,17 @@ import math
 import os
 import pickle
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from state.recovered import live_states
+
 JOURNEY_STEP = "creditflow.attribute.journey"
+DEVICE_STEP = "creditflow.identity.device"
 """The recovery-store step id of the per-person journeys (``flows/recovery_check.py``)."""
 
 
@@ -278,51 +279,41 @@ def profile_summary(raw: str, top: int = 15) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the recovery store
 
 
-def _read_only(part: Path) -> sqlite3.Connection:
-    wal = part.with_name(part.name + "-wal")
-    params = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    return sqlite3.connect(f"{part.resolve().as_uri()}?{params}", uri=True)
-
-
 def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any]:
-    """Size of the latest snapshot of ``step_id``: its keys (persons), bytes, bytes per key.
+    """Size of the newest state of ``step_id``: its keys (persons), bytes, bytes per key, plus every step's.
 
-    Per key the newest snapshot across epochs counts (Bytewax writes a key only
-    in epochs where it changed); a key whose newest snapshot is a deletion
-    (``ser_change`` NULL) holds no state.
+    Keys are state keys (persons, devices, networks, conversion ids), whether
+    Bytewax holds them or a sharded step's files do (``state.recovered``); a
+    key's bytes are its pickled state. ``all_steps`` sums every stateful step;
+    ``bytes_per_person_all_steps`` divides that by the persons and devices held
+    (journey and device-graph keys).
     """
-    newest: dict[str, tuple[int, int | None]] = {}
-    for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        with closing(_read_only(part)) as db:
-            rows = db.execute(
-                "SELECT state_key, snap_epoch, length(ser_change) FROM snaps WHERE step_id = ?", (step_id,)
-            )
-            for key, epoch, size in rows:
-                if key not in newest or epoch > newest[key][0]:
-                    newest[key] = (epoch, size)
-    sizes = [size for _, size in newest.values() if size is not None]
-    epochs = [epoch for epoch, _ in newest.values()]
+    per_step: dict[str, list[int]] = {}
+    for live in live_states(Path(recovery_dir)):
+        if live.step_id.endswith((".source", ".sink")):
+            continue
+        per_step.setdefault(live.step_id, []).append(len(pickle.dumps(live.state, protocol=pickle.HIGHEST_PROTOCOL)))
+    sizes = per_step.get(step_id, [])
+    holders = len(sizes) + len(per_step.get(DEVICE_STEP, []))
+    total = sum(sum(v) for v in per_step.values())
     return {
         "step_id": step_id,
         "keys": len(sizes),
         "bytes": sum(sizes),
         "bytes_per_key": round(sum(sizes) / len(sizes), 1) if sizes else None,
-        "newest_epoch": max(epochs) if epochs else None,
+        "all_steps": {step: {"keys": len(v), "bytes": sum(v)} for step, v in sorted(per_step.items())},
+        "bytes_per_person_all_steps": round(total / holders, 1) if holders else None,
     }
 
 
 def sample_state(recovery_dir: Path, step_id: str = JOURNEY_STEP, limit: int = 3) -> list[Any]:
-    """A few unpickled journey snapshots (to see what a person's state holds)."""
+    """A few keys' states of ``step_id`` (to see what a person's state holds)."""
     out: list[Any] = []
-    for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        with closing(_read_only(part)) as db:
-            for (blob,) in db.execute(
-                "SELECT ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL LIMIT ?", (step_id, limit)
-            ):
-                out.append(pickle.loads(blob))
+    for live in live_states(Path(recovery_dir), step_id):
+        out.append(live.state)
         if len(out) >= limit:
             break
-    return out[:limit]
+    return out
 
 
 # ---------------------------------------------------------------------- ClickHouse (after the flow)

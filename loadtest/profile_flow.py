@@ -30,13 +30,18 @@ from typing import Any
 
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("decode", ("schemas/", "operators/decode.py", "creditflow/channels.py", "orjson")),
-    ("identity", ("operators/identity.py",)),
+    (
+        "identity",
+        ("operators/identity.py", "state/device_graph.py", "state/user_devices.py", "state/probable_links.py"),
+    ),
+    ("consent + pii", ("creditflow/consent.py", "creditflow/pii.py", "creditflow/forgotten.py")),
     ("models", ("creditflow/attribution.py", "creditflow/weights.py")),
     ("journeys", ("state/journeys.py", "operators/journeys.py")),
     ("dedup", ("state/conversion_dedup.py", "state/event_dedup.py", "operators/dedup.py")),
     ("windows", ("state/kpi_windows.py", "operators/kpi.py", "creditflow/kpis.py")),
     ("sink", ("sinks/", "clickhouse_connect", "chdb")),
     ("source", ("sources/",)),
+    ("sharded state + shard files", ("operators/sharded.py", "state/shard_store.py", "sqlite3")),
     ("bytewax + snapshots", ("bytewax", "pickle", "copyreg", "operators/state_guard.py")),
 ]
 """Component -> path fragments of the files whose self time it owns (first match wins)."""
@@ -86,9 +91,11 @@ def profile(persons: int, seed: int = 1) -> dict[str, Any]:
 
     paths, n_events = _write_partitioned(seed, persons, 2)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = RunSettings(source="file:" + ",".join(map(str, paths)), clickhouse_dsn=f"chdb://{tmp}/ch")
-        spec = parse_source_spec(settings.source)
         recovery = Path(tmp, "recovery")
+        settings = RunSettings(
+            source="file:" + ",".join(map(str, paths)), clickhouse_dsn=f"chdb://{tmp}/ch", recovery_dir=str(recovery)
+        )
+        spec = parse_source_spec(settings.source)
         from bytewax.recovery import RecoveryConfig, init_db_dir
 
         recovery.mkdir()

@@ -12,6 +12,7 @@ from bytewax.dataflow import Stream, operator
 from creditflow.config import TenantConfigs
 from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLetter, Event
 from creditflow.kpis import KEY_SEP, KpiDelta
+from operators.sharded import ShardedState
 from operators.state_guard import guarded_keyed_step
 from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
 from state.event_dedup import STATE_LAYOUT_VERSION as SPEND_LAYOUT_VERSION
@@ -35,14 +36,18 @@ def conversion_key(sc: ScoredConversion) -> str:
 
 @operator
 def dedupe_conversions(
-    step_id: str, up: Stream[ScoredConversion], configs: TenantConfigs, now: Callable[[], float] = time.time
+    step_id: str,
+    up: Stream[ScoredConversion],
+    configs: TenantConfigs,
+    now: Callable[[], float] = time.time,
+    shards: ShardedState | None = None,
 ) -> DedupOut:
     """The first scored copy of each conversion id becomes rows; later copies become dead letters."""
 
     def build(resume: SeenConversion | None) -> ConversionDedupLogic:
         return ConversionDedupLogic(configs, resume, now)
 
-    values = guarded_keyed_step("seen", up, conversion_key, STATE_LAYOUT_VERSION, build)
+    values = guarded_keyed_step("seen", up, conversion_key, STATE_LAYOUT_VERSION, build, shards=shards)
     credit_rows = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
     conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
     deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
@@ -59,14 +64,16 @@ class SpendDedupOut:
 
 
 @operator
-def dedupe_spend(step_id: str, up: Stream[Event], now: Callable[[], float] = time.time) -> SpendDedupOut:
+def dedupe_spend(
+    step_id: str, up: Stream[Event], now: Callable[[], float] = time.time, shards: ShardedState | None = None
+) -> SpendDedupOut:
     """The first ad-spend report of each event id passes; copies become ``duplicate_event`` dead letters."""
 
     def build(resume: SeenEvent | None) -> SpendDedupLogic:
         return SpendDedupLogic(resume, now)
 
     values = guarded_keyed_step(
-        "seen", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}", SPEND_LAYOUT_VERSION, build
+        "seen", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}", SPEND_LAYOUT_VERSION, build, shards=shards
     )
     split = op.branch("split", values, lambda x: isinstance(x, Event))
     return SpendDedupOut(split.trues, split.falses)  # type: ignore[arg-type]

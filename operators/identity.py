@@ -21,6 +21,7 @@ from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.journeys import AttributionOut, split_outputs, with_key
+from operators.sharded import ShardedState, sharded_stateful
 from operators.state_guard import guarded_builder, guarded_keyed_step
 from state.device_graph import (
     STATE_LAYOUT_VERSION,
@@ -89,6 +90,7 @@ def probable_links(
     configs: TenantConfigs,
     salt_of: Callable[[str], bytes],
     now: Callable[[], float] = time.time,
+    shards: ShardedState | None = None,
 ) -> Stream[ProbableLink]:
     """Links proposed by the network matcher (``state.probable_links``), keyed by (tenant, hashed network).
 
@@ -110,8 +112,10 @@ def probable_links(
 
     keyed = op.filter_map("on_network", up, on_network)
     guarded: Callable[[Any], Any] = guarded_builder("network", PROBABLE_LINKS_LAYOUT, build)  # a virtual subclass
+    if shards is not None:
+        return sharded_stateful("network", keyed, None, guarded, shards, unkey=_value)
     links: Stream[tuple[str, ProbableLink]] = op.stateful_batch("network", keyed, guarded)
-    return op.map("unkey", links, lambda kv: kv[1])
+    return op.map("unkey", links, _value)
 
 
 @operator
@@ -124,6 +128,7 @@ def resolve_identity(
     now: Callable[[], float] = time.time,
     archive: bool = False,
     forgotten: ForgottenIds | None = None,
+    shards: ShardedState | None = None,
 ) -> IdentityOut:
     """The device graph keyed by (tenant, device), with the journeys of unlinked devices.
 
@@ -139,11 +144,13 @@ def resolve_identity(
     def build(resume: DeviceState | None) -> DeviceLogic:
         return DeviceLogic(env, resume)
 
-    links = probable_links("links", up, configs, salt_of, now)
-    forgets = erasures("erasures", up, links, configs, now)
+    links = probable_links("links", up, configs, salt_of, now, shards)
+    forgets = erasures("erasures", up, links, configs, now, shards)
     both: Stream[Event | ProbableLink | ForgetDevice] = op.merge("with_links", up, links, forgets)
     key = identity_key(configs)
-    values = guarded_keyed_step("device", both, key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key)
+    values = guarded_keyed_step(
+        "device", both, key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key, shards=shards, scrubs=_erases
+    )
     onward = op.branch("onward", values, _goes_on)
     own = split_outputs(onward.falses)
     return IdentityOut(
@@ -158,6 +165,7 @@ def erasures(
     links: Stream[ProbableLink],
     configs: TenantConfigs,
     now: Callable[[], float] = time.time,
+    shards: ShardedState | None = None,
 ) -> Stream[ForgetDevice]:
     """The devices each deletion request must erase besides the key it is read under (``state.user_devices``).
 
@@ -183,10 +191,21 @@ def erasures(
         return found
 
     items: Stream[Event | ProbableLink] = op.filter("reads", op.merge("with_links", up, links), reads)
-    owned = guarded_keyed_step("user_devices", items, key, USER_DEVICES_LAYOUT, build, batch=True)
+    owned = guarded_keyed_step(
+        "user_devices", items, key, USER_DEVICES_LAYOUT, build, batch=True, shards=shards, scrubs=_erases
+    )
     named = op.flat_map("named", up, lambda ev: named_forgets(ev, configs.for_tenant(ev.tenant_id).identity_graph))
     return op.merge("forgets", owned, named)
 
 
 def _goes_on(item: Any) -> bool:
     return isinstance(item, (PersonEvent, Adopt))
+
+
+def _erases(item: Any) -> bool:
+    """An item after which no older copy of its shard may stay on disk (``operators.sharded``)."""
+    return isinstance(item, ForgetDevice) or (isinstance(item, Event) and item.event_type == "deletion_request")
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]

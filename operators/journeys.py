@@ -15,6 +15,7 @@ from creditflow.events import ClosedJourney, DeadLetter, PersonEvent, Suppressed
 from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KEY_SEP, KpiDelta
 from creditflow.weights import WeightsProvider
+from operators.sharded import ShardedState
 from operators.state_guard import guarded_keyed_step
 from state.journeys import (
     STATE_LAYOUT_VERSION,
@@ -84,6 +85,7 @@ def attribute(
     now: Callable[[], float] = time.time,
     archive: bool = False,
     forgotten: ForgottenIds | None = None,
+    shards: ShardedState | None = None,
 ) -> AttributionOut:
     """Journeys keyed by tenant and person; credit rows at every conversion.
 
@@ -104,5 +106,19 @@ def attribute(
     def build(resume: JourneyState | None) -> JourneyLogic:
         return JourneyLogic(env, resume)
 
-    values = guarded_keyed_step("journey", up, person_key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key)
+    values = guarded_keyed_step(
+        "journey",
+        up,
+        person_key,
+        STATE_LAYOUT_VERSION,
+        build,
+        batch=True,
+        unkey=with_key,
+        shards=shards,
+        scrubs=_erases,
+    )
     return split_outputs(values)
+
+
+def _erases(item: PersonEvent | Adopt) -> bool:
+    return isinstance(item, PersonEvent) and item.event.event_type == "deletion_request"

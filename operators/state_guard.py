@@ -15,6 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from creditflow.errors import CreditflowError
+from operators.sharded import ShardedState, sharded_stateful
 
 S = TypeVar("S")
 L = TypeVar("L")
@@ -53,6 +54,8 @@ def guarded_keyed_step(
     build: Callable[[Any], Any],
     batch: bool = False,
     unkey: Callable[[tuple[str, Any]], Any] | None = None,
+    shards: ShardedState | None = None,
+    scrubs: Callable[[X], bool] | None = None,
 ) -> Stream[Any]:
     """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
 
@@ -60,10 +63,18 @@ def guarded_keyed_step(
     calling operator's scope (``<operator>.key``, ``<operator>.<step>``,
     ``<operator>.unkey``), which the recovery store is keyed by. ``unkey``
     turns a ``(key, value)`` output into the item passed on (default: the value).
+    With ``shards``, the step keeps its keys in shards (``operators.sharded``:
+    sub-steps ``shard``, ``<step>``, ``unkey``); ``scrubs`` marks the items that
+    erase a person there.
     """
+    guarded = guarded_builder(step, layout, build)
+    if shards is not None:
+        return sharded_stateful(
+            step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else _value
+        )
     keyed = op.key_on("key", up, key)
     stateful = op.stateful_batch if batch else op.stateful
-    out = stateful(step, keyed, guarded_builder(step, layout, build))
+    out = stateful(step, keyed, guarded)
     return op.map("unkey", out, unkey if unkey is not None else _value)
 
 

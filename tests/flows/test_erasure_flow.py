@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +14,9 @@ from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.pii import PiiHasher
 from flows.attribution import FlowSettings, build_flow
 from flows.recovery_forget import forget_in_recovery_store
+from operators.sharded import ShardedState
 from state.kpi_windows import WindowSettings
+from state.recovered import live_states
 from tests.flows.test_attribution_flow import T0, by_type, ev, records
 from tests.flows.test_identity_flow import conversion
 
@@ -47,17 +47,18 @@ def after_erasure() -> list[bytes]:
     ]
 
 
-def settings(forgotten: ForgottenIds | None = None) -> FlowSettings:
+def settings(store: Path, forgotten: ForgottenIds | None = None) -> FlowSettings:
     return FlowSettings(
         configs=TenantConfigs(defaults=TenantConfig(identity_graph=True)),
         windows=WindowSettings(length_ms=5000, allowed_lateness_ms=60 * DAY_MS),
         forgotten=forgotten,
+        shards=ShardedState(store),  # as `creditflow run`: the keys' state in shard files next to Bytewax's
     )
 
 
 def run(payloads: list[bytes], store: Path, forgotten: ForgottenIds | None = None) -> dict[type, list]:
     out: list = []
-    flow = build_flow(TestingSource(records(payloads)), TestingSink(out), settings(forgotten))
+    flow = build_flow(TestingSource(records(payloads)), TestingSink(out), settings(store, forgotten))
     run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(store))
     return by_type(out)
 
@@ -68,15 +69,9 @@ def new_store(path: Path) -> Path:
     return path
 
 
-def live_snapshots(store: Path) -> list[tuple[str, str, bytes]]:
-    """(step, key, snapshot) of every key's newest snapshot that holds state."""
-    newest: dict[tuple[str, str], tuple[int, bytes | None]] = {}
-    for part in store.glob("part-*.sqlite3"):
-        with sqlite3.connect(part) as db:
-            for step, key, epoch, blob in db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps"):
-                if (step, key) not in newest or epoch > newest[(step, key)][0]:
-                    newest[(step, key)] = (epoch, blob)
-    return [(step, key, blob) for (step, key), (_, blob) in newest.items() if blob is not None]
+def live_snapshots(store: Path) -> list[tuple[str, str, object]]:
+    """(step, key, state) of every key holding state in the newest snapshots (shards unfolded)."""
+    return [(live.step_id, live.key, live.state) for live in live_states(store)]
 
 
 def test_a_deletion_request_erases_the_user_and_every_device_linked_to_them(tmp_path: Path) -> None:
@@ -101,8 +96,8 @@ def test_a_deletion_request_erases_the_user_and_every_device_linked_to_them(tmp_
     # No key of Ann holds state in any stateful step, and no live snapshot mentions her ids.
     live = live_snapshots(store)
     assert [key for _, key, _ in live if any(key.endswith(":" + i) for i in ANN_IDS)] == []
-    for step, key, blob in live:
-        state = repr(pickle.loads(blob))
+    for step, key, snapshot in live:
+        state = repr(snapshot)
         assert not any(f"'{i}'" in state or f":{i}'" in state for i in ANN_IDS), (step, key, state)
     assert any("bob" in key for _, key, _ in live)
 
@@ -110,7 +105,9 @@ def test_a_deletion_request_erases_the_user_and_every_device_linked_to_them(tmp_
     erased_list = ForgottenIds(PiiHasher.unkeyed().tenant_salt, [(f.tenant_id, f.id_hash) for f in out[ForgetPerson]])
     report = forget_in_recovery_store(store, erased_list)
     assert report.keys_removed >= 4 and report.keys_holding_state == 0  # her user key in 2+ steps, 2 devices
-    for part in store.glob("part-*.sqlite3*"):
+    files = list(store.rglob("*.sqlite3*"))
+    assert any("shards" in str(f) for f in files)
+    for part in files:
         data = part.read_bytes()
         assert not any(i.encode() in data for i in ANN_IDS), part
     resumed = run(history() + after_erasure() + [conversion("o6", T0 + 7 * HOUR, user_id="bob")], store)

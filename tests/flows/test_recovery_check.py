@@ -34,8 +34,10 @@ from flows.recovery_check import (
     stateful_step_ids,
     stored_step_ids,
 )
+from operators.sharded import SHARDS
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_client import ClickHouseSettings
+from state.shard_store import SHARD_LAYOUT
 
 CLICK = (  # with a device and an IP, so that every stateful step (the network matcher too) gets a key
     b'{"event_id":"c1","tenant_id":"t","event_type":"click","timestamp":1767225600000,"user_id":"u",'
@@ -47,8 +49,8 @@ CONVERSION = (
 )
 OUR_STEPS = {
     "creditflow.source",
-    "creditflow.dedup.seen.stateful_batch",
-    "creditflow.spend_dedup.seen.stateful_batch",
+    "creditflow.dedup.seen",
+    "creditflow.spend_dedup.seen",
     "creditflow.identity.device",
     "creditflow.identity.links.network",
     "creditflow.identity.erasures.user_devices",
@@ -184,8 +186,26 @@ def test_every_stateful_step_of_the_flow_has_a_known_state_layout(tmp_path: Path
     for step_id, entry in steps.items():
         if step_id in ("creditflow.source", "creditflow.sink"):
             assert entry == {"state": None, "layout": None}
-        else:  # a new stateful step needs an entry in STATE_OF_STEP
+        elif step_id == "creditflow.kpi.windows":
             assert isinstance(entry["layout"], int), step_id
+        else:  # a new stateful step needs an entry in STATE_OF_STEP; a sharded one's layout names its shards
+            assert entry["layout"].endswith(f"in {SHARDS} shards (shard layout {SHARD_LAYOUT})"), step_id
+
+
+def test_a_store_of_per_key_snapshots_from_before_sharding_is_refused(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "recovery")
+    record_store_layout(flow_of(), store)
+    record = json.loads((store / RECORD_NAME).read_text())
+    record["steps"]["creditflow.attribute.journey"]["layout"] = 6  # as recorded before the steps were sharded
+    (store / RECORD_NAME).write_text(json.dumps(record))
+    with sqlite3.connect(store / "part-0.sqlite3") as db:
+        db.execute(
+            "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, 1, NULL)",
+            ("creditflow.attribute.journey", "t\x1fu:ann"),
+        )
+    with pytest.raises(StateCompatibilityError, match="stored with state layout 6 of state.journeys") as err:
+        check_recovery_store(flow_of(), store)
+    assert err.value.steps == ["creditflow.attribute.journey"]
 
 
 # --- reading the store ---
@@ -297,7 +317,7 @@ def test_a_changed_state_layout_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 def test_a_step_without_keys_yet_passes_when_the_record_lists_it(tmp_path: Path) -> None:
     store = used_store(tmp_path, CLICK)  # no conversion: dedup.seen has no snapshot
-    assert stored_step_ids(store) == OUR_STEPS - {"creditflow.dedup.seen.stateful_batch"}
+    assert stored_step_ids(store) == OUR_STEPS - {"creditflow.dedup.seen"}
     check_recovery_store(flow_of(), store)
 
 
@@ -305,7 +325,7 @@ def test_without_a_record_a_step_without_snapshots_is_refused(tmp_path: Path) ->
     store = used_store(tmp_path, CLICK, record=False)
     with pytest.raises(StateCompatibilityError) as err:
         check_recovery_store(flow_of(), store)
-    assert err.value.steps == ["creditflow.dedup.seen.stateful_batch"]
+    assert err.value.steps == ["creditflow.dedup.seen"]
     assert RECORD_NAME in str(err.value)
 
 

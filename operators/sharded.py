@@ -1,0 +1,381 @@
+"""Keyed state in a fixed number of shards: Bytewax holds one small mark per shard, not one row per person.
+
+``sharded_stateful`` behaves as ``op.stateful_batch`` keyed by ``key`` (each
+key has its own logic, built by ``build``, with its own ``notify_at``, and its
+values arrive in order), but Bytewax only sees ``SHARDS`` keys per step. Each
+shard's ``ShardLogic`` keeps its keys' logics in a dict and its due times in a
+heap; at each snapshot it writes the changed keys' states to the shard's file
+(``state.shard_store``) and gives Bytewax a ``ShardMark`` naming that version.
+So the snapshot pause grows with the keys changed in the epoch, not with the
+keys held (Bytewax's per-epoch garbage collection scans all its rows), and
+Bytewax's own per-key bookkeeping (~236 B and a few microseconds per event per
+step) is gone.
+
+Without a shard store directory (``ShardedState(None)``, e.g. a library run
+without recovery), a snapshot hands Bytewax the shard's whole state instead
+(``ShardInline``): still recoverable, at a cost that grows with the state.
+
+``SHARDS`` and the shard of a key (``shard_of``) are part of the recovery
+contract, like step ids: changing them moves keys away from their state.
+
+>>> from bytewax.testing import TestingSource, TestingSink, run_main
+>>> from bytewax.dataflow import Dataflow
+>>> import bytewax.operators as op
+>>> class Count:  # a per-key logic, as op.stateful_batch would take
+...     def __init__(self, resume): self.n = resume or 0
+...     def on_batch(self, values): self.n += len(values); return [self.n], False
+...     def on_notify(self): return [], False
+...     def on_eof(self): return [], False
+...     def notify_at(self): return None
+...     def snapshot(self): return self.n
+>>> flow = Dataflow("doc")
+>>> words = op.input("in", flow, TestingSource(["a", "b", "a", "a"]))
+>>> counts = sharded_stateful("count", words, lambda w: w, Count, ShardedState(None))
+>>> out = []
+>>> op.output("out", counts, TestingSink(out))
+>>> run_main(flow)
+>>> dict(out)  # each key counted on its own, in order
+{'a': 3, 'b': 1}
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+from state.recovered import shard_file
+from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, oldest_mark
+
+SHARDS = 64
+"""Shards per sharded step. Part of the recovery contract: a store written with another count is refused."""
+
+_NAMES = [f"s{i:02d}" for i in range(SHARDS)]
+
+FULL_MIN_BYTES = 1024 * 1024
+FULL_RATIO = 2.0
+"""A full row is written once the deltas since the last one exceed FULL_RATIO x max(its size, FULL_MIN_BYTES)
+(x1-2 per shard, so shards do not all write theirs in one epoch): the file holds at most about
+(1 + 2 x FULL_RATIO) x the shard's state, and a resume reads as much."""
+FULL_MAX_AGE_S = 600.0
+"""A shard that discarded keys (expired, erased) writes a full row at least this often, so their bytes leave
+the file within this much time plus Bytewax's backup interval (an erasure writes one at once)."""
+COLLECT_RETRY_S = 10.0
+"""While rows older than the last full one remain, the shard wakes this often to collect them (they go once
+Bytewax's store no longer holds a mark before that full row: about its backup interval later)."""
+
+X = TypeVar("X")
+
+
+def shard_of(key: str) -> str:
+    """The shard (Bytewax key) of a state key: stable across processes and runs.
+
+    >>> shard_of("acme\\x1fu:ann"), shard_of("acme\\x1fu:ann") == shard_of("acme\\x1fu:ann")
+    ('s36', True)
+    """
+    return _NAMES[zlib.crc32(key.encode("utf-8", "surrogatepass")) % SHARDS]
+
+
+@dataclass
+class ShardedState:
+    """Where a flow's sharded steps keep their state: ``<recovery dir>/shards/<step id>/<shard>.sqlite3``.
+
+    ``recovery_dir`` is Bytewax's recovery directory of the run (also read to
+    learn which rows no resume can need any more, ``state.shard_store.oldest_mark``).
+    Without one, snapshots carry each shard's whole state (``ShardInline``), or,
+    with ``recoverable=False`` (a run without recovery), only a mark that no
+    resume can load.
+    """
+
+    recovery_dir: Path | None = None
+    recoverable: bool = True
+
+    def __post_init__(self) -> None:
+        self._stores: dict[tuple[str, str], ShardStore] = {}
+
+    def store(self, step_id: str, shard: str) -> ShardStore | None:
+        if self.recovery_dir is None:
+            return None
+        found = self._stores.get((step_id, shard))
+        if found is None:
+            found = self._stores[(step_id, shard)] = ShardStore(shard_file(self.recovery_dir, step_id, shard))
+        return found
+
+    def oldest_mark(self, step_id: str, shard: str) -> int | None:
+        if self.recovery_dir is None:
+            return None
+        return oldest_mark(self.recovery_dir, step_id, shard)
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
+
+class _Step:
+    """What every shard of one step shares: the key, the per-key builder, the store, the full step id."""
+
+    def __init__(
+        self,
+        key: Callable[[Any], str] | None,
+        build: Callable[[Any], Any],
+        state: ShardedState,
+        batch: bool,
+        scrubs: Callable[[Any], bool] | None,
+    ) -> None:
+        self.key = key
+        """The state key of an item, or ``None``: items are ``(key, value)`` pairs and the logic gets the value."""
+        self.build = build
+        self.state = state
+        self.batch = batch
+        self.scrubs = scrubs
+        self.step_id = ""  # set once Bytewax has named the step
+
+
+class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
+    """The logics of every key of one shard, as one Bytewax key."""
+
+    def __init__(self, step: _Step, resume: ShardMark | ShardInline | None) -> None:
+        self._step = step
+        self._logics: dict[str, Any] = {}
+        self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._dirty: set[str] = set()
+        self._version = 0
+        self._since_full = 0
+        self._full_size = 0
+        self._full_at = time.monotonic()
+        self._gone = 0  # keys discarded since the last full row
+        self._full_now = False
+        self._collect_from: int | None = None  # the last full row's version, while older rows remain
+        self._collect_at = 0.0  # wall time of the next collection attempt
+        self._collect_woken = False
+        self._shard: str | None = None
+        self._store: ShardStore | None = None
+        if resume is None:
+            return
+        if getattr(resume, "layout", None) != SHARD_LAYOUT or not isinstance(resume, (ShardMark, ShardInline)):
+            from operators.state_guard import StateLayoutError
+
+            msg = (
+                f"sharded step {step.step_id!r}: its snapshot is {type(resume).__name__}, not a shard of layout "
+                f"{SHARD_LAYOUT} (a store written by a creditflow before sharded state, or another layout). "
+                "Start fresh explicitly (creditflow run --fresh-state) or with a new recovery directory."
+            )
+            raise StateLayoutError(msg)
+        self._shard = resume.shard
+        if isinstance(resume, ShardInline):
+            states = resume.states
+        else:
+            self._store = step.state.store(step.step_id, resume.shard)
+            if self._store is None:
+                from state.shard_store import ShardStoreError
+
+                msg = (
+                    f"sharded step {step.step_id!r}: Bytewax resumes shard {resume.shard} from a shard store, "
+                    "but this run has none (FlowSettings.shards = ShardedState(<recovery dir>)), or the "
+                    "snapshot was taken by a run without recovery. Pass the recovery directory the snapshots "
+                    "were written with, or start fresh."
+                )
+                raise ShardStoreError(msg)
+            states = self._store.load(resume.version)
+            self._version = resume.version
+            self._full_now = True  # start the chain over from what was loaded
+        for key, state in states.items():
+            logic = self._logics[key] = step.build(state)
+            self._timer(key, logic)
+
+    # -- bytewax hooks -------------------------------------------------
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[tuple[str, Any]], bool]:
+        step = self._step
+        key_of = step.key
+        groups: dict[str, list[Any]] = {}
+        for item in values:
+            if key_of is None:
+                k, value = item
+            else:
+                k, value = key_of(item), item
+            group = groups.get(k)
+            if group is None:
+                groups[k] = [value]
+            else:
+                group.append(value)
+        if self._shard is None:  # a fresh shard: whatever its file holds is from a run that never committed
+            self._open(shard_of(next(iter(groups))))
+        if step.scrubs is not None and not self._full_now:
+            scrubs = step.scrubs
+            self._full_now = any(scrubs(v) for group in groups.values() for v in group)
+        out: list[tuple[str, Any]] = []
+        dirty = self._dirty
+        for k, group in groups.items():
+            dirty.add(k)
+            if step.batch:
+                self._feed(k, group, out)
+            else:  # a StatefulLogic takes one value at a time; after a discard, the next value starts anew
+                for value in group:
+                    self._feed(k, [value], out)
+        return out, False
+
+    def _feed(self, k: str, values: list[Any], out: list[tuple[str, Any]]) -> None:
+        logic = self._logics.get(k)
+        if logic is None:
+            logic = self._logics[k] = self._step.build(None)
+        emits, discard = logic.on_batch(values) if self._step.batch else logic.on_item(values[0])
+        out.extend([(k, e) for e in emits])
+        self._settle(k, logic, discard)
+
+    def on_notify(self) -> tuple[Iterable[tuple[str, Any]], bool]:
+        now = datetime.now(tz=UTC).timestamp()
+        if self._collect_from is not None and self._collect_at <= now:
+            self._collect_woken = True  # awake, so Bytewax snapshots this shard at the epoch's end: it collects
+        out: list[tuple[str, Any]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, k = heapq.heappop(heap)
+            if self._due.get(k) != at:
+                continue  # superseded
+            del self._due[k]
+            logic = self._logics[k]
+            emits, discard = logic.on_notify()
+            out.extend([(k, e) for e in emits])
+            self._dirty.add(k)
+            self._settle(k, logic, discard)
+        return out, False
+
+    def on_eof(self) -> tuple[Iterable[tuple[str, Any]], bool]:
+        out: list[tuple[str, Any]] = []
+        for k, logic in list(self._logics.items()):
+            emits, discard = logic.on_eof()
+            out.extend([(k, e) for e in emits])
+            self._dirty.add(k)
+            self._settle(k, logic, discard)
+        return out, False
+
+    def notify_at(self) -> datetime | None:
+        heap = self._heap
+        due = self._due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded entries
+        at = heap[0][0] if heap else None
+        if self._collect_from is not None and not self._collect_woken and (at is None or self._collect_at < at):
+            at = self._collect_at
+        return None if at is None else datetime.fromtimestamp(at, tz=UTC)
+
+    def snapshot(self) -> ShardMark | ShardInline:
+        assert self._shard is not None, "Bytewax snapshots only shards that saw an item"
+        logics = self._logics
+        if self._store is None:
+            self._dirty.clear()
+            if not self._step.state.recoverable:
+                return ShardMark(self._shard, 0)
+            return ShardInline(self._shard, {k: logic.snapshot() for k, logic in logics.items()})
+        version = self._version + 1
+        delta = {k: (logics[k].snapshot() if k in logics else None) for k in self._dirty}
+        self._dirty.clear()
+        full = self._full_now or (self._gone > 0 and time.monotonic() - self._full_at > FULL_MAX_AGE_S)
+        if not full:
+            size = self._store.write(version, delta, full=False)
+            self._since_full += size
+            full = self._since_full > self._full_threshold()  # then the full row replaces this one
+        if full:
+            everything = {k: logic.snapshot() for k, logic in logics.items()}
+            self._full_size = self._store.write(version, everything, full=True)
+            self._full_at = time.monotonic()
+            self._since_full = self._gone = 0
+            self._full_now = False
+            self._collect_from = version
+        self._version = version
+        now = datetime.now(tz=UTC).timestamp()
+        if self._collect_from is not None and (full or self._collect_woken or self._collect_at <= now):
+            self._collect(now)
+        return ShardMark(self._shard, version)
+
+    # -- inner ---------------------------------------------------------
+    def _open(self, shard: str) -> None:
+        self._shard = shard
+        self._store = self._step.state.store(self._step.step_id, shard)
+        if self._store is not None:
+            self._store.load(None)
+            self._full_now = True
+
+    def _settle(self, k: str, logic: Any, discard: bool) -> None:
+        if discard:
+            del self._logics[k]
+            self._due.pop(k, None)
+            self._gone += 1
+            return
+        self._timer(k, logic)
+
+    def _timer(self, k: str, logic: Any) -> None:
+        at = logic.notify_at()
+        if at is None:
+            self._due.pop(k, None)
+            return
+        when = at.timestamp()
+        if self._due.get(k) != when:
+            self._due[k] = when
+            heapq.heappush(self._heap, (when, k))
+
+    def _full_threshold(self) -> float:
+        jitter = 1.0 + (int(self._shard[1:]) if self._shard else 0) / SHARDS  # shards do not go full together
+        return FULL_RATIO * max(self._full_size, FULL_MIN_BYTES) * jitter
+
+    def _collect(self, now: float) -> None:
+        assert self._store is not None and self._shard is not None and self._collect_from is not None
+        self._collect_woken = False
+        self._collect_at = now + COLLECT_RETRY_S
+        oldest = self._step.state.oldest_mark(self._step.step_id, self._shard)
+        if oldest is None:
+            return
+        self._store.collect(oldest)
+        if oldest >= self._collect_from:
+            self._collect_from = None  # nothing before the last full row is left
+
+
+def sharded_stateful(
+    step_id: str,
+    up: Stream[X],
+    key: Callable[[X], str] | None,
+    build: Callable[[Any], Any],
+    state: ShardedState,
+    batch: bool = True,
+    scrubs: Callable[[X], bool] | None = None,
+    unkey: Callable[[tuple[str, Any]], Any] | None = None,
+) -> Stream[Any]:
+    """A keyed stateful step whose state lives in shards; outputs ``(key, value)`` like ``op.stateful_batch``.
+
+    ``key`` gives an item's state key; with ``key=None`` the items are ``(key, value)``
+    pairs, as ``op.stateful_batch`` takes them. ``build(resume)`` makes one key's
+    logic (a ``StatefulBatchLogic``, or a ``StatefulLogic`` with ``batch=False``).
+    ``scrubs(value)`` (given what a key's logic gets) marks values after which no
+    older copy of a shard's state may remain on disk (an erasure): the shard's
+    next snapshot is a full row, and the rows before it are deleted as soon as
+    no resume can need them. ``unkey``, if given, maps each ``(key, value)``
+    output to the item passed on (sub-step ``unkey``).
+    """
+    step = _Step(key, build, state, batch, scrubs)
+    keyed = op.key_on("shard", up, _pair_shard if key is None else (lambda x: shard_of(key(x))))
+    out: Stream[tuple[str, tuple[str, Any]]] = op.stateful_batch(
+        step_id, keyed, lambda resume: ShardLogic(step, resume)
+    )
+    step.step_id = out.stream_id.rsplit(".", 1)[0]
+    if unkey is None:
+        return op.map("unkey", out, _inner)
+    return op.map("unkey", out, lambda kv: unkey(kv[1]))
+
+
+def _pair_shard(kv: Any) -> str:
+    return shard_of(kv[0])
+
+
+def _inner(kv: tuple[str, tuple[str, Any]]) -> tuple[str, Any]:
+    return kv[1]
