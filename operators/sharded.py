@@ -54,7 +54,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
 from state.recovered import shard_file
-from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, oldest_mark
+from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, oldest_marks
 
 SHARDS = 64
 """Shards per sharded step. Part of the recovery contract: a store written with another count is refused."""
@@ -69,6 +69,8 @@ FULL_RATIO = 2.0
 FULL_MAX_AGE_S = 600.0
 """A shard that discarded keys (expired, erased) writes a full row at least this often, so their bytes leave
 the file within this much time plus Bytewax's backup interval (an erasure writes one at once)."""
+MARKS_MAX_AGE_S = 5.0
+"""A process reads Bytewax's marks (for collection) at most this often, for all its shards at once."""
 COLLECT_RETRY_S = 10.0
 """While rows older than the last full one remain, the shard wakes this often to collect them (they go once
 Bytewax's store no longer holds a mark before that full row: about its backup interval later)."""
@@ -101,6 +103,8 @@ class ShardedState:
 
     def __post_init__(self) -> None:
         self._stores: dict[tuple[str, str], ShardStore] = {}
+        self._marks: dict[tuple[str, str], int] = {}
+        self._marks_read_at: float | None = None
 
     def store(self, step_id: str, shard: str) -> ShardStore | None:
         if self.recovery_dir is None:
@@ -111,9 +115,15 @@ class ShardedState:
         return found
 
     def oldest_mark(self, step_id: str, shard: str) -> int | None:
+        """The oldest version Bytewax still holds for the shard (``state.shard_store.oldest_marks``), read for all
+        shards of the process at most every ``MARKS_MAX_AGE_S``."""
         if self.recovery_dir is None:
             return None
-        return oldest_mark(self.recovery_dir, step_id, shard)
+        now = time.monotonic()
+        if self._marks_read_at is None or now - self._marks_read_at > MARKS_MAX_AGE_S:
+            self._marks = oldest_marks(self.recovery_dir)
+            self._marks_read_at = now
+        return self._marks.get((step_id, shard))
 
     def close(self) -> None:
         for store in self._stores.values():

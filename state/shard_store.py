@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,21 +192,21 @@ def rewrite_rows(path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -
     return changed
 
 
-def oldest_mark(recovery_dir: Path, step_id: str, shard: str) -> int | None:
-    """The oldest version Bytewax's recovery store still holds for ``shard`` of ``step_id`` (None: none yet).
+def oldest_marks(recovery_dir: Path) -> dict[tuple[str, str], int]:
+    """``(step_id, shard) -> the oldest version Bytewax's recovery store still holds for that shard``.
 
     Bytewax never resumes from a snapshot it has garbage-collected, so every
-    future resume of the shard is at this version or later. Reads the
-    partitions read-only (Bytewax keeps writing them meanwhile).
+    future resume of a shard is at this version or later. Reads the partitions
+    read-only, in one pass (Bytewax keeps writing them meanwhile).
     """
-    versions = [mark.version for mark in _marks(recovery_dir, step_id, shard) if isinstance(mark, ShardMark)]
-    return min(versions) if versions else None
-
-
-def _marks(recovery_dir: Path, step_id: str, shard: str) -> Iterator[Any]:
+    oldest: dict[tuple[str, str], int] = {}
     for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
         with closing(sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)) as db:
             db.execute("PRAGMA busy_timeout=5000")
-            query = "SELECT ser_change FROM snaps WHERE step_id = ? AND state_key = ? AND ser_change IS NOT NULL"
-            for (blob,) in db.execute(query, (step_id, shard)).fetchall():
-                yield pickle.loads(blob)
+            query = "SELECT step_id, ser_change FROM snaps WHERE state_key GLOB 's[0-9]*' AND ser_change IS NOT NULL"
+            for step_id, blob in db.execute(query).fetchall():
+                mark = pickle.loads(blob)
+                if isinstance(mark, ShardMark):
+                    key = (step_id, mark.shard)
+                    oldest[key] = min(oldest.get(key, mark.version), mark.version)
+    return oldest

@@ -139,6 +139,7 @@ def test_a_store_of_per_key_snapshots_is_refused_not_misread(tmp_path: Path) -> 
 def test_shard_files_stay_bounded_over_many_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sharded, "FULL_MIN_BYTES", 64)
     monkeypatch.setattr(sharded, "FULL_RATIO", 1.0)
+    monkeypatch.setattr(sharded, "MARKS_MAX_AGE_S", 0.0)
     store = new_store(tmp_path / "recovery")
     rng = random.Random(5)
     source = [(f"k{rng.randrange(40)}", 1) for _ in range(4000)]
@@ -154,6 +155,7 @@ def test_an_erasing_item_leaves_no_older_copy_on_disk(tmp_path: Path, monkeypatc
     """Once Bytewax's store no longer holds a mark from before the erasure (here at once: no backup interval),
     the shard, woken for it, deletes the rows before its next full one (the flow runs on meanwhile)."""
     monkeypatch.setattr(sharded, "COLLECT_RETRY_S", 0.0)
+    monkeypatch.setattr(sharded, "MARKS_MAX_AGE_S", 0.0)
     store = new_store(tmp_path / "recovery")
     secret = 123_456_789
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from bytewax.recovery import init_db_dir
 
-from state.shard_store import ShardMark, ShardStore, ShardStoreError, oldest_mark, read_states, rewrite_rows
+from state.shard_store import ShardMark, ShardStore, ShardStoreError, oldest_marks, read_states, rewrite_rows
 
 
 def test_a_resume_loads_the_marked_version_and_drops_what_came_after(tmp_path: Path) -> None:
@@ -81,14 +81,17 @@ def test_rewrite_rows_leaves_no_bytes_of_what_it_removed(tmp_path: Path) -> None
         assert b"secret-person" not in f.read_bytes()
 
 
-def test_oldest_mark_reads_bytewax_store(tmp_path: Path) -> None:
+def test_oldest_marks_reads_bytewax_store(tmp_path: Path) -> None:
     init_db_dir(tmp_path, 2)
-    assert oldest_mark(tmp_path, "f.step", "s01") is None
+    assert oldest_marks(tmp_path) == {}
     with sqlite3.connect(tmp_path / "part-1.sqlite3") as db:
         for epoch, version in ((3, 7), (4, 9)):
             db.execute(
                 "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
                 ("f.step", "s01", epoch, pickle.dumps(ShardMark("s01", version))),
             )
-    assert oldest_mark(tmp_path, "f.step", "s01") == 7
-    assert oldest_mark(tmp_path, "f.step", "s02") is None
+        db.execute(
+            "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
+            ("f.source", "stream-0", 4, pickle.dumps("1-0")),  # not a shard: not read
+        )
+    assert oldest_marks(tmp_path) == {("f.step", "s01"): 7}
