@@ -397,7 +397,10 @@ def run_harness(
             else:
                 time.sleep(alive)
             if proc.poll() is not None:
-                report.early_exits.append(f"run {i} ({procs} processes) exited with {proc.returncode} before its kill")
+                tail = log.read_text(errors="replace")[-2500:]
+                report.early_exits.append(
+                    f"run {i} ({procs} processes) exited with {proc.returncode} before its kill; log tail:\n{tail}"
+                )
             else:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -41,6 +41,8 @@ contract, like step ids: changing them moves keys away from their state.
 from __future__ import annotations
 
 import heapq
+import logging
+import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -55,6 +57,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from state.recovered import shard_file
 from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, oldest_marks
+
+log = logging.getLogger(__name__)
 
 SHARDS = 64
 """Shards per sharded step. Part of the recovery contract: a store written with another count is refused."""
@@ -121,8 +125,14 @@ class ShardedState:
             return None
         now = time.monotonic()
         if self._marks_read_at is None or now - self._marks_read_at > MARKS_MAX_AGE_S:
-            self._marks = oldest_marks(self.recovery_dir)
             self._marks_read_at = now
+            try:
+                self._marks = oldest_marks(self.recovery_dir)
+            except (sqlite3.Error, OSError) as exc:  # Bytewax's files are busy or in flux: collect later
+                log.warning(
+                    "could not read Bytewax's marks in %s (%s); shard rows are collected later", self.recovery_dir, exc
+                )
+                self._marks = {}
         return self._marks.get((step_id, shard))
 
     def close(self) -> None:

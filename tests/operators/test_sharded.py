@@ -181,3 +181,10 @@ def test_shard_of_spreads_keys_over_every_shard() -> None:
         counts[shard] = counts.get(shard, 0) + 1
     assert len(counts) == SHARDS
     assert max(counts.values()) < 1.2 * 64_000 / SHARDS
+
+
+def test_unreadable_bytewax_marks_delay_collection_instead_of_stopping_the_flow(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "recovery")
+    (store / "part-0.sqlite3").write_bytes(b"not a database, e.g. caught mid-rewrite" * 100)
+    state = ShardedState(store)
+    assert state.oldest_mark("t.tally", "s01") is None  # logged; the shard tries again later
