@@ -168,7 +168,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         self._step = step
         self._logics: dict[str, Any] = {}
         self._due: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._heap: list[tuple[float, str]] = []  # bound: rebuilt from _due at 2x its size (+64)
         self._dirty: set[str] = set()
         self._version = 0
         self._since_full = 0
@@ -343,7 +343,11 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         when = at.timestamp()
         if self._due.get(k) != when:
             self._due[k] = when
-            heapq.heappush(self._heap, (when, k))
+            heap = self._heap
+            heapq.heappush(heap, (when, k))
+            if len(heap) > 2 * len(self._due) + 64:  # superseded entries (moved, discarded) outnumber live ones
+                self._heap = [(t, key) for key, t in self._due.items()]
+                heapq.heapify(self._heap)
 
     def _full_threshold(self) -> float:
         jitter = 1.0 + (int(self._shard[1:]) if self._shard else 0) / SHARDS  # shards do not go full together

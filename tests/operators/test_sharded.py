@@ -188,3 +188,38 @@ def test_unreadable_bytewax_marks_delay_collection_instead_of_stopping_the_flow(
     (store / "part-0.sqlite3").write_bytes(b"not a database, e.g. caught mid-rewrite" * 100)
     state = ShardedState(store)
     assert state.oldest_mark("t.tally", "s01") is None  # logged; the shard tries again later
+
+
+class Rescheduling(StatefulBatchLogic[int, Any, int]):
+    """Each value moves the key's wake-up later (as an idle TTL does at each event)."""
+
+    def __init__(self, resume: int | None) -> None:
+        self.n = resume or 0
+
+    def on_batch(self, values: list[int]) -> tuple[list[Any], bool]:
+        self.n += len(values)
+        return [], False
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return [], True
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        return [], False
+
+    def notify_at(self) -> datetime | None:
+        return datetime(2100, 1, 1, tzinfo=UTC) + timedelta(seconds=self.n)
+
+    def snapshot(self) -> int:
+        return self.n
+
+
+def test_a_shards_timers_stay_bounded_when_keys_keep_moving_their_wake_up() -> None:
+    from operators.sharded import ShardLogic, _Step
+
+    logic = ShardLogic(_Step(None, Rescheduling, ShardedState(), True, None), None)
+    for i in range(5000):
+        logic.on_batch([(f"k{i % 10}", 1)])
+    assert len(logic._heap) <= 2 * 10 + 64 + 1
+    assert logic.notify_at() == datetime(2100, 1, 1, tzinfo=UTC) + timedelta(
+        seconds=500
+    )  # every key moved to its 500th value
