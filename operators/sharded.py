@@ -45,6 +45,7 @@ import logging
 import sqlite3
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,6 +74,9 @@ FULL_RATIO = 2.0
 FULL_MAX_AGE_S = 600.0
 """A shard that discarded keys (expired, erased) writes a full row at least this often, so their bytes leave
 the file within this much time plus Bytewax's backup interval (an erasure writes one at once)."""
+COLLECT_MIN_AGE_S = 120.0
+"""Rows are never collected past a full row younger than this: a second guard besides Bytewax's marks,
+which are read without locks (``state.shard_store.oldest_marks``)."""
 MARKS_MAX_AGE_S = 5.0
 """A process reads Bytewax's marks (for collection) at most this often, for all its shards at once."""
 COLLECT_RETRY_S = 10.0
@@ -179,6 +183,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         self._collect_from: int | None = None  # the last full row's version, while older rows remain
         self._collect_at = 0.0  # wall time of the next collection attempt
         self._collect_woken = False
+        self._fulls: deque[tuple[float, int]] = deque()  # (wall time, version) of full rows not yet settled
         self._shard: str | None = None
         self._store: ShardStore | None = None
         if resume is None:
@@ -313,6 +318,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             self._since_full = self._gone = 0
             self._full_now = False
             self._collect_from = version
+            self._fulls.append((datetime.now(tz=UTC).timestamp(), version))
         self._version = version
         now = datetime.now(tz=UTC).timestamp()
         if self._collect_from is not None and (full or self._collect_woken or self._collect_at <= now):
@@ -360,8 +366,14 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         oldest = self._step.state.oldest_mark(self._step.step_id, self._shard)
         if oldest is None:
             return
-        self._store.collect(oldest)
-        if oldest >= self._collect_from:
+        # Never past a full row younger than COLLECT_MIN_AGE_S, whatever the (lock-free) read said.
+        fulls = self._fulls
+        while len(fulls) > 1 and now - fulls[1][0] >= COLLECT_MIN_AGE_S:
+            fulls.popleft()
+        settled = fulls[0][1] if fulls and now - fulls[0][0] >= COLLECT_MIN_AGE_S else 0
+        keep_from = min(oldest, settled)
+        self._store.collect(keep_from)
+        if keep_from >= self._collect_from:
             self._collect_from = None  # nothing before the last full row is left
 
 

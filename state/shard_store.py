@@ -196,13 +196,16 @@ def oldest_marks(recovery_dir: Path) -> dict[tuple[str, str], int]:
     """``(step_id, shard) -> the oldest version Bytewax's recovery store still holds for that shard``.
 
     Bytewax never resumes from a snapshot it has garbage-collected, so every
-    future resume of a shard is at this version or later. Reads the partitions
-    read-only, in one pass (Bytewax keeps writing them meanwhile).
+    future resume of a shard is at this version or later. Reads each partition's
+    main file without locks or the write-ahead log (``immutable=1``): mapping
+    the ``-shm`` file of a partition another process writes crashed flows with
+    SIGBUS. That view is the store as of its last checkpoint: rows deleted since
+    still show (a lower, safe minimum), rows added since do not (they are newer).
+    A read during a checkpoint may fail (the caller retries later).
     """
     oldest: dict[tuple[str, str], int] = {}
     for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        with closing(sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            db.execute("PRAGMA busy_timeout=5000")
+        with closing(sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro&immutable=1", uri=True)) as db:
             query = "SELECT step_id, ser_change FROM snaps WHERE state_key GLOB 's[0-9]*' AND ser_change IS NOT NULL"
             for step_id, blob in db.execute(query).fetchall():
                 mark = pickle.loads(blob)

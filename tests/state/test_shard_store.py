@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_rewrite_rows_leaves_no_bytes_of_what_it_removed(tmp_path: Path) -> None
 def test_oldest_marks_reads_bytewax_store(tmp_path: Path) -> None:
     init_db_dir(tmp_path, 2)
     assert oldest_marks(tmp_path) == {}
-    with sqlite3.connect(tmp_path / "part-1.sqlite3") as db:
+    with closing(sqlite3.connect(tmp_path / "part-1.sqlite3")) as db, db:  # closed: checkpointed into the file
         for epoch, version in ((3, 7), (4, 9)):
             db.execute(
                 "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
