@@ -35,7 +35,7 @@ from creditflow.forgotten import ForgottenIds
 from creditflow.kpis import KEY_SEP
 from state.probable_links import without_erased
 from state.recovered import shard_files
-from state.shard_store import ShardInline, ShardMark, read_states, rewrite_rows
+from state.shard_store import NEWEST, ShardInline, ShardMark, read_states, rewrite_rows
 
 __all__ = ["RecoveryForgetReport", "forget_in_recovery_store"]
 
@@ -94,10 +94,6 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
     """
     parts = sorted(Path(store).glob("part-*.sqlite3"))
     committed = _committed_epoch(parts)
-
-    def erased(tenant_id: str, person_key: str) -> bool:
-        return forgotten.has(tenant_id, person_key)
-
     removed = holding = superseded = scrubbed = 0
     for part in parts:
         with closing(sqlite3.connect(part, isolation_level=None)) as db:
@@ -148,7 +144,7 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
                     state = pickle.loads(blob)
                     if isinstance(state, (ShardInline, ShardMark)):
                         continue  # a sharded step's keys: scrubbed above (inline) or in its shard files
-                    kept = scrub(state, erased)
+                    kept = scrub(state, forgotten.has)
                     if kept is state or kept == state:
                         continue
                     new_blob = None if kept is None else pickle.dumps(kept)
@@ -161,8 +157,7 @@ def forget_in_recovery_store(store: Path, forgotten: ForgottenIds) -> RecoveryFo
             db.execute("VACUUM")  # free pages would still hold the removed snapshots' bytes
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and so would the write-ahead log (Bytewax uses WAL)
     for step, path in shard_files(store):
-        top = _newest_version(path)
-        holding_now = read_states(path, top) if top is not None else {}
+        holding_now = read_states(path, NEWEST)
         dropped: set[str] = set()
         scrubbed += rewrite_rows(path, _shard_edit(step, forgotten, dropped))
         removed += len(dropped)
@@ -175,9 +170,6 @@ def _shard_edit(step: str, forgotten: ForgottenIds, gone: set[str]) -> Callable[
     other states scrubbed of what names an erased person (``_SCRUBBERS``). Returns the same dict if unchanged."""
     scrub = _SCRUBBERS.get(step)
 
-    def erased(tenant_id: str, person_key: str) -> bool:
-        return forgotten.has(tenant_id, person_key)
-
     def edit(states: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] | None = None
         for key, state in states.items():
@@ -186,16 +178,10 @@ def _shard_edit(step: str, forgotten: ForgottenIds, gone: set[str]) -> Callable[
                 out = out if out is not None else dict(states)
                 del out[key]
             elif scrub is not None and state is not None:
-                kept = scrub(state, erased)
+                kept = scrub(state, forgotten.has)
                 if kept is not state and kept != state:
                     out = out if out is not None else dict(states)
                     out[key] = kept
         return states if out is None else out
 
     return edit
-
-
-def _newest_version(path: Path) -> int | None:
-    with closing(sqlite3.connect(path)) as db:
-        found = db.execute("SELECT max(version) FROM shard_rows").fetchone()[0]
-    return None if found is None else int(found)

@@ -28,8 +28,9 @@ from typing import Any
 from state.recovered import live_states
 
 JOURNEY_STEP = "creditflow.attribute.journey"
-DEVICE_STEP = "creditflow.identity.device"
 """The recovery-store step id of the per-person journeys (``flows/recovery_check.py``)."""
+DEVICE_STEP = "creditflow.identity.device"
+"""The step id of the device graph (its keys are devices, some of them persons of their own)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -57,7 +57,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
 from state.recovered import shard_file
-from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, oldest_marks
+from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, ShardStoreError, oldest_marks
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ShardedState:
     """Where a flow's sharded steps keep their state: ``<recovery dir>/shards/<step id>/<shard>.sqlite3``.
 
     ``recovery_dir`` is Bytewax's recovery directory of the run (also read to
-    learn which rows no resume can need any more, ``state.shard_store.oldest_mark``).
+    learn which rows no resume can need any more, ``state.shard_store.oldest_marks``).
     Without one, snapshots carry each shard's whole state (``ShardInline``), or,
     with ``recoverable=False`` (a run without recovery), only a mark that no
     resume can load.
@@ -139,11 +139,6 @@ class ShardedState:
                 self._marks = {}
         return self._marks.get((step_id, shard))
 
-    def close(self) -> None:
-        for store in self._stores.values():
-            store.close()
-        self._stores.clear()
-
 
 class _Step:
     """What every shard of one step shares: the key, the per-key builder, the store, the full step id."""
@@ -177,13 +172,13 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         self._version = 0
         self._since_full = 0
         self._full_size = 0
-        self._full_at = time.monotonic()
         self._gone = 0  # keys discarded since the last full row
         self._full_now = False
         self._collect_from: int | None = None  # the last full row's version, while older rows remain
         self._collect_at = 0.0  # wall time of the next collection attempt
         self._collect_woken = False
-        self._fulls: deque[tuple[float, int]] = deque()  # (wall time, version) of full rows not yet settled
+        self._fulls: deque[tuple[float, int]] = deque()  # (wall time, version) of the last full rows: the newest,
+        # and those younger than COLLECT_MIN_AGE_S before it (trimmed at each collection)
         self._shard: str | None = None
         self._store: ShardStore | None = None
         if resume is None:
@@ -203,8 +198,6 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         else:
             self._store = step.state.store(step.step_id, resume.shard)
             if self._store is None:
-                from state.shard_store import ShardStoreError
-
                 msg = (
                     f"sharded step {step.step_id!r}: Bytewax resumes shard {resume.shard} from a shard store, "
                     "but this run has none (FlowSettings.shards = ShardedState(<recovery dir>)), or the "
@@ -259,7 +252,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         self._settle(k, logic, discard)
 
     def on_notify(self) -> tuple[Iterable[tuple[str, Any]], bool]:
-        now = datetime.now(tz=UTC).timestamp()
+        now = time.time()
         if self._collect_from is not None and self._collect_at <= now:
             self._collect_woken = True  # awake, so Bytewax snapshots this shard at the epoch's end: it collects
         out: list[tuple[str, Any]] = []
@@ -304,23 +297,22 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
                 return ShardMark(self._shard, 0)
             return ShardInline(self._shard, {k: logic.snapshot() for k, logic in logics.items()})
         version = self._version + 1
-        delta = {k: (logics[k].snapshot() if k in logics else None) for k in self._dirty}
-        self._dirty.clear()
-        full = self._full_now or (self._gone > 0 and time.monotonic() - self._full_at > FULL_MAX_AGE_S)
+        now = time.time()
+        fulls = self._fulls
+        full = self._full_now or (self._gone > 0 and (not fulls or now - fulls[-1][0] > FULL_MAX_AGE_S))
         if not full:
-            size = self._store.write(version, delta, full=False)
-            self._since_full += size
+            delta = {k: (logics[k].snapshot() if k in logics else None) for k in self._dirty}
+            self._since_full += self._store.write(version, delta, full=False)
             full = self._since_full > self._full_threshold()  # then the full row replaces this one
+        self._dirty.clear()
         if full:
             everything = {k: logic.snapshot() for k, logic in logics.items()}
             self._full_size = self._store.write(version, everything, full=True)
-            self._full_at = time.monotonic()
             self._since_full = self._gone = 0
             self._full_now = False
             self._collect_from = version
-            self._fulls.append((datetime.now(tz=UTC).timestamp(), version))
+            fulls.append((now, version))
         self._version = version
-        now = datetime.now(tz=UTC).timestamp()
         if self._collect_from is not None and (full or self._collect_woken or self._collect_at <= now):
             self._collect(now)
         return ShardMark(self._shard, version)
@@ -363,13 +355,13 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         assert self._store is not None and self._shard is not None and self._collect_from is not None
         self._collect_woken = False
         self._collect_at = now + COLLECT_RETRY_S
+        fulls = self._fulls
+        while len(fulls) > 1 and now - fulls[1][0] >= COLLECT_MIN_AGE_S:
+            fulls.popleft()
         oldest = self._step.state.oldest_mark(self._step.step_id, self._shard)
         if oldest is None:
             return
         # Never past a full row younger than COLLECT_MIN_AGE_S, whatever the (lock-free) read said.
-        fulls = self._fulls
-        while len(fulls) > 1 and now - fulls[1][0] >= COLLECT_MIN_AGE_S:
-            fulls.popleft()
         settled = fulls[0][1] if fulls and now - fulls[0][0] >= COLLECT_MIN_AGE_S else 0
         keep_from = min(oldest, settled)
         self._store.collect(keep_from)

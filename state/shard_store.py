@@ -47,6 +47,10 @@ SHARD_LAYOUT = 1
 """Layout of ``ShardMark`` / ``ShardInline`` (the state Bytewax itself keeps for a shard)."""
 
 
+NEWEST = 2**62
+"""A version above any written: ``read_states(path, NEWEST)`` is the newest state of a file."""
+
+
 class ShardStoreError(CreditflowError):
     """A shard's store does not hold the state Bytewax's snapshot names."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,16 @@ def per_key(out: list[tuple[str, Any]]) -> dict[str, list[Any]]:
 
 
 def run_sharded(
-    source: list[tuple[str, int]], state: ShardedState, recovery: Path | None = None, batch_size: int = 7
+    source: list[tuple[str, int]],
+    state: ShardedState,
+    recovery: Path | None = None,
+    batch_size: int = 7,
+    scrubs: Callable[[int], bool] | None = None,
 ) -> list[tuple[str, Any]]:
     flow = Dataflow("t")
     up = op.input("in", flow, TestingSource(source, batch_size=batch_size))
     out: list[tuple[str, Any]] = []
-    op.output("out", sharded_stateful("tally", up, None, Tally, state), TestingSink(out))
+    op.output("out", sharded_stateful("tally", up, None, Tally, state, scrubs=scrubs), TestingSink(out))
     config = RecoveryConfig(str(recovery)) if recovery is not None else None
     run_main(flow, epoch_interval=timedelta(0), recovery_config=config)
     return out
@@ -163,15 +168,8 @@ def test_an_erasing_item_leaves_no_older_copy_on_disk(tmp_path: Path, monkeypatc
     shard = shard_of("victim")
     neighbour = next(f"n{i}" for i in range(10_000) if shard_of(f"n{i}") == shard)
 
-    def scrubs(value: int) -> bool:  # what the key's logic gets
-        return value == 0
-
-    def run(flow_items: list[tuple[str, int]]) -> None:
-        flow = Dataflow("t")
-        up = op.input("in", flow, TestingSource(flow_items, batch_size=1))
-        counts = sharded_stateful("tally", up, None, Tally, ShardedState(store), scrubs=scrubs)
-        op.output("out", counts, TestingSink([]))
-        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store)))
+    def run(flow_items: list[tuple[str, int]]) -> None:  # a 0 (what the key's logic gets) erases the key
+        run_sharded(flow_items, ShardedState(store), store, batch_size=1, scrubs=lambda value: value == 0)
 
     first = [("victim", secret), ("victim", 1), (neighbour, 2), ("victim", 0)]
     run(first)
