@@ -223,9 +223,9 @@ class PiiHasher:
         """
         if not normalized or is_hashed(normalized):
             return normalized
-        digest = hmac.new(
-            self.tenant_salt(tenant_id), f"{kind}:{normalized}".encode("utf-8", "surrogatepass"), hashlib.sha256
-        ).hexdigest()
+        digest = hmac.digest(
+            self.tenant_salt(tenant_id), f"{kind}:{normalized}".encode("utf-8", "surrogatepass"), "sha256"
+        ).hex()
         return HASH_PREFIX + digest[:HASH_HEX_CHARS]
 
     def hash_email(self, tenant_id: str, value: str) -> str:

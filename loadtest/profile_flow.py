@@ -78,8 +78,11 @@ def shares(stats: pstats.Stats) -> Counter[str]:
     return out
 
 
-def profile(persons: int, seed: int = 1) -> dict[str, Any]:
-    """Profile one in-process run over ``persons`` persons of generated traffic."""
+def profile(persons: int, seed: int = 1, pstats_out: Path | None = None) -> dict[str, Any]:
+    """Profile one in-process run over ``persons`` persons of generated traffic.
+
+    ``pstats_out``: also dump the raw profile there (read it with ``python -m pstats``).
+    """
     from bytewax.testing import run_main
 
     from flows.attribution import build_flow
@@ -108,6 +111,8 @@ def profile(persons: int, seed: int = 1) -> dict[str, Any]:
         run_main(flow, epoch_interval=timedelta(seconds=5), recovery_config=RecoveryConfig(str(recovery)))
         profiler.disable()
         wall = time.perf_counter() - started
+    if pstats_out is not None:
+        profiler.dump_stats(pstats_out)
     seconds = shares(pstats.Stats(profiler))
     total = sum(seconds.values())
     return {
@@ -122,9 +127,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--persons", type=int, default=20_000)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--pstats", type=Path, help="also dump the raw profile here (python -m pstats FILE)")
     args = ap.parse_args()
     print(f"profiling the flow over {args.persons} persons of traffic...", file=sys.stderr, flush=True)
-    result = profile(args.persons)
+    result = profile(args.persons, pstats_out=args.pstats)
     print(f"{result['events']} events, {result['profiled_events_per_s']}/s under cProfile")
     for name, share in result["shares"].items():
         print(f"  {name:20} {share:6.1%}  {'#' * round(share * 60)}")

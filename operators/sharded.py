@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -213,15 +214,9 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             self._timer(key, logic)
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[Any]) -> tuple[Iterable[tuple[str, Any]], bool]:
-        step = self._step
-        key_of = step.key
+    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[Iterable[tuple[str, Any]], bool]:
         groups: dict[str, list[Any]] = {}
-        for item in values:
-            if key_of is None:
-                k, value = item
-            else:
-                k, value = key_of(item), item
+        for k, value in values:  # (state key, value): the key was computed once, by the step's "shard" map
             group = groups.get(k)
             if group is None:
                 groups[k] = [value]
@@ -229,6 +224,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
                 group.append(value)
         if self._shard is None:  # a fresh shard: whatever its file holds is from a run that never committed
             self._open(shard_of(next(iter(groups))))
+        step = self._step
         if step.scrubs is not None and not self._full_now:
             scrubs = step.scrubs
             self._full_now = any(scrubs(v) for group in groups.values() for v in group)
@@ -248,7 +244,8 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         if logic is None:
             logic = self._logics[k] = self._step.build(None)
         emits, discard = logic.on_batch(values) if self._step.batch else logic.on_item(values[0])
-        out.extend([(k, e) for e in emits])
+        if emits:
+            out.extend(zip(repeat(k), emits))
         self._settle(k, logic, discard)
 
     def on_notify(self) -> tuple[Iterable[tuple[str, Any]], bool]:
@@ -257,14 +254,22 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             self._collect_woken = True  # awake, so Bytewax snapshots this shard at the epoch's end: it collects
         out: list[tuple[str, Any]] = []
         heap = self._heap
+        due = self._due
         while heap and heap[0][0] <= now:
-            at, k = heapq.heappop(heap)
-            if self._due.get(k) != at:
-                continue  # superseded
-            del self._due[k]
+            at, k = heap[0]
+            when = due.get(k)
+            if when is None:  # no timer any more (discarded, or its logic asked for none)
+                heapq.heappop(heap)
+                continue
+            if when > at:  # the entry was a lower bound: the key's timer moved later since
+                heapq.heapreplace(heap, (when, k))
+                continue
+            heapq.heappop(heap)
+            del due[k]
             logic = self._logics[k]
             emits, discard = logic.on_notify()
-            out.extend([(k, e) for e in emits])
+            if emits:
+                out.extend(zip(repeat(k), emits))
             self._dirty.add(k)
             self._settle(k, logic, discard)
         return out, False
@@ -281,8 +286,15 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
     def notify_at(self) -> datetime | None:
         heap = self._heap
         due = self._due
-        while heap and due.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)  # superseded entries
+        while heap:  # bring the head up to a live due time, so Bytewax does not wake the shard early
+            head, k = heap[0]
+            when = due.get(k)
+            if when is None:
+                heapq.heappop(heap)
+            elif when > head:
+                heapq.heapreplace(heap, (when, k))
+            else:
+                break
         at = heap[0][0] if heap else None
         if self._collect_from is not None and not self._collect_woken and (at is None or self._collect_at < at):
             at = self._collect_at
@@ -334,17 +346,22 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         self._timer(k, logic)
 
     def _timer(self, k: str, logic: Any) -> None:
+        """Record the key's next timer. The heap holds, for every key with a timer, an entry at or before
+        it (a lower bound): a timer that moves later, as an idle TTL does at each event, costs no push;
+        the entry is moved up when it reaches the head. Only a timer that moves earlier is pushed."""
         at = logic.notify_at()
+        due = self._due
         if at is None:
-            self._due.pop(k, None)
+            due.pop(k, None)
             return
         when = at.timestamp()
-        if self._due.get(k) != when:
-            self._due[k] = when
+        before = due.get(k)
+        due[k] = when
+        if before is None or when < before:
             heap = self._heap
             heapq.heappush(heap, (when, k))
-            if len(heap) > 2 * len(self._due) + 64:  # superseded entries (moved, discarded) outnumber live ones
-                self._heap = [(t, key) for key, t in self._due.items()]
+            if len(heap) > 2 * len(due) + 64:  # entries of gone or moved timers outnumber live ones
+                self._heap = [(t, key) for key, t in due.items()]
                 heapq.heapify(self._heap)
 
     def _full_threshold(self) -> float:
@@ -391,7 +408,10 @@ def sharded_stateful(
     output to the item passed on (sub-step ``unkey``).
     """
     step = _Step(key, build, state, batch, scrubs)
-    keyed = op.key_on("shard", up, _pair_shard if key is None else (lambda x: shard_of(key(x))))
+    pair: Callable[[Any], tuple[str, tuple[str, Any]]] = (
+        _pair_shard if key is None else (lambda x: _shard_pair(key(x), x))
+    )
+    keyed = op.map("shard", up, pair)  # (shard, (state key, item)): the state key is computed once
     out: Stream[tuple[str, tuple[str, Any]]] = op.stateful_batch(
         step_id, keyed, lambda resume: ShardLogic(step, resume)
     )
@@ -401,8 +421,12 @@ def sharded_stateful(
     return op.map("unkey", out, lambda kv: unkey(kv[1]))
 
 
-def _pair_shard(kv: Any) -> str:
-    return shard_of(kv[0])
+def _pair_shard(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
+    return shard_of(kv[0]), kv
+
+
+def _shard_pair(k: str, item: Any) -> tuple[str, tuple[str, Any]]:
+    return shard_of(k), (k, item)
 
 
 def _inner(kv: tuple[str, tuple[str, Any]]) -> tuple[str, Any]:

@@ -61,6 +61,7 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,7 +149,20 @@ class ProbableLink:
 
 
 def _network_bytes(ip: str) -> bytes | None:
-    """The network an address stands for, tagged by IP version: the IPv4 address or the IPv6 /64."""
+    """The network an address stands for, tagged by IP version: the IPv4 address or the IPv6 /64.
+
+    Plain dotted IPv4, by far the most common form, is parsed in C (``inet_pton``, which
+    like ``ipaddress`` refuses leading zeros); anything else goes through ``ipaddress``.
+
+    >>> _network_bytes("192.0.2.7"), _network_bytes(" 192.0.2.7 "), _network_bytes("192.0.2.07")
+    (b'4\\xc0\\x00\\x02\\x07', b'4\\xc0\\x00\\x02\\x07', None)
+    >>> _network_bytes("::ffff:192.0.2.7") == _network_bytes("192.0.2.7"), _network_bytes("[fe80::1%eth0]")
+    (True, b'6\\xfe\\x80\\x00\\x00\\x00\\x00\\x00\\x00')
+    """
+    try:
+        return b"4" + socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        pass
     text = ip.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
@@ -189,7 +203,7 @@ def network_key(event: Event, salt: bytes) -> str | None:
     net = _network_bytes(ctx.ip)
     if net is None:
         return None
-    digest = hmac.new(salt, net, hashlib.sha256).hexdigest()[:NETWORK_HASH_HEX]
+    digest = hmac.digest(salt, net, "sha256").hex()[:NETWORK_HASH_HEX]
     return f"{event.tenant_id}{KEY_SEP}{digest}"
 
 
@@ -209,6 +223,12 @@ def network_keyer(salt_of: Callable[[str], bytes]) -> Callable[[Event], str | No
     return key
 
 
+UA_HASH_CACHE_MAX = 4096
+"""Bound of ``ua_hash``'s cache of (user agent, salt) -> hash: user agents repeat heavily (one per
+browser build), and hashing one costs an HMAC; the cache is emptied when full."""
+_ua_hashes: dict[tuple[str, bytes | None], bytes] = {}
+
+
 def ua_hash(user_agent: str, salt: bytes | None = None) -> bytes:
     """A short hash of the normalized user agent (lowercase, single spaces); ``b''`` when there is none.
 
@@ -220,13 +240,22 @@ def ua_hash(user_agent: str, salt: bytes | None = None) -> bytes:
     >>> ua_hash(""), len(ua_hash("curl/8"))
     (b'', 8)
     """
+    found = _ua_hashes.get((user_agent, salt))
+    if found is None:
+        if len(_ua_hashes) >= UA_HASH_CACHE_MAX:
+            _ua_hashes.clear()
+        found = _ua_hashes[(user_agent, salt)] = _ua_hash(user_agent, salt)
+    return found
+
+
+def _ua_hash(user_agent: str, salt: bytes | None) -> bytes:
     norm = " ".join(user_agent.lower().split())
     if not norm:
         return b""
     data = norm.encode()
     if salt is None:
         return hashlib.blake2b(data, digest_size=UA_HASH_BYTES, person=b"creditflow-ua").digest()
-    return hmac.new(salt, data, hashlib.sha256).digest()[:UA_HASH_BYTES]
+    return hmac.digest(salt, data, "sha256")[:UA_HASH_BYTES]
 
 
 def device_key_of(event: Event) -> str:

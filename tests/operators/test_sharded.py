@@ -231,3 +231,46 @@ def test_a_shards_timers_stay_bounded_when_keys_keep_moving_their_wake_up() -> N
     assert logic.notify_at() == datetime(2100, 1, 1, tzinfo=UTC) + timedelta(
         seconds=500
     )  # every key moved to its 500th value
+
+
+class Alarm(StatefulBatchLogic[float | None, tuple[str, float], None]):
+    """Rings once at the last time it was set to (epoch seconds); ``None`` unsets it."""
+
+    def __init__(self, resume: None) -> None:
+        self.at: float | None = None
+
+    def on_batch(self, values: list[float | None]) -> tuple[list[tuple[str, float]], bool]:
+        self.at = values[-1]
+        return [], False
+
+    def on_notify(self) -> tuple[list[tuple[str, float]], bool]:
+        assert self.at is not None
+        return [("rang", self.at)], True
+
+    def on_eof(self) -> tuple[list[tuple[str, float]], bool]:
+        return [], False
+
+    def notify_at(self) -> datetime | None:
+        return None if self.at is None else datetime.fromtimestamp(self.at, tz=UTC)
+
+    def snapshot(self) -> None:
+        return None
+
+
+def test_a_timer_rings_at_its_latest_time_whether_it_moved_later_earlier_or_was_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from operators.sharded import ShardLogic, _Step
+
+    now = [0.0]
+    monkeypatch.setattr(sharded.time, "time", lambda: now[0])
+    logic = ShardLogic(_Step(None, Alarm, ShardedState(recoverable=False), True, None), None)
+    logic.on_batch([("later", 100.0), ("earlier", 300.0), ("unset", 120.0)])
+    logic.on_batch([("later", 200.0), ("earlier", 150.0), ("unset", None)])
+    assert logic.notify_at() == datetime.fromtimestamp(150.0, tz=UTC)
+    now[0] = 160.0
+    assert list(logic.on_notify()[0]) == [("earlier", ("rang", 150.0))]
+    assert logic.notify_at() == datetime.fromtimestamp(200.0, tz=UTC)  # not the 100 "later" once asked for
+    now[0] = 250.0
+    assert list(logic.on_notify()[0]) == [("later", ("rang", 200.0))]
+    assert logic.notify_at() is None and not logic._heap
