@@ -1,8 +1,9 @@
 """Keyed state in a fixed number of shards: Bytewax holds one small mark per shard, not one row per person.
 
 ``sharded_stateful`` behaves as ``op.stateful_batch`` keyed by ``key`` (each
-key has its own logic, built by ``build``, with its own ``notify_at``, and its
-values arrive in order), but Bytewax only sees ``SHARDS`` keys per step. Each
+key has its own logic, built by ``build``, with its own ``notify_at`` (or
+``notify_at_s``, the same in epoch seconds, which it prefers), and its values
+arrive in order), but Bytewax only sees ``SHARDS`` keys per step. Each
 shard's ``ShardLogic`` keeps its keys' logics in a dict and its due times in a
 heap; at each snapshot it writes the changed keys' states to the shard's file
 (``state.shard_store``) and gives Bytewax a ``ShardMark`` naming that version.
@@ -159,6 +160,9 @@ class _Step:
         self.batch = batch
         self.scrubs = scrubs
         self.step_id = ""  # set once Bytewax has named the step
+        self.seconds: bool | None = None
+        """Whether the logics give their timers in epoch seconds (``notify_at_s``), a cheaper path than
+        ``notify_at``'s datetime; learnt from the first logic."""
 
 
 class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
@@ -349,12 +353,18 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         """Record the key's next timer. The heap holds, for every key with a timer, an entry at or before
         it (a lower bound): a timer that moves later, as an idle TTL does at each event, costs no push;
         the entry is moved up when it reaches the head. Only a timer that moves earlier is pushed."""
-        at = logic.notify_at()
+        seconds = self._step.seconds
+        if seconds is None:  # every logic of a step is of one kind: ask the first
+            seconds = self._step.seconds = callable(getattr(logic, "notify_at_s", None))
+        if seconds:
+            when: float | None = logic.notify_at_s()
+        else:
+            at = logic.notify_at()
+            when = None if at is None else at.timestamp()
         due = self._due
-        if at is None:
+        if when is None:
             due.pop(k, None)
             return
-        when = at.timestamp()
         before = due.get(k)
         due[k] = when
         if before is None or when < before:

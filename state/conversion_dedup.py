@@ -123,9 +123,12 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
         return (), False
 
     def notify_at(self) -> datetime | None:
-        if self.seen is None:
-            return None
-        return datetime.fromtimestamp(self.seen.seen_wall_s + self.seen.window_ms / 1000.0, tz=UTC)
+        due = self.notify_at_s()
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def notify_at_s(self) -> float | None:
+        """``notify_at`` in epoch seconds."""
+        return None if self.seen is None else self.seen.seen_wall_s + self.seen.window_ms / 1000.0
 
     def snapshot(self) -> SeenConversion:
         assert self.seen is not None

@@ -285,8 +285,7 @@ class DeviceLogic:
         now = self._ctx.env.now()
         journey = self._journey
         if journey is not None:
-            due = journey.notify_at()
-            if due is not None and now >= due.timestamp():
+            if now >= journey.notify_at_s():
                 emitted, forget = journey.on_notify()
                 out.extend(emitted)
                 if forget:
@@ -299,12 +298,17 @@ class DeviceLogic:
         return (), self._holds_nothing()
 
     def notify_at(self) -> datetime | None:
+        due = self.notify_at_s()
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def notify_at_s(self) -> float | None:
+        """``notify_at`` in epoch seconds."""
         due = self._link_expiry() if self._user else None
         if self._journey is not None:
-            journey_due = self._journey.notify_at()
-            if journey_due is not None and (due is None or journey_due.timestamp() < due):
+            journey_due = self._journey.notify_at_s()
+            if due is None or journey_due < due:
                 return journey_due
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+        return due
 
     def snapshot(self) -> DeviceState:
         journey = self._journey.snapshot() if self._journey is not None else None

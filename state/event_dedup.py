@@ -49,7 +49,12 @@ class SpendDedupLogic(StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
         return (), False
 
     def notify_at(self) -> datetime | None:
-        return None if self.seen is None else datetime.fromtimestamp(self.seen.seen_wall_s + SPEND_ID_TTL_S, tz=UTC)
+        due = self.notify_at_s()
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def notify_at_s(self) -> float | None:
+        """``notify_at`` in epoch seconds."""
+        return None if self.seen is None else self.seen.seen_wall_s + SPEND_ID_TTL_S
 
     def snapshot(self) -> SeenEvent:
         assert self.seen is not None

@@ -346,13 +346,17 @@ class JourneyLogic:
         return (), False
 
     def notify_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.notify_at_s(), tz=UTC)
+
+    def notify_at_s(self) -> float:
+        """``notify_at`` in epoch seconds (what sharded state reads, without a datetime per event)."""
         ctx = self._ctx
         last = wall_s_of(self._packed)
         due = last + ctx.idle_ttl_s
         close = last + ctx.training_close_s  # inf without the archive
         if close < due and ctx.env.now() < close:
             due = close
-        return datetime.fromtimestamp(due, tz=UTC)
+        return due
 
     def snapshot(self) -> JourneyState:
         return JourneyState(self._packed, self._refs)

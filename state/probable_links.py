@@ -484,9 +484,12 @@ class ProbableLinkLogic:
         return (), False
 
     def notify_at(self) -> datetime | None:
-        if self._wall < 0:
-            return None
-        return datetime.fromtimestamp(self._wall + self._settings.window_s, tz=UTC)
+        due = self.notify_at_s()
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def notify_at_s(self) -> float | None:
+        """``notify_at`` in epoch seconds."""
+        return None if self._wall < 0 else self._wall + self._settings.window_s
 
     def snapshot(self) -> NetworkState:
         return NetworkState(self._tenant, self._newest, self._wall, tuple(self._obs), tuple(self._emitted))

@@ -153,7 +153,12 @@ class UserDevicesLogic:
         return (), not self._devices
 
     def notify_at(self) -> datetime | None:
-        return datetime.fromtimestamp(self._expiry(), tz=UTC) if self._devices else None
+        due = self.notify_at_s()
+        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+    def notify_at_s(self) -> float | None:
+        """``notify_at`` in epoch seconds."""
+        return self._expiry() if self._devices else None
 
     def snapshot(self) -> UserDevices:
         return UserDevices(self._tenant_id, self._devices, self._linked_wall_s)
