@@ -217,10 +217,26 @@ def network_keyer(salt_of: Callable[[str], bytes]) -> Callable[[Event], str | No
     True
     """
 
+    cache: dict[tuple[str, str], str | None] = {}  # (tenant, ip) -> key; bound: NETWORK_KEY_CACHE_MAX
+
     def key(event: Event) -> str | None:
-        return network_key(event, salt_of(event.tenant_id))
+        ctx = event.context
+        if ctx is None or not ctx.ip:
+            return None
+        seen = (event.tenant_id, ctx.ip)
+        if seen in cache:
+            return cache[seen]
+        if len(cache) >= NETWORK_KEY_CACHE_MAX:
+            cache.clear()
+        found = cache[seen] = network_key(event, salt_of(event.tenant_id))
+        return found
 
     return key
+
+
+NETWORK_KEY_CACHE_MAX = 16_384
+"""Bound of a ``network_keyer``'s cache of (tenant, IP) -> key: a device sends many events from one
+address, and each key costs a parse and an HMAC. Emptied when full; it lives in memory only."""
 
 
 UA_HASH_CACHE_MAX = 4096
