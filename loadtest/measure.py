@@ -231,11 +231,16 @@ def _frame(frame: str) -> tuple[str, str]:
 
 
 def _owner(frames: list[str]) -> tuple[str, str]:
-    """The innermost frame in this project's flow code, as (module, function); the runtime or a library else."""
+    """The innermost frame in this project's flow code, as (module, function); the runtime or a library else.
+
+    A background thread's sample (its stack starts in ``threading``: the sink's writer, the weights
+    poller) is marked ``(thread)``: it runs beside the worker, not in its way.
+    """
+    background = _frame(frames[0])[0] == "threading.py"
     for frame in reversed(frames):
         module, func = _frame(frame)
         if module.startswith(_PROJECT) and module not in _ENTRY:
-            return module, func
+            return (f"(thread) {module}" if background else module), func
     module, func = _frame(frames[-1])
     if module in _ENTRY:
         return RUNTIME, ""  # the worker's Python frame itself: time spent in Bytewax's Rust code
@@ -248,14 +253,16 @@ def profile_summary(raw: str, top: int = 15) -> dict[str, Any]:
     Each sample counts for the innermost frame in the flow's own code (time in
     libraries counts for the project function that called them), so it reads
     as "which step of the flow costs what"; time in the worker's own frame is
-    Bytewax's Rust runtime. ``modules`` sums per module, ``functions`` per function.
+    Bytewax's Rust runtime; a background thread's module is marked ``(thread)``.
+    ``modules`` sums per module, ``functions`` per function.
 
     >>> p = profile_summary("main (flows/run.py:1);step (operators/a.py:5);loads (json.py:9) 3\n"
-    ...                     "main (flows/run.py:1) 1\n")
+    ...                     "main (flows/run.py:1) 1\n"
+    ...                     "_bootstrap (threading.py:1);run (sinks/b.py:2) 1\n")
     >>> p["samples"], p["functions"][0]
-    (4, ['operators/a.py:step', 0.75])
-    >>> p["modules"][1]
-    ['(bytewax runtime: scheduling, exchange, snapshots)', 0.25]
+    (5, ['operators/a.py:step', 0.6])
+    >>> p["modules"][1:]
+    [['(bytewax runtime: scheduling, exchange, snapshots)', 0.2], ['(thread) sinks/b.py', 0.2]]
     """
     total = 0
     modules: dict[str, int] = {}

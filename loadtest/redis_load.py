@@ -660,7 +660,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=RunSettings.backup_interval_s,
         help="seconds the flow keeps superseded snapshots (%(default)s, the flow's default)",
     )
-    ap.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the flow to read all")
+    ap.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="longest wait for the flow to read all (default 300 s, or N / 5000 s for a larger --max N)",
+    )
     ap.add_argument(
         "--profile",
         type=float,
@@ -669,6 +673,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="py-spy profile of each flow process (if installed)",
     )
     ap.add_argument("--out", type=Path, help="work directory (default loadtest/out/load-<UTC time>)")
+
+
+def default_drain_timeout_s(max_events: int | None) -> float:
+    """300 s, or longer for a large ``--max``: 5,000 events/s at the least (well under one process's drain rate).
+
+    >>> default_drain_timeout_s(None), default_drain_timeout_s(600_000), default_drain_timeout_s(3_700_000)
+    (300.0, 300.0, 740.0)
+    """
+    return max(300.0, (max_events or 0) / 5_000)
 
 
 def settings_from_args(args: argparse.Namespace) -> LoadSettings:
@@ -690,7 +703,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         lateness_ms=args.allowed_lateness_ms,
         snapshot_interval_s=args.snapshot_interval,
         backup_interval_s=args.backup_interval,
-        drain_timeout_s=args.drain_timeout,
+        drain_timeout_s=args.drain_timeout if args.drain_timeout is not None else default_drain_timeout_s(args.max),
         profile_s=args.profile,
         out=args.out,
     )

@@ -106,6 +106,13 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return list(response[0][1])
 
 
+DEFAULT_BATCH = 400
+"""Entries read per Redis stream at a time (``batch=``). With 4 streams that is 1,600 events per
+round: at 10k events/s a round takes ~0.13 s end to end, so a credit waits less for the rest of its
+batch than with 1,000 per stream (10k load test, conversion -> credit p99: 0.83 and 0.89 s in two runs,
+against 0.98, 1.07 and 1.15 s with 1,000)."""
+
+
 class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
     """Redis Streams, one partition per stream; resume state = the last entry id emitted.
 
@@ -128,7 +135,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self,
         url: str,
         streams: Sequence[str],
-        batch_size: int = 1000,
+        batch_size: int = DEFAULT_BATCH,
         block_ms: int = 25,
         stop_at_end: bool = False,
         max_backoff_s: float = 5.0,

@@ -60,3 +60,13 @@ def test_other_specs(text: str, kind: type) -> None:
 def test_generator_option_without_value_is_refused() -> None:
     with pytest.raises(CreditflowError, match="not key=value"):
         parse_source_spec("generator:seed").build()
+
+
+def test_redis_batch_sets_the_entries_read_per_stream_and_a_bad_one_is_refused() -> None:
+    from sources.redis_streams import DEFAULT_BATCH
+
+    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a").build()._batch_size == DEFAULT_BATCH  # type: ignore[attr-defined]
+    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a&batch=50").build()._batch_size == 50  # type: ignore[attr-defined]
+    for bad in ("0", "-3", "lots"):
+        with pytest.raises(CreditflowError, match=f"batch='{bad}'"):
+            parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&batch={bad}").build()
