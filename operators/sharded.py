@@ -143,18 +143,18 @@ class ShardedState:
 
 
 class _Step:
-    """What every shard of one step shares: the key, the per-key builder, the store, the full step id."""
+    """What every shard of one step shares: the per-key builder, the store, the full step id.
+
+    (Items reach a shard as ``(state key, value)``: the step's ``shard`` map computed the key.)
+    """
 
     def __init__(
         self,
-        key: Callable[[Any], str] | None,
         build: Callable[[Any], Any],
         state: ShardedState,
         batch: bool,
         scrubs: Callable[[Any], bool] | None,
     ) -> None:
-        self.key = key
-        """The state key of an item, or ``None``: items are ``(key, value)`` pairs and the logic gets the value."""
         self.build = build
         self.state = state
         self.batch = batch
@@ -417,7 +417,7 @@ def sharded_stateful(
     no resume can need them. ``unkey``, if given, maps each ``(key, value)``
     output to the item passed on (sub-step ``unkey``).
     """
-    step = _Step(key, build, state, batch, scrubs)
+    step = _Step(build, state, batch, scrubs)
     pair: Callable[[Any], tuple[str, tuple[str, Any]]] = (
         _pair_shard if key is None else (lambda x: _shard_pair(key(x), x))
     )
