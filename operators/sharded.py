@@ -60,6 +60,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from state.recovered import shard_file
 from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, ShardStoreError, oldest_marks
+from state.wake_time import SecondsWake
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,8 @@ class _Step:
         self.scrubs = scrubs
         self.step_id = ""  # set once Bytewax has named the step
         self.seconds: bool | None = None
-        """Whether the logics give their timers in epoch seconds (``notify_at_s``), a cheaper path than
-        ``notify_at``'s datetime; learnt from the first logic."""
+        """Whether the logics give their timers in epoch seconds (``SecondsWake.notify_at_s``), a cheaper
+        path than ``notify_at``'s datetime; learnt from the first logic."""
 
 
 class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
@@ -257,19 +258,9 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         if self._collect_from is not None and self._collect_at <= now:
             self._collect_woken = True  # awake, so Bytewax snapshots this shard at the epoch's end: it collects
         out: list[tuple[str, Any]] = []
-        heap = self._heap
-        due = self._due
-        while heap and heap[0][0] <= now:
-            at, k = heap[0]
-            when = due.get(k)
-            if when is None:  # no timer any more (discarded, or its logic asked for none)
-                heapq.heappop(heap)
-                continue
-            if when > at:  # the entry was a lower bound: the key's timer moved later since
-                heapq.heapreplace(heap, (when, k))
-                continue
-            heapq.heappop(heap)
-            del due[k]
+        while (head := self._live_head()) is not None and head <= now:
+            k = heapq.heappop(self._heap)[1]  # self._heap: _settle below may rebuild it
+            del self._due[k]
             logic = self._logics[k]
             emits, discard = logic.on_notify()
             if emits:
@@ -288,18 +279,7 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         return out, False
 
     def notify_at(self) -> datetime | None:
-        heap = self._heap
-        due = self._due
-        while heap:  # bring the head up to a live due time, so Bytewax does not wake the shard early
-            head, k = heap[0]
-            when = due.get(k)
-            if when is None:
-                heapq.heappop(heap)
-            elif when > head:
-                heapq.heapreplace(heap, (when, k))
-            else:
-                break
-        at = heap[0][0] if heap else None
+        at = self._live_head()  # not a stale lower bound: Bytewax does not wake the shard early
         if self._collect_from is not None and not self._collect_woken and (at is None or self._collect_at < at):
             at = self._collect_at
         return None if at is None else datetime.fromtimestamp(at, tz=UTC)
@@ -349,13 +329,29 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             return
         self._timer(k, logic)
 
+    def _live_head(self) -> float | None:
+        """The earliest due time, after bringing the heap's head up to date: entries of keys with no
+        timer any more are dropped, and a lower bound is moved up to its key's due time."""
+        heap = self._heap
+        due = self._due
+        while heap:
+            head, k = heap[0]
+            when = due.get(k)
+            if when is None:  # no timer any more (discarded, or its logic asked for none)
+                heapq.heappop(heap)
+            elif when > head:  # the entry was a lower bound: the key's timer moved later since
+                heapq.heapreplace(heap, (when, k))
+            else:
+                return head
+        return None
+
     def _timer(self, k: str, logic: Any) -> None:
         """Record the key's next timer. The heap holds, for every key with a timer, an entry at or before
         it (a lower bound): a timer that moves later, as an idle TTL does at each event, costs no push;
         the entry is moved up when it reaches the head. Only a timer that moves earlier is pushed."""
         seconds = self._step.seconds
         if seconds is None:  # every logic of a step is of one kind: ask the first
-            seconds = self._step.seconds = callable(getattr(logic, "notify_at_s", None))
+            seconds = self._step.seconds = isinstance(logic, SecondsWake)
         if seconds:
             when: float | None = logic.notify_at_s()
         else:

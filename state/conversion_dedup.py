@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -34,6 +33,7 @@ from bytewax.operators import StatefulLogic
 from creditflow.config import DAY_MS, TenantConfigs
 from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLetter, Event, SourcePosition
 from creditflow.kpis import KpiDelta
+from state.wake_time import SecondsWake
 
 if TYPE_CHECKING:
     from state.journeys import ScoredConversion
@@ -97,7 +97,7 @@ def duplicate_event(event: Event) -> DeadLetter:
     )
 
 
-class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenConversion]):
+class ConversionDedupLogic(SecondsWake, StatefulLogic["ScoredConversion", DedupOutput, SeenConversion]):
     """Passes the first scored copy of a conversion id as rows; dead-letters later copies."""
 
     def __init__(self, configs: TenantConfigs, resume: SeenConversion | None, now: Callable[[], float]) -> None:
@@ -121,10 +121,6 @@ class ConversionDedupLogic(StatefulLogic["ScoredConversion", DedupOutput, SeenCo
 
     def on_eof(self) -> tuple[Iterable[DedupOutput], bool]:
         return (), False
-
-    def notify_at(self) -> datetime | None:
-        due = self.notify_at_s()
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
     def notify_at_s(self) -> float | None:
         """``notify_at`` in epoch seconds."""

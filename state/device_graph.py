@@ -67,7 +67,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -77,6 +76,7 @@ from creditflow.events import Event, PersonEvent, SourcePosition, pickled_positi
 from state.journey_state import Journey, JourneyState
 from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext, erase, suppressed
 from state.probable_links import ProbableLink
+from state.wake_time import SecondsWake
 
 __all__ = [
     "DEVICE_LAYOUT_VERSION",
@@ -193,7 +193,7 @@ class DeviceState:
         return f"DeviceState(user={self.user_id!r}, confidence={self.confidence}, journey={self.journey!r})"
 
 
-class DeviceLogic:
+class DeviceLogic(SecondsWake):
     """Bytewax stateful batch logic for one (tenant, device) key; see the module doc.
 
     Registered as a virtual subclass of ``StatefulBatchLogic`` (as ``JourneyLogic``)
@@ -296,10 +296,6 @@ class DeviceLogic:
 
     def on_eof(self) -> tuple[Iterable[DeviceOutput], bool]:
         return (), self._holds_nothing()
-
-    def notify_at(self) -> datetime | None:
-        due = self.notify_at_s()
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
     def notify_at_s(self) -> float | None:
         """``notify_at`` in epoch seconds."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from bytewax.operators import StatefulLogic
 
 from creditflow.events import DeadLetter, Event
 from state.conversion_dedup import duplicate_event
+from state.wake_time import SecondsWake
 
 STATE_LAYOUT_VERSION = 1
 SPEND_ID_TTL_S = 7 * 86_400.0
@@ -29,7 +29,7 @@ class SeenEvent:
     layout: int = STATE_LAYOUT_VERSION
 
 
-class SpendDedupLogic(StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
+class SpendDedupLogic(SecondsWake, StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
     """Passes the first report of an event id; later copies become ``duplicate_event`` dead letters."""
 
     def __init__(self, resume: SeenEvent | None, now: Callable[[], float]) -> None:
@@ -47,10 +47,6 @@ class SpendDedupLogic(StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
 
     def on_eof(self) -> tuple[Iterable[Event | DeadLetter], bool]:
         return (), False
-
-    def notify_at(self) -> datetime | None:
-        due = self.notify_at_s()
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
     def notify_at_s(self) -> float | None:
         """``notify_at`` in epoch seconds."""

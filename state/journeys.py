@@ -65,7 +65,6 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
@@ -107,6 +106,7 @@ from state.journey_state import (
     unpack_id,
     wall_s_of,
 )
+from state.wake_time import SecondsWake
 
 __all__ = [
     "Adopt",
@@ -269,7 +269,7 @@ class TenantContext:
         self.horizon_ms = max(cfg.lookback_ms("click"), cfg.lookback_ms("impression"))
 
 
-class JourneyLogic:
+class JourneyLogic(SecondsWake):
     """Bytewax stateful batch logic for one (tenant, person) key.
 
     Items are applied in arrival order: a person's events reach this step on
@@ -344,9 +344,6 @@ class JourneyLogic:
 
     def on_eof(self) -> tuple[Iterable[JourneyOutput], bool]:
         return (), False
-
-    def notify_at(self) -> datetime | None:
-        return datetime.fromtimestamp(self.notify_at_s(), tz=UTC)
 
     def notify_at_s(self) -> float:
         """``notify_at`` in epoch seconds (what sharded state reads, without a datetime per event)."""

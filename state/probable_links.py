@@ -64,7 +64,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
@@ -72,6 +72,7 @@ from bytewax.operators import StatefulBatchLogic
 from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.events import PERSON_EVENT_TYPES, Event, SourcePosition, pickled_positionally
 from creditflow.kpis import KEY_SEP
+from state.wake_time import SecondsWake
 
 __all__ = [
     "LINK_EVENT_TYPES",
@@ -200,11 +201,20 @@ def network_key(event: Event, salt: bytes) -> str | None:
     ctx = event.context
     if ctx is None or not ctx.ip:
         return None
-    net = _network_bytes(ctx.ip)
+    return _network_key(event.tenant_id, ctx.ip, salt)
+
+
+def _network_key(tenant_id: str, ip: str, salt: bytes) -> str | None:
+    net = _network_bytes(ip)
     if net is None:
         return None
     digest = hmac.digest(salt, net, "sha256").hex()[:NETWORK_HASH_HEX]
-    return f"{event.tenant_id}{KEY_SEP}{digest}"
+    return f"{tenant_id}{KEY_SEP}{digest}"
+
+
+NETWORK_KEY_CACHE_MAX = 16_384
+"""Bound of a ``network_keyer``'s cache of (tenant, IP) -> key: a device sends many events from one
+address, and each key costs a parse and an HMAC. Least recently used keys go first; it lives in memory only."""
 
 
 def network_keyer(salt_of: Callable[[str], bytes]) -> Callable[[Event], str | None]:
@@ -217,32 +227,22 @@ def network_keyer(salt_of: Callable[[str], bytes]) -> Callable[[Event], str | No
     True
     """
 
-    cache: dict[tuple[str, str], str | None] = {}  # (tenant, ip) -> key; bound: NETWORK_KEY_CACHE_MAX
+    @lru_cache(maxsize=NETWORK_KEY_CACHE_MAX)
+    def of(tenant_id: str, ip: str) -> str | None:
+        return _network_key(tenant_id, ip, salt_of(tenant_id))
 
     def key(event: Event) -> str | None:
         ctx = event.context
         if ctx is None or not ctx.ip:
             return None
-        seen = (event.tenant_id, ctx.ip)
-        if seen in cache:
-            return cache[seen]
-        if len(cache) >= NETWORK_KEY_CACHE_MAX:
-            cache.clear()
-        found = cache[seen] = network_key(event, salt_of(event.tenant_id))
-        return found
+        return of(event.tenant_id, ctx.ip)
 
     return key
 
 
-NETWORK_KEY_CACHE_MAX = 16_384
-"""Bound of a ``network_keyer``'s cache of (tenant, IP) -> key: a device sends many events from one
-address, and each key costs a parse and an HMAC. Emptied when full; it lives in memory only."""
-
-
 UA_HASH_CACHE_MAX = 4096
 """Bound of ``ua_hash``'s cache of (user agent, salt) -> hash: user agents repeat heavily (one per
-browser build), and hashing one costs an HMAC; the cache is emptied when full."""
-_ua_hashes: dict[tuple[str, bytes | None], bytes] = {}
+browser build), and hashing one costs an HMAC; least recently used hashes go first."""
 
 
 def ua_hash(user_agent: str, salt: bytes | None = None) -> bytes:
@@ -256,14 +256,10 @@ def ua_hash(user_agent: str, salt: bytes | None = None) -> bytes:
     >>> ua_hash(""), len(ua_hash("curl/8"))
     (b'', 8)
     """
-    found = _ua_hashes.get((user_agent, salt))
-    if found is None:
-        if len(_ua_hashes) >= UA_HASH_CACHE_MAX:
-            _ua_hashes.clear()
-        found = _ua_hashes[(user_agent, salt)] = _ua_hash(user_agent, salt)
-    return found
+    return _ua_hash(user_agent, salt)
 
 
+@lru_cache(maxsize=UA_HASH_CACHE_MAX)
 def _ua_hash(user_agent: str, salt: bytes | None) -> bytes:
     norm = " ".join(user_agent.lower().split())
     if not norm:
@@ -452,7 +448,7 @@ class ProbableLinkEnv:
 # --------------------------------------------------------------------------- #
 
 
-class ProbableLinkLogic:
+class ProbableLinkLogic(SecondsWake):
     """Bytewax stateful batch logic for one (tenant, hashed network) key; values are ``Event``s.
 
     Each event of a ``LINK_EVENT_TYPES`` type that names a device becomes an
@@ -498,10 +494,6 @@ class ProbableLinkLogic:
 
     def on_eof(self) -> tuple[Iterable[ProbableLink], bool]:
         return (), False
-
-    def notify_at(self) -> datetime | None:
-        due = self.notify_at_s()
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
     def notify_at_s(self) -> float | None:
         """``notify_at`` in epoch seconds."""

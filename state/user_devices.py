@@ -36,7 +36,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -46,6 +45,7 @@ from creditflow.forgotten import keys_of
 from creditflow.kpis import KEY_SEP
 from state.device_graph import ForgetDevice, device_person_of, passes_through
 from state.probable_links import ProbableLink
+from state.wake_time import SecondsWake
 
 __all__ = [
     "MAX_USER_DEVICES",
@@ -114,7 +114,7 @@ def named_forgets(event: Event, graph: bool) -> list[ForgetDevice]:
     ]
 
 
-class UserDevicesLogic:
+class UserDevicesLogic(SecondsWake):
     """Bytewax stateful batch logic for one (tenant, user) key; see the module doc."""
 
     __slots__ = ("_env", "_tenant_id", "_devices", "_linked_wall_s")
@@ -151,10 +151,6 @@ class UserDevicesLogic:
 
     def on_eof(self) -> tuple[Iterable[ForgetDevice], bool]:
         return (), not self._devices
-
-    def notify_at(self) -> datetime | None:
-        due = self.notify_at_s()
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
     def notify_at_s(self) -> float | None:
         """``notify_at`` in epoch seconds."""

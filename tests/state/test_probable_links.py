@@ -447,20 +447,18 @@ def test_runs_as_bytewax_stateful_batch_logic() -> None:
     assert out == [(network_key(laptop(), b"salt-t1"), ProbableLink("t1", "a:lap", "u1", 0.76, T0 + 3 * MIN))]
 
 
-def test_cached_network_keys_and_ua_hashes_equal_fresh_ones_and_the_caches_stay_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_cached_network_keys_and_ua_hashes_equal_fresh_ones_and_the_caches_stay_bounded() -> None:
     import state.probable_links as links
 
-    monkeypatch.setattr(links, "NETWORK_KEY_CACHE_MAX", 8)
-    monkeypatch.setattr(links, "UA_HASH_CACHE_MAX", 8)
-    monkeypatch.setattr(links, "_ua_hashes", {})
     key = links.network_keyer(lambda tenant: tenant.encode())
-    for i in range(200):
-        tenant, ip, ua = f"t{i % 3}", f"10.0.{i % 13}.{i % 7}", f"Agent/{i % 11}"
+    cache = next(c.cell_contents for c in key.__closure__ or () if hasattr(c.cell_contents, "cache_info"))
+    links._ua_hash.cache_clear()
+    for i in range(links.NETWORK_KEY_CACHE_MAX + 200):
+        tenant, ip, ua = f"t{i % 3}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", f"Agent/{i}"
         ev = Event("e", tenant, "click", 0, SourcePosition("f", "0", "0"), context=Context(ip=ip, user_agent=ua))
         assert key(ev) == links.network_key(ev, tenant.encode())
-        assert links.ua_hash(ua, tenant.encode()) == links._ua_hash(ua, tenant.encode())
-        assert len(links._ua_hashes) <= 8
-    cache = next(c.cell_contents for c in key.__closure__ or () if isinstance(c.cell_contents, dict))
-    assert 0 < len(cache) <= 8
+        assert key(ev) == links.network_key(ev, tenant.encode())  # the second answer comes from the cache
+        assert links.ua_hash(ua, tenant.encode()) == links._ua_hash.__wrapped__(ua, tenant.encode())
+    assert cache.cache_info().hits >= links.NETWORK_KEY_CACHE_MAX
+    assert cache.cache_info().currsize == links.NETWORK_KEY_CACHE_MAX
+    assert links._ua_hash.cache_info().currsize == links.UA_HASH_CACHE_MAX
