@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from state.device_graph import DeviceState
 from state.recovered import live_states
 
 JOURNEY_STEP = "creditflow.attribute.journey"
@@ -292,17 +293,24 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
 
     Keys are state keys (persons, devices, networks, conversion ids), whether
     Bytewax holds them or a sharded step's files do (``state.recovered``); a
-    key's bytes are its pickled state. ``all_steps`` sums every stateful step;
-    ``bytes_per_person_all_steps`` divides that by the persons and devices held
-    (journey and device-graph keys).
+    key's bytes are its pickled state, alone (what one key costs; a shard's file
+    shares repeated values between keys, so it is smaller). ``all_steps`` sums
+    every stateful step; ``bytes_per_person_all_steps`` divides that by the
+    persons and devices held (journey and device-graph keys), and
+    ``bytes_per_active_person`` by the active persons: the identified ones
+    (journey keys) and the anonymous ones (device keys linked to no user).
     """
     per_step: dict[str, list[int]] = {}
+    anonymous = 0
     for live in live_states(Path(recovery_dir)):
         if live.step_id.endswith((".source", ".sink")):
             continue
         per_step.setdefault(live.step_id, []).append(len(pickle.dumps(live.state, protocol=pickle.HIGHEST_PROTOCOL)))
+        if live.step_id == DEVICE_STEP and not DeviceState(*live.state).user_id:
+            anonymous += 1
     sizes = per_step.get(step_id, [])
     holders = len(sizes) + len(per_step.get(DEVICE_STEP, []))
+    active = len(sizes) + anonymous
     total = sum(sum(v) for v in per_step.values())
     return {
         "step_id": step_id,
@@ -311,6 +319,8 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
         "bytes_per_key": round(sum(sizes) / len(sizes), 1) if sizes else None,
         "all_steps": {step: {"keys": len(v), "bytes": sum(v)} for step, v in sorted(per_step.items())},
         "bytes_per_person_all_steps": round(total / holders, 1) if holders else None,
+        "active_persons": active,
+        "bytes_per_active_person": round(total / active, 1) if active else None,
     }
 
 

@@ -217,7 +217,7 @@ def measure_rss(seed: int, persons: int) -> float:
 
 
 def _touch_count(lg: JourneyLogic) -> int:
-    return len(lg.snapshot().touches)
+    return len(lg.state.touches)
 
 
 def measure_cpu(seed: int, persons: int, configs: TenantConfigs, repeats: int = 3) -> dict[str, float]:

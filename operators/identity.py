@@ -24,9 +24,10 @@ from operators.journeys import AttributionOut, split_outputs, with_key
 from operators.sharded import ShardedState, sharded_stateful
 from operators.state_guard import guarded_builder, guarded_keyed_step
 from state.device_graph import (
+    DEVICE_LAYOUT_AT,
     STATE_LAYOUT_VERSION,
     DeviceLogic,
-    DeviceState,
+    DeviceRow,
     ForgetDevice,
     device_person_of,
     passes_through,
@@ -34,8 +35,9 @@ from state.device_graph import (
 from state.journeys import Adopt, JourneyEnv, ScoredConversion
 from state.probable_links import (
     LINK_EVENT_TYPES,
+    NETWORK_LAYOUT_AT,
     PROBABLE_LINKS_LAYOUT,
-    NetworkState,
+    NetworkRow,
     ProbableLink,
     ProbableLinkEnv,
     ProbableLinkLogic,
@@ -100,7 +102,7 @@ def probable_links(
     keyer = network_keyer(salt_of)
     env = ProbableLinkEnv(configs, now, salt_of)
 
-    def build(resume: NetworkState | None) -> ProbableLinkLogic:
+    def build(resume: NetworkRow | None) -> ProbableLinkLogic:
         return ProbableLinkLogic(env, resume)
 
     def on_network(ev: Event) -> tuple[str, Event] | None:
@@ -111,7 +113,9 @@ def probable_links(
         return None if key is None else (key, ev)
 
     keyed = op.filter_map("on_network", up, on_network)
-    guarded: Callable[[Any], Any] = guarded_builder("network", PROBABLE_LINKS_LAYOUT, build)  # a virtual subclass
+    guarded: Callable[[Any], Any] = guarded_builder(
+        "network", PROBABLE_LINKS_LAYOUT, build, NETWORK_LAYOUT_AT
+    )  # a virtual subclass
     if shards is not None:
         return sharded_stateful("network", keyed, None, guarded, shards, unkey=_value)
     links: Stream[tuple[str, ProbableLink]] = op.stateful_batch("network", keyed, guarded)
@@ -141,7 +145,7 @@ def resolve_identity(
     """
     env = JourneyEnv(configs, weights, now, archive, forgotten)
 
-    def build(resume: DeviceState | None) -> DeviceLogic:
+    def build(resume: DeviceRow | None) -> DeviceLogic:
         return DeviceLogic(env, resume)
 
     links = probable_links("links", up, configs, salt_of, now, shards)
@@ -149,7 +153,16 @@ def resolve_identity(
     both: Stream[Event | ProbableLink | ForgetDevice] = op.merge("with_links", up, links, forgets)
     key = identity_key(configs)
     values = guarded_keyed_step(
-        "device", both, key, STATE_LAYOUT_VERSION, build, batch=True, unkey=with_key, shards=shards, scrubs=_erases
+        "device",
+        both,
+        key,
+        STATE_LAYOUT_VERSION,
+        build,
+        batch=True,
+        unkey=with_key,
+        shards=shards,
+        scrubs=_erases,
+        layout_at=DEVICE_LAYOUT_AT,
     )
     onward = op.branch("onward", values, _goes_on)
     own = split_outputs(onward.falses)

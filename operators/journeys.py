@@ -18,12 +18,13 @@ from creditflow.weights import WeightsProvider
 from operators.sharded import ShardedState
 from operators.state_guard import guarded_keyed_step
 from state.journeys import (
+    JOURNEY_LAYOUT_AT,
     STATE_LAYOUT_VERSION,
     Adopt,
     ExpiredJourney,
     JourneyEnv,
     JourneyLogic,
-    JourneyState,
+    JourneyRow,
     ScoredConversion,
 )
 
@@ -103,7 +104,7 @@ def attribute(
 
     env = JourneyEnv(configs, weights, now, archive, forgotten)  # shared by every key's logic
 
-    def build(resume: JourneyState | None) -> JourneyLogic:
+    def build(resume: JourneyRow | None) -> JourneyLogic:
         return JourneyLogic(env, resume)
 
     values = guarded_keyed_step(
@@ -116,6 +117,7 @@ def attribute(
         unkey=with_key,
         shards=shards,
         scrubs=_erases,
+        layout_at=JOURNEY_LAYOUT_AT,
     )
     return split_outputs(values)
 

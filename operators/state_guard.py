@@ -2,8 +2,17 @@
 
 Bytewax hands a stateful step whatever was snapshotted under its step id. If
 the state's shape changed between releases, unpickled old state would fail in
-odd places or, worse, be misread. Every state dataclass carries a ``layout``
-number; a mismatch stops the flow with a message naming the step.
+odd places or, worse, be misread. Every state carries a ``layout`` number (an
+attribute, or for a snapshot row, a plain tuple, the field at ``layout_at``); a
+mismatch stops the flow with a message naming the step.
+
+>>> build = guarded_builder("seen", 2, lambda resume: resume, layout_at=0)
+>>> build((2, "kept"))
+(2, 'kept')
+>>> build((1, "old"))
+Traceback (most recent call last):
+...
+operators.state_guard.StateLayoutError: stateful step 'seen': snapshot has state layout 1, this code expects 2. ...
 """
 
 from __future__ import annotations
@@ -25,12 +34,21 @@ class StateLayoutError(CreditflowError):
     """A snapshot was written by an incompatible state layout."""
 
 
-def guarded_builder(step: str, layout: int, build: Callable[[S | None], L]) -> Callable[[S | None], L]:
-    """Wrap a stateful builder so that a resume state of another layout is refused."""
+def guarded_builder(
+    step: str, layout: int, build: Callable[[S | None], L], layout_at: int | None = None
+) -> Callable[[S | None], L]:
+    """Wrap a stateful builder so that a resume state of another layout is refused.
+
+    ``layout_at``: the states are rows (tuples) holding their layout at this index;
+    a state that is not a tuple (a snapshot of an earlier release) is read by attribute.
+    """
 
     def builder(resume: S | None) -> L:
         if resume is not None:
-            found = getattr(resume, "layout", None)
+            if layout_at is not None and isinstance(resume, tuple):
+                found = resume[layout_at] if len(resume) > layout_at else None
+            else:
+                found = getattr(resume, "layout", None)
             if found != layout:
                 msg = (
                     f"stateful step {step!r}: snapshot has state layout {found}, this code expects {layout}. "
@@ -56,6 +74,7 @@ def guarded_keyed_step(
     unkey: Callable[[tuple[str, Any]], Any] | None = None,
     shards: ShardedState | None = None,
     scrubs: Callable[[X], bool] | None = None,
+    layout_at: int | None = None,
 ) -> Stream[Any]:
     """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
 
@@ -65,9 +84,9 @@ def guarded_keyed_step(
     turns a ``(key, value)`` output into the item passed on (default: the value).
     With ``shards``, the step keeps its keys in shards (``operators.sharded``:
     sub-steps ``shard``, ``<step>``, ``unkey``); ``scrubs`` marks the items that
-    erase a person there.
+    erase a person there. ``layout_at``: as in ``guarded_builder``.
     """
-    guarded = guarded_builder(step, layout, build)
+    guarded = guarded_builder(step, layout, build, layout_at)
     if shards is not None:
         return sharded_stateful(
             step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else _value

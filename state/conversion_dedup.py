@@ -31,7 +31,15 @@ import orjson
 from bytewax.operators import StatefulLogic
 
 from creditflow.config import DAY_MS, TenantConfigs
-from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLetter, Event, SourcePosition
+from creditflow.events import (
+    ClosedJourney,
+    ConversionRow,
+    CreditRow,
+    DeadLetter,
+    Event,
+    SourcePosition,
+    pickled_positionally,
+)
 from creditflow.kpis import KpiDelta
 from state.wake_time import SecondsWake
 
@@ -43,6 +51,7 @@ STATE_LAYOUT_VERSION = 1
 DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter | ClosedJourney
 
 
+@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
 @dataclass(frozen=True, slots=True)
 class SeenConversion:
     person_id: str

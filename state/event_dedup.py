@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bytewax.operators import StatefulLogic
 
-from creditflow.events import DeadLetter, Event
+from creditflow.events import DeadLetter, Event, pickled_positionally
 from state.conversion_dedup import duplicate_event
 from state.wake_time import SecondsWake
 
@@ -23,6 +23,7 @@ STATE_LAYOUT_VERSION = 1
 SPEND_ID_TTL_S = 7 * 86_400.0
 
 
+@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
 @dataclass(frozen=True, slots=True)
 class SeenEvent:
     seen_wall_s: float

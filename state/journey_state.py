@@ -52,6 +52,16 @@ Meta = tuple[str, str, str]
 """(event_type, channel, campaign_id) of a touch: the part many persons share."""
 
 
+JourneyRow = tuple[int, bytes, tuple[Any, ...]]
+"""A journey's snapshot (``JourneyLogic.snapshot``): ``(layout, packed, refs)``, the UTMs of ``refs`` as plain
+tuples (``journey_row``). A plain tuple pickles in C, several times faster than an object with a
+``__reduce__``, and the snapshot pause pickles every person changed in the epoch.
+``JourneyState.of_row`` reads one."""
+
+JOURNEY_LAYOUT_AT = 0
+"""Where a journey row holds its layout (``operators.state_guard``)."""
+
+
 class OpenConversion(NamedTuple):
     """A credited conversion that a late touch or conversion may still restate: what scoring it again needs."""
 
@@ -409,14 +419,17 @@ class JourneyState:
         self.layout = layout
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Values only (UTMs as plain tuples): the snapshot does not depend on this process's tables.
-        refs = self.refs
-        if refs:
-            first, last = refs[0], refs[1]
-            plain_first = first.as_tuple() if first is not None else None
-            plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
-            refs = (plain_first, plain_last, *refs[2:])
-        return (_load_state, (self.layout, self.packed, refs))
+        return (_state_of_row, (self.row(),))  # e.g. inside an ``Adopt`` crossing processes
+
+    @classmethod
+    def of_row(cls, row: JourneyRow) -> JourneyState:
+        """The state a snapshot row (``JourneyLogic.snapshot``) holds, its values shared again (tests, tools)."""
+        layout, packed, refs = row
+        return cls(packed, interned_refs(refs) if layout == STATE_LAYOUT_VERSION else refs, layout)
+
+    def row(self) -> JourneyRow:
+        """This state as a snapshot row (``journey_row``)."""
+        return journey_row(self.packed, self.refs, self.layout)
 
     def __setstate__(self, state: Any) -> None:
         """Only for snapshots pickled before layout 3 (a dataclass): keep their layout so the guard refuses them."""
@@ -479,15 +492,36 @@ class JourneyState:
         return self.unpacked().recent_touch_ids
 
 
-def _load_state(layout: int, packed: bytes, refs: tuple[Any, ...]) -> JourneyState:
-    """Unpickle a ``JourneyState`` (its pickled name is part of the snapshot format), sharing values again."""
+def journey_row(packed: bytes, refs: tuple[Any, ...], layout: int = STATE_LAYOUT_VERSION) -> JourneyRow:
+    """The snapshot row of a journey: values only (UTMs as plain tuples), so it never depends on this
+    process's tables, and it pickles in C (no ``__reduce__`` per person)."""
     if refs and layout == STATE_LAYOUT_VERSION:
         first, last = refs[0], refs[1]
-        first_utm = intern_utm(Utm(*first)) if first is not None else None
-        last_utm = first_utm if last is first else (intern_utm(Utm(*last)) if last is not None else None)
-        kinds = tuple(intern_kind(tuple(k)) for k in refs[2])  # type: ignore[arg-type]
-        refs = (first_utm, last_utm, kinds, *(intern_meta(tuple(m)) for m in refs[3:]))  # type: ignore[arg-type]
-    return JourneyState(packed, refs, layout)
+        plain_first = first.as_tuple() if first is not None else None
+        plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
+        refs = (plain_first, plain_last, *refs[2:])
+    return (layout, packed, refs)
+
+
+def interned_refs(refs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ``refs`` of a row (``journey_row``) as a journey holds them: UTMs as ``Utm`` again, every value shared
+    through the bounded intern tables."""
+    if not refs:
+        return refs
+    first, last = refs[0], refs[1]
+    first_utm = intern_utm(Utm(*first)) if first is not None else None
+    last_utm = first_utm if last is first else (intern_utm(Utm(*last)) if last is not None else None)
+    kinds = tuple(intern_kind(tuple(k)) for k in refs[2])  # type: ignore[arg-type]
+    return (first_utm, last_utm, kinds, *(intern_meta(tuple(m)) for m in refs[3:]))  # type: ignore[arg-type]
+
+
+def _load_state(layout: int, packed: bytes, refs: tuple[Any, ...]) -> JourneyRow:
+    """What a ``JourneyState`` pickled by an earlier creditflow (through this name) loads as: its row."""
+    return (layout, packed, refs)
+
+
+def _state_of_row(row: JourneyRow) -> JourneyState:
+    return JourneyState.of_row(row)
 
 
 def wall_s_of(packed: bytes) -> float:

@@ -55,7 +55,8 @@ Memory: between events a journey is a packed ``JourneyState``
 persons), under 500 bytes per key with the key itself
 (``loadtest/state_memory.py``). The logic unpacks it into a ``Journey`` for one
 batch of events and packs it back at the end; ``snapshot()`` returns the
-packed state as it is (immutable, nothing copied).
+packed state as a plain row (``JourneyRow``: the bytes as they are, the shared
+values as tuples), which pickles in C.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -95,13 +96,17 @@ from state.journey_state import (
     CONSENT_UNKNOWN,
     CONSENT_WITHDRAWN,
     DIGEST_BYTES,
+    JOURNEY_LAYOUT_AT,
     STATE_LAYOUT_VERSION,
     Journey,
+    JourneyRow,
     JourneyState,
     OpenConversion,
     Touch,
     intern_meta,
     intern_utm,
+    interned_refs,
+    journey_row,
     pack_id,
     unpack_id,
     wall_s_of,
@@ -109,6 +114,7 @@ from state.journey_state import (
 from state.wake_time import SecondsWake
 
 __all__ = [
+    "JOURNEY_LAYOUT_AT",
     "Adopt",
     "INTERNAL_CHANNEL",
     "MAX_OPEN_CONVERSIONS",
@@ -119,6 +125,7 @@ __all__ = [
     "JourneyEnv",
     "JourneyLogic",
     "JourneyOutput",
+    "JourneyRow",
     "JourneyState",
     "ScoredConversion",
     "TenantContext",
@@ -288,12 +295,20 @@ class JourneyLogic(SecondsWake):
 
     __slots__ = ("_ctx", "_packed", "_refs")
 
-    def __init__(self, env: JourneyEnv, resume: JourneyState | None) -> None:
+    def __init__(self, env: JourneyEnv, resume: JourneyRow | None) -> None:
         self._ctx = env.default
         if resume is None:
             self._packed, self._refs = b"", ()
         else:
-            self._packed, self._refs = resume.packed, resume.refs
+            layout, self._packed, refs = resume
+            self._refs = interned_refs(refs) if layout == STATE_LAYOUT_VERSION else refs
+
+    @classmethod
+    def holding(cls, env: JourneyEnv, packed: bytes, refs: tuple[Any, ...]) -> JourneyLogic:
+        """A logic holding a journey this process packed (``Journey.pack``)."""
+        logic = cls(env, None)
+        logic._packed, logic._refs = packed, refs
+        return logic
 
     @property
     def state(self) -> JourneyState:
@@ -355,8 +370,8 @@ class JourneyLogic(SecondsWake):
             due = close
         return due
 
-    def snapshot(self) -> JourneyState:
-        return JourneyState(self._packed, self._refs)
+    def snapshot(self) -> JourneyRow:
+        return journey_row(self._packed, self._refs)
 
     # -- journey maintenance ---------------------------------------------
     def _apply(self, j: Journey, pe: PersonEvent, out: list[JourneyOutput]) -> Journey:

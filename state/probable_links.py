@@ -57,7 +57,6 @@ confident probable link per device), so a later login replaces a guess.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -65,7 +64,7 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -80,8 +79,11 @@ __all__ = [
     "MAX_NETWORK_DEVICES",
     "MAX_NETWORK_USERS",
     "MAX_OBSERVATIONS",
+    "NETWORK_LAYOUT_AT",
     "PROBABLE_LINKS_LAYOUT",
     "LinkSettings",
+    "NetworkRow",
+    "ObservationRow",
     "NetworkState",
     "Observation",
     "ProbableLink",
@@ -366,39 +368,60 @@ class Observation(NamedTuple):
     """Upper-case country code, ``''`` unknown."""
 
 
-@pickled_positionally
-@dataclass(frozen=True, slots=True)
-class NetworkState:
-    """The snapshot of one network's matcher: no raw IP, no raw user agent."""
+ObservationRow = tuple[int, str, str, bytes, str]
+"""An ``Observation`` as a plain tuple (in a snapshot row)."""
+
+
+class NetworkState(NamedTuple):
+    """The fields of one network's snapshot: no raw IP, no raw user agent.
+
+    ``ProbableLinkLogic.snapshot`` returns them as a plain tuple in this order
+    (a ``NetworkRow``, observations as plain tuples too: it pickles in C); a
+    resume reads either, and snapshots of earlier creditflows (an object pickled
+    through this name) load as a ``NetworkState``. ``NetworkState(*row)`` names a
+    row's fields (tests, tools).
+    """
 
     tenant_id: str
     newest_ts_ms: int
     last_wall_s: float
-    observations: tuple[Observation, ...]
+    observations: tuple[ObservationRow, ...]
+    """Oldest kept first."""
     emitted: tuple[tuple[str, str], ...]
     """(device_key, user_id) pairs already proposed."""
     layout: int = PROBABLE_LINKS_LAYOUT
 
 
-def without_erased(state: NetworkState, erased: Callable[[str, str], bool]) -> NetworkState | None:
-    """``state`` without the observations and proposed pairs naming an erased key (``erased(tenant, key)``);
-    ``None`` when nothing is left. Used offline on the recovery store (``flows.recovery_forget``).
+NetworkRow = tuple[str, int, float, tuple[ObservationRow, ...], tuple[tuple[str, str], ...], int]
+"""A ``NetworkState`` as a plain tuple (what ``ProbableLinkLogic.snapshot`` returns)."""
 
-    >>> obs = Observation(1, "a:lap", "ann", b"12345678", "DE"), Observation(2, "a:tab", "bob", b"12345678", "DE")
-    >>> kept = without_erased(NetworkState("t", 2, 0.0, obs, (("a:lap", "ann"),)), lambda t, k: k == "u:ann")
-    >>> [o.user_id for o in kept.observations], kept.emitted
+NETWORK_LAYOUT_AT = NetworkState._fields.index("layout")
+"""Where a network row holds its layout (``operators.state_guard``)."""
+
+
+def without_erased(row: NetworkRow, erased: Callable[[str, str], bool]) -> NetworkRow | None:
+    """A network's snapshot row without the observations and proposed pairs naming an erased key
+    (``erased(tenant, key)``); ``None`` when nothing is left. Used offline on the recovery store
+    (``flows.recovery_forget``).
+
+    >>> obs = (1, "a:lap", "ann", b"12345678", "DE"), (2, "a:tab", "bob", b"12345678", "DE")
+    >>> kept = NetworkState(*without_erased(("t", 2, 0.0, obs, (("a:lap", "ann"),), 1), lambda t, k: k == "u:ann"))
+    >>> [Observation(*o).user_id for o in kept.observations], kept.emitted
     (['bob'], ())
     """
+    state = NetworkState(*row)
+    tenant = state.tenant_id
 
     def named(device_key: str, user_id: str) -> bool:
-        tenant = state.tenant_id
         return erased(tenant, device_key) or (bool(user_id) and erased(tenant, "u:" + user_id))
 
-    observations = tuple(o for o in state.observations if not named(o.device_key, o.user_id))
+    observations = cast(
+        "tuple[ObservationRow, ...]", tuple(tuple(o) for o in state.observations if not named(o[1], o[2]))
+    )
     if not observations:
         return None
     emitted = tuple(p for p in state.emitted if not named(*p))
-    return dataclasses.replace(state, observations=observations, emitted=emitted)
+    return (tenant, state.newest_ts_ms, state.last_wall_s, observations, emitted, state.layout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +489,7 @@ class ProbableLinkLogic(SecondsWake):
 
     __slots__ = ("_env", "_settings", "_tenant", "_newest", "_wall", "_obs", "_emitted")
 
-    def __init__(self, env: ProbableLinkEnv, resume: NetworkState | None) -> None:
+    def __init__(self, env: ProbableLinkEnv, resume: NetworkRow | None) -> None:
         self._env = env
         self._obs: list[Observation]
         self._emitted: list[tuple[str, str]]
@@ -474,8 +497,8 @@ class ProbableLinkLogic(SecondsWake):
             self._tenant, self._newest, self._wall = "", -1, -1.0
             self._obs, self._emitted = [], []
         else:
-            self._tenant, self._newest, self._wall = resume.tenant_id, resume.newest_ts_ms, resume.last_wall_s
-            self._obs, self._emitted = list(resume.observations), list(resume.emitted)
+            self._tenant, self._newest, self._wall, observations, emitted, _layout = resume
+            self._obs, self._emitted = [Observation(*o) for o in observations], list(emitted)
         self._settings = env.settings(self._tenant)
 
     # -- bytewax hooks -------------------------------------------------
@@ -499,8 +522,9 @@ class ProbableLinkLogic(SecondsWake):
         """``notify_at`` in epoch seconds."""
         return None if self._wall < 0 else self._wall + self._settings.window_s
 
-    def snapshot(self) -> NetworkState:
-        return NetworkState(self._tenant, self._newest, self._wall, tuple(self._obs), tuple(self._emitted))
+    def snapshot(self) -> NetworkRow:
+        observations = cast("tuple[ObservationRow, ...]", tuple(map(tuple, self._obs)))  # plain tuples pickle in C
+        return (self._tenant, self._newest, self._wall, observations, tuple(self._emitted), PROBABLE_LINKS_LAYOUT)
 
     # -- matching --------------------------------------------------------
     def _apply(self, ev: Event, salt: bytes | None, out: list[ProbableLink]) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from bytewax.operators import StatefulBatchLogic
 
 from creditflow.config import TenantConfigs
-from creditflow.events import Event
+from creditflow.events import Event, pickled_positionally
 from creditflow.forgotten import keys_of
 from creditflow.kpis import KEY_SEP
 from state.device_graph import ForgetDevice, device_person_of, passes_through
@@ -66,6 +66,7 @@ MAX_USER_DEVICES = 16
 """Device keys remembered per user (the most recently linked)."""
 
 
+@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
 @dataclass(frozen=True, slots=True)
 class UserDevices:
     """The snapshot of one user key: the devices linked to the user, oldest first."""

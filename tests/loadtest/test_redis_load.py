@@ -232,7 +232,15 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
         assert figures["n"] > 0, name
         assert 0 < figures["p50"] <= figures["p99"] < 30, (name, figures)
     assert run["latency"]["conversion_to_credit_s"]["no_commit_row"] == 0
-    assert run["state"]["keys"] > 100 and run["state"]["bytes_per_person"] > 0
+    state = run["state"]
+    assert state["keys"] > 100 and state["bytes_per_person"] > 0
+    # active persons: every journey key, plus the anonymous devices (linked to no user)
+    assert (
+        state["keys"]
+        < state["active_persons"]
+        <= state["keys"] + state["all_steps"]["creditflow.identity.device"]["keys"]
+    )
+    assert state["bytes_per_active_person"] >= state["bytes_per_person_all_steps"] > 0
     assert run["resources"]["peak_rss_mib"]["p0"] > 50
     assert report["machine"]["cores"] >= 1 and report["traffic"]["events"] == 2000
     assert set(report["targets"]) >= {"throughput_10k_sustained", "p99_conversion_to_credit_le_1s", "lag_not_growing"}

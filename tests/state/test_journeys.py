@@ -29,7 +29,7 @@ from creditflow.events import (
 from creditflow.kpis import KpiDelta
 from creditflow.weights import NoWeights, StaticWeights
 from operators.state_guard import StateLayoutError, guarded_builder
-from state.journey_state import Journey, pack_id, split_ids, unpack_id
+from state.journey_state import JOURNEY_LAYOUT_AT, Journey, pack_id, split_ids, unpack_id
 from state.journeys import (
     MAX_OPEN_CONVERSIONS,
     MAX_SEEN_CONVERSIONS,
@@ -361,7 +361,7 @@ def test_snapshot_is_a_copy() -> None:
     feed(lg, touch("a", 0, "email"))
     snap = lg.snapshot()
     feed(lg, touch("b", 1, "email"))
-    assert isinstance(snap, JourneyState) and len(snap.touches) == 1
+    assert type(snap) is tuple and len(JourneyState.of_row(snap).touches) == 1  # a row: plain values
 
 
 # --------------------------------------------------------------------------- #
@@ -451,18 +451,20 @@ def test_pack_unpack_round_trip() -> None:
 
 
 def test_snapshot_pickles_values_and_loads_shared_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    snap = _full_state().snapshot()
-    data = pickle.dumps(snap)
-    assert b"creditflow.events" not in data  # UTMs travel as plain values
+    row = _full_state().snapshot()
+    snap = JourneyState.of_row(row)
+    data = pickle.dumps(row)
+    assert b"creditflow" not in data and b"state." not in data  # plain values, no class of ours
     # A fresh process has empty intern tables: the snapshot must not need them.
     monkeypatch.setattr(state.journey_state, "_metas", {})
     monkeypatch.setattr(state.journey_state, "_utms", {})
-    loaded = pickle.loads(data)
+    loaded = JourneyState.of_row(pickle.loads(data))
     assert loaded == snap and loaded.layout == STATE_LAYOUT_VERSION
     assert loaded.touches == snap.touches and loaded.first_utm == snap.first_utm
-    again = pickle.loads(data)
+    again = JourneyState.of_row(pickle.loads(data))
     assert again.refs[3] is loaded.refs[3]  # shared through the (new) intern table
     assert again.refs[1] is loaded.refs[1]
+    assert pickle.loads(pickle.dumps(snap)) == snap  # a JourneyState itself (in an Adopt) pickles too
 
 
 def test_a_resumed_journey_continues_exactly() -> None:
@@ -489,7 +491,7 @@ def test_a_layout_2_snapshot_is_refused_by_the_state_guard() -> None:
 
     old = pickle.loads(LAYOUT_2_SNAPSHOT)
     assert isinstance(old, JourneyState) and old.layout == 2
-    build = guarded_builder("journey", STATE_LAYOUT_VERSION, lambda resume: resume)
+    build = guarded_builder("journey", STATE_LAYOUT_VERSION, lambda resume: resume, JOURNEY_LAYOUT_AT)
     with pytest.raises(
         StateLayoutError, match=f"snapshot has state layout 2, this code expects {STATE_LAYOUT_VERSION}"
     ):

@@ -23,8 +23,11 @@ from state.probable_links import (
     MAX_EMITTED,
     MAX_NETWORK_USERS,
     MAX_OBSERVATIONS,
+    NETWORK_LAYOUT_AT,
     PROBABLE_LINKS_LAYOUT,
+    NetworkRow,
     NetworkState,
+    Observation,
     ProbableLink,
     ProbableLinkEnv,
     ProbableLinkLogic,
@@ -100,6 +103,11 @@ def feed(lg: ProbableLinkLogic, *events: Event) -> list[ProbableLink]:
         assert discard is False
         out.extend(emitted)
     return out
+
+
+def observations(lg: ProbableLinkLogic) -> list[Observation]:
+    """The observations of the matcher's snapshot (a row of plain tuples), by name."""
+    return [Observation(*o) for o in NetworkState(*lg.snapshot()).observations]
 
 
 # --------------------------------------------------------------------------- #
@@ -252,7 +260,7 @@ def test_an_event_older_than_the_window_is_ignored() -> None:
     lg = ProbableLinkLogic(env(), None)
     feed(lg, phone(60))
     assert feed(lg, laptop(20)) == []  # 40 minutes behind the newest observation
-    assert [o.device_key for o in lg.snapshot().observations] == ["d:ph-u1"]
+    assert [o.device_key for o in observations(lg)] == ["d:ph-u1"]
 
 
 def test_a_nat_network_with_six_users_links_nobody() -> None:
@@ -340,24 +348,24 @@ def test_observations_stay_capped_on_a_busy_network() -> None:
     lg = ProbableLinkLogic(env(TenantConfig(link_threshold=0.01)), None)
     devices = [event(f"e{i}", i / 100, anonymous_id=f"dev{i}") for i in range(1000)]
     links = feed(lg, *devices, phone(10.5), *devices[:50])
-    state = lg.snapshot()
+    state = NetworkState(*lg.snapshot())
     assert links == []
     assert len(state.observations) <= MAX_OBSERVATIONS and len(state.emitted) <= MAX_EMITTED
-    assert min(o.ts_ms for o in state.observations) >= T0 + 968 * MIN // 100  # the newest were kept
+    assert min(o.ts_ms for o in observations(lg)) >= T0 + 968 * MIN // 100  # the newest were kept
 
 
 def test_emitted_pairs_stay_capped() -> None:
     lg = ProbableLinkLogic(env(TenantConfig(link_threshold=0.01)), None)
     for i in range(100):  # one user, one anonymous device at a time, each soon gone from the window
         feed(lg, phone(i * 40), event(f"a{i}", i * 40 + 1, anonymous_id=f"a{i}"))
-        assert len(lg.snapshot().emitted) <= MAX_EMITTED
-    assert len(lg.snapshot().observations) <= 2
+        assert len(NetworkState(*lg.snapshot()).emitted) <= MAX_EMITTED
+    assert len(observations(lg)) <= 2
 
 
 def test_one_observation_per_device_and_user() -> None:
     lg = ProbableLinkLogic(env(), None)
     feed(lg, *(laptop(m / 10) for m in range(100)))
-    assert [o.ts_ms for o in lg.snapshot().observations] == [T0 + 99 * MIN // 10]
+    assert [o.ts_ms for o in observations(lg)] == [T0 + 99 * MIN // 10]
 
 
 def test_no_raw_ip_or_user_agent_in_the_snapshot() -> None:
@@ -373,7 +381,7 @@ def test_user_agents_are_hashed_with_the_tenant_salt() -> None:
     one, two = ProbableLinkLogic(env(), None), ProbableLinkLogic(env(), None)
     feed(one, laptop(0))
     feed(two, laptop(0, tenant="t2"))
-    assert one.snapshot().observations[0].ua != two.snapshot().observations[0].ua
+    assert observations(one)[0].ua != observations(two)[0].ua
 
 
 def test_notify_at_is_the_last_event_plus_the_window_and_on_notify_discards() -> None:
@@ -409,8 +417,8 @@ def test_a_resumed_matcher_keeps_its_tenants_window() -> None:
 
 def test_snapshot_layout_is_guarded() -> None:
     state = ProbableLinkLogic(env(), None).snapshot()
-    assert isinstance(state, NetworkState) and state.layout == PROBABLE_LINKS_LAYOUT
-    build = guarded_builder("probable_links", PROBABLE_LINKS_LAYOUT + 1, lambda resume: resume)
+    assert type(state) is tuple and NetworkState(*state).layout == PROBABLE_LINKS_LAYOUT  # a plain row
+    build = guarded_builder("probable_links", PROBABLE_LINKS_LAYOUT + 1, lambda resume: resume, NETWORK_LAYOUT_AT)
     with pytest.raises(StateLayoutError, match="snapshot has state layout 1"):
         build(state)
 
@@ -437,7 +445,7 @@ def test_runs_as_bytewax_stateful_batch_logic() -> None:
     events = op.input("in", flow, TestingSource([laptop(0), away, phone(3), laptop(4)]))
     keyed = op.filter_map("key", events, lambda ev: (k, ev) if (k := key(ev)) is not None else None)
 
-    def build(resume: NetworkState | None) -> Any:  # a virtual subclass: Any, as operators.state_guard does
+    def build(resume: NetworkRow | None) -> Any:  # a virtual subclass: Any, as operators.state_guard does
         return ProbableLinkLogic(e, resume)
 
     links = op.stateful_batch("match", keyed, build)
