@@ -107,7 +107,7 @@ def test_archive_retrain_publish_and_hot_swap_into_a_running_flow(redis_url: str
         def send(name: str) -> None:
             batches[name] = journey_events(name, 60, seed=len(batches) + 10, end_ms=end_ms)
             publish(client, STREAM, batches[name])
-            time.sleep(4)  # read, scored, written (write-behind 0.2 s, snapshots every 1 s)
+            time.sleep(4)  # read, scored, written (write-behind 0.1 s, snapshots every 1 s)
 
         time.sleep(3)
         send("b")  # scored with v1
