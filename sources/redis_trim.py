@@ -28,7 +28,10 @@ MARGIN_EPOCHS = 1
 def _rows(store: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
     rows: list[tuple] = []
     for part in sorted(store.glob("part-*.sqlite3")):
-        conn = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1.0)
+        # immutable=1: no locks, no -shm mapping (mapping the -shm of a partition another process writes
+        # crashed flows with SIGBUS). It reads the store as of its last checkpoint: older frontiers and
+        # snapshots, so the trim stays behind what a resume may need (it trims less, never more).
+        conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=1.0)
         try:
             rows.extend(conn.execute(sql, args).fetchall())
         finally:

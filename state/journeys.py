@@ -447,6 +447,7 @@ class JourneyLogic(SecondsWake):
             event_id = unpack_id(packed_id)
             if ts_ms > j.forgotten_until_ms and not _holds_touch(j, ts_ms, event_id) and not _seen_touch(j, event_id):
                 j.insert(ts_ms, meta, event_id)
+        _remember_digests(j, a.recent_touch_ids)  # its touches kept as ids only (e.g. impressions): copies refused
         known_ids = {c[0] for c in j.seen_conversions}
         j.seen_conversions = sorted(
             j.seen_conversions + [c for c in a.seen_conversions if c[0] not in known_ids], key=_conversion_order
@@ -621,14 +622,29 @@ def expired_journey(
 def _seen_touch(j: Journey, event_id: str) -> bool:
     """True if this touch event id came before (within the last ``RECENT_TOUCH_IDS``); else remember it."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
-    recent = j.recent_touch_ids
+    if _knows_digest(j.recent_touch_ids, digest):
+        return True
+    j.recent_touch_ids = (j.recent_touch_ids + digest)[-RECENT_TOUCH_IDS * DIGEST_BYTES :]
+    return False
+
+
+def _knows_digest(recent: bytes, digest: bytes) -> bool:
     at = recent.find(digest)
     while at >= 0:
         if at % DIGEST_BYTES == 0:
             return True
         at = recent.find(digest, at + 1)
-    j.recent_touch_ids = (recent + digest)[-RECENT_TOUCH_IDS * DIGEST_BYTES :]
     return False
+
+
+def _remember_digests(j: Journey, digests: bytes) -> None:
+    """Take in another journey's remembered touch ids (an adopted device's), keeping the last ``RECENT_TOUCH_IDS``."""
+    recent = j.recent_touch_ids
+    for at in range(0, len(digests), DIGEST_BYTES):
+        digest = digests[at : at + DIGEST_BYTES]
+        if not _knows_digest(recent, digest):
+            recent += digest
+    j.recent_touch_ids = recent[-RECENT_TOUCH_IDS * DIGEST_BYTES :]
 
 
 def _holds_touch(j: Journey, ts_ms: int, event_id: str) -> bool:

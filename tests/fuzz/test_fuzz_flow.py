@@ -362,6 +362,29 @@ def test_duplicate_touch_event_ids(fuzz_stats: Counter[str]) -> None:
     fuzz_stats["flow.duplicate_touch.deliveries"] += len(where)
 
 
+def test_a_copy_of_an_impression_after_its_device_was_linked_is_a_duplicate() -> None:
+    """An anonymous device's impression (kept as a remembered id only), its device then linked to a
+    user: a copy arriving after the link reaches the user's journey, which must know the id (found by
+    hypothesis: the adopted journey's remembered ids were dropped, and the copy went on as a late touch)."""
+    found = None
+    for i, ev in enumerate(VALID_EVENTS):
+        if ev["event_type"] != "impression" or not ev.get("anonymous_id") or ev.get("user_id"):
+            continue
+        links = [
+            k
+            for k in range(i + 1, len(VALID_EVENTS))
+            if VALID_EVENTS[k].get("anonymous_id") == ev["anonymous_id"] and VALID_EVENTS[k].get("user_id")
+        ]
+        if links:
+            found = (links[0] + 1, i)
+            break
+    assert found is not None, "the generated traffic has a device linked after an impression"
+    out, where = run_with_duplicate_touches([found])
+    base_rows, base_dead = baseline()
+    assert rows_of(out) == base_rows
+    assert dead_letters_of(out) - base_dead == Counter(("duplicate_event", pos.offset) for pos in where)
+
+
 @fuzz_settings(15)
 @given(data=st.data())
 def test_duplicate_touches_anywhere_later(data: st.DataObject, fuzz_stats: Counter[str]) -> None:
