@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sqlite3
 from pathlib import Path
+
+from state.bytewax_store import open_lock_free
 
 log = logging.getLogger("creditflow.sources.redis")
 
@@ -28,14 +29,10 @@ MARGIN_EPOCHS = 1
 def _rows(store: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
     rows: list[tuple] = []
     for part in sorted(store.glob("part-*.sqlite3")):
-        # immutable=1: no locks, no -shm mapping (mapping the -shm of a partition another process writes
-        # crashed flows with SIGBUS). It reads the store as of its last checkpoint: older frontiers and
-        # snapshots, so the trim stays behind what a resume may need (it trims less, never more).
-        conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=1.0)
-        try:
+        # Lock-free, as of the last checkpoint: older frontiers and snapshots, so the trim stays behind
+        # what a resume may need (it trims less, never more).
+        with open_lock_free(part) as conn:
             rows.extend(conn.execute(sql, args).fetchall())
-        finally:
-            conn.close()
     return rows
 
 

@@ -425,7 +425,7 @@ class JourneyState:
     def of_row(cls, row: JourneyRow) -> JourneyState:
         """The state a snapshot row (``JourneyLogic.snapshot``) holds, its values shared again (tests, tools)."""
         layout, packed, refs = row
-        return cls(packed, interned_refs(refs) if layout == STATE_LAYOUT_VERSION else refs, layout)
+        return cls(packed, interned_refs(refs, layout), layout)
 
     def row(self) -> JourneyRow:
         """This state as a snapshot row (``journey_row``)."""
@@ -503,10 +503,10 @@ def journey_row(packed: bytes, refs: tuple[Any, ...], layout: int = STATE_LAYOUT
     return (layout, packed, refs)
 
 
-def interned_refs(refs: tuple[Any, ...]) -> tuple[Any, ...]:
+def interned_refs(refs: tuple[Any, ...], layout: int) -> tuple[Any, ...]:
     """The ``refs`` of a row (``journey_row``) as a journey holds them: UTMs as ``Utm`` again, every value shared
-    through the bounded intern tables."""
-    if not refs:
+    through the bounded intern tables (those of another layout as they are: the state guard refuses them)."""
+    if not refs or layout != STATE_LAYOUT_VERSION:
         return refs
     first, last = refs[0], refs[1]
     first_utm = intern_utm(Utm(*first)) if first is not None else None

@@ -301,7 +301,7 @@ class JourneyLogic(SecondsWake):
             self._packed, self._refs = b"", ()
         else:
             layout, self._packed, refs = resume
-            self._refs = interned_refs(refs) if layout == STATE_LAYOUT_VERSION else refs
+            self._refs = interned_refs(refs, layout)
 
     @classmethod
     def holding(cls, env: JourneyEnv, packed: bytes, refs: tuple[Any, ...]) -> JourneyLogic:
