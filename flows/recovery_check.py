@@ -45,7 +45,9 @@ ids found in ``snaps`` and R the record:
   empty). A store without a record (made before creditflow kept one) must
   therefore hold snapshots of every stateful step of the flow.
 - (c) a step in both F and R whose recorded layout differs from the code's
-  ``STATE_LAYOUT_VERSION``: refused, whether or not it has snapshots yet.
+  ``STATE_LAYOUT_VERSION``: refused, whether or not it has snapshots yet,
+  unless the code still reads that layout (the state module's
+  ``READABLE_LAYOUTS``: journeys read layout 5 and upgrade it as they load).
 
 A step of R that is in neither F nor S had no state and is not reported by
 itself (a rename of it shows up under (b)). The per-snapshot layout check of
@@ -120,17 +122,20 @@ class StateCompatibilityError(CreditflowError):
         """The step ids at fault, sorted."""
 
 
+_STATE_MODULES = {
+    "state.device_graph": device_graph_state,
+    "state.probable_links": probable_links_state,
+    "state.user_devices": user_devices_state,
+    "state.journeys": journeys_state,
+    "state.kpi_windows": kpi_windows_state,
+    "state.conversion_dedup": conversion_dedup_state,
+    "state.event_dedup": event_dedup_state,
+}
+
+
 def state_layouts() -> dict[str, int]:
     """The state layout versions of this code, read now (``state module -> STATE_LAYOUT_VERSION``)."""
-    return {
-        "state.device_graph": device_graph_state.STATE_LAYOUT_VERSION,
-        "state.probable_links": probable_links_state.PROBABLE_LINKS_LAYOUT,
-        "state.user_devices": user_devices_state.USER_DEVICES_LAYOUT,
-        "state.journeys": journeys_state.STATE_LAYOUT_VERSION,
-        "state.kpi_windows": kpi_windows_state.STATE_LAYOUT_VERSION,
-        "state.conversion_dedup": conversion_dedup_state.STATE_LAYOUT_VERSION,
-        "state.event_dedup": event_dedup_state.STATE_LAYOUT_VERSION,
-    }
+    return {name: module.STATE_LAYOUT_VERSION for name, module in _STATE_MODULES.items()}
 
 
 def _leaf_steps(step: Any) -> Iterator[Any]:
@@ -213,16 +218,26 @@ def _state_of(step_id: str) -> str | None:
     return STATE_OF_STEP.get(step_id.split(".", 1)[1]) if "." in step_id else None
 
 
+def _layout_text(step_id: str, layout: int | None) -> int | str | None:
+    if layout is not None and step_id.split(".", 1)[1] in SHARDED_STEPS:
+        return f"{layout} in {SHARDS} shards (shard layout {SHARD_LAYOUT})"
+    return layout
+
+
 def _expected(flow: Dataflow) -> dict[str, dict[str, Any]]:
     layouts = state_layouts()
     expected: dict[str, dict[str, Any]] = {}
     for step_id in sorted(stateful_step_ids(flow)):
         state = _state_of(step_id)
-        layout: int | str | None = layouts[state] if state is not None else None
-        if step_id.split(".", 1)[1] in SHARDED_STEPS:
-            layout = f"{layout} in {SHARDS} shards (shard layout {SHARD_LAYOUT})"
-        expected[step_id] = {"state": state, "layout": layout}
+        expected[step_id] = {"state": state, "layout": _layout_text(step_id, layouts[state] if state else None)}
     return expected
+
+
+def _readable(step_id: str, state: str | None) -> list[int | str | None]:
+    """The recorded layouts of ``step_id`` this code resumes from: its own and the older ones its state reads."""
+    current = state_layouts()[state] if state else None
+    older = getattr(_STATE_MODULES[state], "READABLE_LAYOUTS", ()) if state else ()
+    return [_layout_text(step_id, layout) for layout in (current, *older)]
 
 
 def _ways_out(recovery_dir: Path) -> str:
@@ -273,7 +288,7 @@ def check_recovery_store(flow: Dataflow, recovery_dir: Path) -> None:
         )
     for step_id, want in expected.items():
         recorded = record.get(step_id) if record is not None else None
-        if recorded is not None and recorded.get("layout") != want["layout"]:
+        if recorded is not None and recorded.get("layout") not in _readable(step_id, want["state"]):
             report(
                 [step_id],
                 f"stored with state layout {recorded.get('layout')} of {want['state']}, "

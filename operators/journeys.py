@@ -19,6 +19,7 @@ from operators.sharded import ShardedState
 from operators.state_guard import guarded_keyed_step
 from state.journeys import (
     JOURNEY_LAYOUT_AT,
+    READABLE_LAYOUTS,
     STATE_LAYOUT_VERSION,
     Adopt,
     ExpiredJourney,
@@ -118,6 +119,7 @@ def attribute(
         shards=shards,
         scrubs=_erases,
         layout_at=JOURNEY_LAYOUT_AT,
+        readable=READABLE_LAYOUTS,
     )
     return split_outputs(values)
 

@@ -17,7 +17,7 @@ operators.state_guard.StateLayoutError: stateful step 'seen': snapshot has state
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import bytewax.operators as op
@@ -35,13 +35,22 @@ class StateLayoutError(CreditflowError):
 
 
 def guarded_builder(
-    step: str, layout: int, build: Callable[[S | None], L], layout_at: int | None = None
+    step: str,
+    layout: int,
+    build: Callable[[S | None], L],
+    layout_at: int | None = None,
+    readable: Collection[int] = (),
 ) -> Callable[[S | None], L]:
     """Wrap a stateful builder so that a resume state of another layout is refused.
 
     ``layout_at``: the states are rows (tuples) holding their layout at this index;
     a state that is not a tuple (a snapshot of an earlier release) is read by attribute.
+    ``readable``: older layouts ``build`` upgrades itself, let through too.
+
+    >>> guarded_builder("journey", 6, lambda resume: resume, layout_at=0, readable=(5,))((5, "upgraded by build"))
+    (5, 'upgraded by build')
     """
+    accepted = (layout, *readable)
 
     def builder(resume: S | None) -> L:
         if resume is not None:
@@ -49,7 +58,7 @@ def guarded_builder(
                 found = resume[layout_at] if len(resume) > layout_at else None
             else:
                 found = getattr(resume, "layout", None)
-            if found != layout:
+            if found not in accepted:
                 msg = (
                     f"stateful step {step!r}: snapshot has state layout {found}, this code expects {layout}. "
                     "Migrate the recovery store with a creditflow release that knows both layouts, or start "
@@ -75,6 +84,7 @@ def guarded_keyed_step(
     shards: ShardedState | None = None,
     scrubs: Callable[[X], bool] | None = None,
     layout_at: int | None = None,
+    readable: Collection[int] = (),
 ) -> Stream[Any]:
     """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
 
@@ -84,9 +94,9 @@ def guarded_keyed_step(
     turns a ``(key, value)`` output into the item passed on (default: the value).
     With ``shards``, the step keeps its keys in shards (``operators.sharded``:
     sub-steps ``shard``, ``<step>``, ``unkey``); ``scrubs`` marks the items that
-    erase a person there. ``layout_at``: as in ``guarded_builder``.
+    erase a person there. ``layout_at``, ``readable``: as in ``guarded_builder``.
     """
-    guarded = guarded_builder(step, layout, build, layout_at)
+    guarded = guarded_builder(step, layout, build, layout_at, readable)
     if shards is not None:
         return sharded_stateful(
             step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else _value

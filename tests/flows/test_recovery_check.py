@@ -20,6 +20,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 import flows.attribution
+import state.journeys
 import state.kpi_windows
 from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.errors import CreditflowError
@@ -313,6 +314,26 @@ def test_a_changed_state_layout_is_refused(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(StateCompatibilityError):  # and the record is not overwritten
         record_store_layout(flow_of(), store)
     assert json.loads((store / RECORD_NAME).read_text())["steps"]["creditflow.kpi.windows"]["layout"] == stored
+
+
+def test_a_store_of_an_older_journey_layout_the_code_still_reads_passes(tmp_path: Path) -> None:
+    # A store made by the release with journey layout 5: this code reads (and upgrades) those rows,
+    # so it resumes; a layout it no longer reads (4) is refused as any other change.
+    store = used_store(tmp_path, CLICK, CONVERSION)
+    record_path = store / RECORD_NAME
+    record = json.loads(record_path.read_text())
+    journey = record["steps"]["creditflow.attribute.journey"]
+    current = str(state.journeys.STATE_LAYOUT_VERSION)
+    assert journey["layout"].startswith(current + " in ") and 5 in state.journeys.READABLE_LAYOUTS
+    journey["layout"] = journey["layout"].replace(current, "5", 1)
+    record_path.write_text(json.dumps(record))
+    check_recovery_store(flow_of(), store)
+    journey["layout"] = journey["layout"].replace("5", "4", 1)
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(StateCompatibilityError) as err:
+        check_recovery_store(flow_of(), store)
+    assert err.value.steps == ["creditflow.attribute.journey"]
+    assert "stored with state layout 4 in " in str(err.value)
 
 
 def test_a_step_without_keys_yet_passes_when_the_record_lists_it(tmp_path: Path) -> None:

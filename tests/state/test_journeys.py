@@ -475,6 +475,79 @@ def test_a_resumed_journey_continues_exactly() -> None:
     assert resumed.snapshot() == lg.snapshot()
 
 
+@settings(max_examples=300)
+@given(
+    newest=st.integers(-(2**40), 2**45),
+    backs=st.lists(st.integers(-(2**20), 2**34), max_size=6),
+    forgotten=st.sampled_from([-1, 0, 123]) | st.integers(-(2**45), 2**45),
+    utm_ts=st.tuples(st.none() | st.integers(-(2**45), 2**45), st.none() | st.integers(-(2**45), 2**45)),
+    consent=st.sampled_from([0, 1, 2]),
+    consent_ts=st.sampled_from([-1, 0]) | st.integers(-(2**45), 2**45),
+)
+def test_every_header_field_and_touch_time_round_trips(
+    newest: int,
+    backs: list[int],
+    forgotten: int,
+    utm_ts: tuple[int | None, int | None],
+    consent: int,
+    consent_ts: int,
+) -> None:
+    # Touch times near the newest event pack as 4-byte offsets, others (older than ~49 days, or
+    # after the newest event) as 8 bytes; absent header fields are left out. Whatever the mix, the
+    # journey unpacks exactly as it was.
+    j = Journey()
+    j.last_event_ms, j.forgotten_until_ms, j.last_seen_wall_s = newest, forgotten, 1_700_000_000.25
+    j.ts = sorted(newest - back for back in backs)
+    j.metas = [("click", "email", "")] * len(j.ts)
+    j._ids = b"".join(pack_id(f"e{i}") for i in range(len(j.ts)))
+    first, last = utm_ts
+    j.first_utm = None if first is None else (first, Utm("a"))
+    j.last_utm = None if last is None else (last, Utm("b"))
+    j.consent, j.consent_ts_ms = consent, consent_ts
+    packed, refs = j.pack()
+    back = Journey.unpack(packed, refs)
+    fields = ("last_event_ms", "forgotten_until_ms", "last_seen_wall_s", "first_utm", "last_utm", "ts", "metas")
+    assert [getattr(back, f) for f in fields] == [getattr(j, f) for f in fields]
+    assert (back.consent, back.consent_ts_ms, back.touches()) == (j.consent, j.consent_ts_ms, j.touches())
+    assert back.pack() == (packed, refs)
+
+
+def test_a_plain_journey_header_is_compact() -> None:
+    # The common journey: no UTM, nothing forgotten, no consent decision, recent touches.
+    j = Journey()
+    j.last_event_ms, j.ts, j.metas, j._ids = T0, [T0 - DAY_MS, T0], [("click", "email", "")] * 2, b""
+    packed, _ = j.pack()
+    assert len(packed) == 22 + 2 * 4  # layout 5 took 53 + 2 * 8
+
+
+# A layout-5 row (``JourneyLogic.snapshot`` of ``_full_state()``), pickled by that code (2dcdc6d).
+LAYOUT_5_ROW = bytes.fromhex(
+    "800595a0010000000000004b0543e300bc4d869b010000ffffffffffffffff0000000000408f4000a8da769b010000006027819b01000005"
+    "02160000ffffffffffffffff00a8da769b0100000004017c9b010000006027819b010000006027819b01000000bc4d869b01000040f89e39"
+    "5b66422f9935d0722ddcbe6b8472c2e34d854f75373f6364cd072c1b5861af09ba88cd970032947e9b010000008eba839b010000026f3102"
+    "6f32026f310032947e9b01000000000000000059400176026f32008eba839b010000000000000000594002763201617f6f1c3e0a2b4d4e6f"
+    "8a9b0c1d2e3f4a5b0163016205c3bc6ec3af9428288c0a6e6577736c6574746572948c05656d61696c948c0094680368037494288c06676f"
+    "6f676c65948c03637063948c056272616e64948c026164948c0573686f65739474948c034555529468038694680c86948c05636c69636b94"
+    "6802680387948c0a696d7072657373696f6e948c07646973706c6179948c0662616e6e6572948794680f680e8c0b706169645f7365617263"
+    "6894680787948c09706167655f76696577948c05766964656f9468038794749487942e"
+)
+
+
+def test_a_layout_5_row_is_upgraded_and_resumes_exactly() -> None:
+    old = pickle.loads(LAYOUT_5_ROW)
+    assert old[0] == 5 and len(old[1]) == 227
+    now = _full_state()
+    assert JourneyState.of_row(old) == now.state  # upgraded: the same journey, in this layout's bytes
+    assert len(now.snapshot()[1]) < 227 - 30
+    build = guarded_builder(
+        "journey", STATE_LAYOUT_VERSION, lambda resume: JourneyLogic(now._ctx.env, resume), JOURNEY_LAYOUT_AT, (5,)
+    )
+    resumed = build(old)
+    more = (touch("d", 4, "email"), conversion("v3", 5, "o3"), conversion("v3-retry", 5, "o1"))
+    assert feed(resumed, *more) == feed(now, *more)
+    assert resumed.snapshot() == now.snapshot()
+
+
 # A snapshot pickled by layout 2 (the dataclass of lists), captured from that code.
 LAYOUT_2_SNAPSHOT = bytes.fromhex(
     "80049574010000000000008c0e73746174652e6a6f75726e657973948c0c4a6f75726e657953746174659493942981944e7d94288c07746f"
