@@ -292,36 +292,73 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
     """Size of the newest state of ``step_id``: its keys (persons), bytes, bytes per key, plus every step's.
 
     Keys are state keys (persons, devices, networks, conversion ids), whether
-    Bytewax holds them or a sharded step's files do (``state.recovered``); a
-    key's bytes are its pickled state, alone (what one key costs; a shard's file
-    shares repeated values between keys, so it is smaller). ``all_steps`` sums
-    every stateful step; ``bytes_per_person_all_steps`` divides that by the
-    persons and devices held (journey and device-graph keys), and
-    ``bytes_per_active_person`` by the active persons: the identified ones
-    (journey keys) and the anonymous ones (device keys linked to no user).
+    Bytewax holds them or a sharded step's files do (``state.recovered``). Two
+    sizes are given for every step and in total:
+
+    - ``bytes``: each key's state pickled alone (an upper bound: no value is
+      shared between keys, and each key pays a pickle header);
+    - ``stored_bytes``: what the recovery store writes to hold the state once:
+      for a sharded step, one full row per shard (the shard's keys and states
+      pickled together, as ``state.shard_store`` writes it, so values repeated
+      between keys are written once); for a step Bytewax holds, each key's
+      state pickled plus its key (Bytewax's row per key). The files hold two to
+      three times that (the delta chain, ``state.shard_store``).
+
+    ``bytes_per_person_all_steps`` divides the total by the persons and devices
+    held (journey and device-graph keys); ``bytes_per_active_person`` and
+    ``stored_bytes_per_active_person`` by the active persons: the identified
+    ones (journey keys) and the anonymous ones (device keys linked to no user).
     """
     per_step: dict[str, list[int]] = {}
+    stored: dict[str, int] = {}
+    shard: dict[str, Any] = {}
+    shard_of: tuple[str, str | None] | None = None
     anonymous = 0
+
+    def flush() -> None:
+        if shard_of is not None and shard:
+            stored[shard_of[0]] = stored.get(shard_of[0], 0) + len(pickle.dumps(shard, protocol=_PROTOCOL))
+        shard.clear()
+
     for live in live_states(Path(recovery_dir)):
         if live.step_id.endswith((".source", ".sink")):
             continue
-        per_step.setdefault(live.step_id, []).append(len(pickle.dumps(live.state, protocol=pickle.HIGHEST_PROTOCOL)))
+        size = len(pickle.dumps(live.state, protocol=_PROTOCOL))
+        per_step.setdefault(live.step_id, []).append(size)
+        if live.shard is None:
+            stored[live.step_id] = stored.get(live.step_id, 0) + size + len(live.key.encode("utf-8", "surrogatepass"))
+        else:
+            if (live.step_id, live.shard) != shard_of:
+                flush()
+                shard_of = (live.step_id, live.shard)
+            shard[live.key] = live.state
         if live.step_id == DEVICE_STEP and not DeviceState(*live.state).user_id:
             anonymous += 1
+    flush()
     sizes = per_step.get(step_id, [])
     holders = len(sizes) + len(per_step.get(DEVICE_STEP, []))
     active = len(sizes) + anonymous
     total = sum(sum(v) for v in per_step.values())
+    stored_total = sum(stored.values())
     return {
         "step_id": step_id,
         "keys": len(sizes),
         "bytes": sum(sizes),
         "bytes_per_key": round(sum(sizes) / len(sizes), 1) if sizes else None,
-        "all_steps": {step: {"keys": len(v), "bytes": sum(v)} for step, v in sorted(per_step.items())},
+        "all_steps": {
+            step: {"keys": len(v), "bytes": sum(v), "stored_bytes": stored.get(step, 0)}
+            for step, v in sorted(per_step.items())
+        },
         "bytes_per_person_all_steps": round(total / holders, 1) if holders else None,
         "active_persons": active,
         "bytes_per_active_person": round(total / active, 1) if active else None,
+        "stored_bytes": stored_total,
+        "stored_bytes_per_active_person": round(stored_total / active, 1) if active else None,
     }
+
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+"""What ``state.shard_store`` pickles a row with."""
 
 
 def sample_state(recovery_dir: Path, step_id: str = JOURNEY_STEP, limit: int = 3) -> list[Any]:

@@ -622,7 +622,8 @@ def _say_run(f: dict[str, Any], say: Say) -> None:
         f"max lag {f['lag']['max_s']} s / {f['lag']['max_events']} events; "
         f"peak RSS {f['resources']['peak_rss_mib']} MiB; state {f['state']['bytes_per_person']} B/journey, "
         f"{f['state'].get('bytes_per_person_all_steps')} B/person or device, "
-        f"{f['state'].get('bytes_per_active_person')} B/active person all steps; "
+        f"{f['state'].get('bytes_per_active_person')} B/active person all steps "
+        f"({f['state'].get('stored_bytes_per_active_person')} B as the store holds it); "
         f"machine busy {f['resources']['machine_busy_cores_steady']} cores, flow {f['resources']['cpu_cores_steady']}"
     )
 

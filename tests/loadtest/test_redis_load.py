@@ -241,6 +241,9 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
         <= state["keys"] + state["all_steps"]["creditflow.identity.device"]["keys"]
     )
     assert state["bytes_per_active_person"] >= state["bytes_per_person_all_steps"] > 0
+    # as stored (a shard's keys pickled together, keys included) it differs from per key alone, not wildly
+    assert 0.5 < state["stored_bytes_per_active_person"] / state["bytes_per_active_person"] < 1.5
+    assert sum(step["stored_bytes"] for step in state["all_steps"].values()) == state["stored_bytes"]
     assert run["resources"]["peak_rss_mib"]["p0"] > 50
     assert report["machine"]["cores"] >= 1 and report["traffic"]["events"] == 2000
     assert set(report["targets"]) >= {"throughput_10k_sustained", "p99_conversion_to_credit_le_1s", "lag_not_growing"}
