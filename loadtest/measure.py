@@ -295,8 +295,8 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
     Bytewax holds them or a sharded step's files do (``state.recovered``). Two
     sizes are given for every step and in total:
 
-    - ``bytes``: each key's state pickled alone (an upper bound: no value is
-      shared between keys, and each key pays a pickle header);
+    - ``bytes``: each key's state pickled alone, its key left out (no value
+      is shared between keys, and each key pays a pickle header);
     - ``stored_bytes``: what the recovery store writes to hold the state once:
       for a sharded step, one full row per shard (the shard's keys and states
       pickled together, as ``state.shard_store`` writes it, so values repeated

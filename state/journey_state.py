@@ -40,7 +40,7 @@ STATE_LAYOUT_VERSION = 6
 4: the person's consent (state and event time) in the header.
 5: touches stay after a conversion credits them; open conversions (restatable) after the seen ones.
 6: a compact header: fields at their defaults left out, touch times as 4-byte offsets from the newest event
-(31 bytes less per journey, measured on a 1.15M-person load test).
+(156 -> 126 packed bytes per journey on average, measured on a 1.15M-person load test).
 """
 
 READABLE_LAYOUTS = (STATE_LAYOUT_VERSION, 5)
@@ -202,7 +202,7 @@ _OPEN = struct.Struct("<qd")
 """An open conversion's time and value, between its packed id and its packed event id."""
 _WALL_AT = 9
 _HEADS: dict[int, struct.Struct] = {}
-"""Header structs by ``flags | n_touches << 5``."""
+"""Header structs by ``flags | n_touches << 5``: at most 32 per touch count (``max_touches`` bounds those)."""
 _INTS: dict[int, struct.Struct] = {}
 
 _HEADER_5 = struct.Struct("<qqdqqBBHBq")
