@@ -27,6 +27,7 @@ from typing import Any
 
 from state.device_graph import DeviceState
 from state.recovered import live_states
+from state.shard_store import row_payload
 
 JOURNEY_STEP = "creditflow.attribute.journey"
 """The recovery-store step id of the per-person journeys (``flows/recovery_check.py``)."""
@@ -299,7 +300,7 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
       is shared between keys, and each key pays a pickle header);
     - ``stored_bytes``: what the recovery store writes to hold the state once:
       for a sharded step, one full row per shard (the shard's keys and states
-      pickled together, as ``state.shard_store`` writes it, so values repeated
+      pickled together, ``state.shard_store.row_payload``, so values repeated
       between keys are written once); for a step Bytewax holds, each key's
       state pickled plus its key (Bytewax's row per key). The files hold two to
       three times that (the delta chain, ``state.shard_store``).
@@ -317,13 +318,13 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
 
     def flush() -> None:
         if shard_of is not None and shard:
-            stored[shard_of[0]] = stored.get(shard_of[0], 0) + len(pickle.dumps(shard, protocol=_PROTOCOL))
+            stored[shard_of[0]] = stored.get(shard_of[0], 0) + len(row_payload(shard))
         shard.clear()
 
     for live in live_states(Path(recovery_dir)):
         if live.step_id.endswith((".source", ".sink")):
             continue
-        size = len(pickle.dumps(live.state, protocol=_PROTOCOL))
+        size = len(pickle.dumps(live.state, protocol=pickle.HIGHEST_PROTOCOL))
         per_step.setdefault(live.step_id, []).append(size)
         if live.shard is None:
             stored[live.step_id] = stored.get(live.step_id, 0) + size + len(live.key.encode("utf-8", "surrogatepass"))
@@ -355,10 +356,6 @@ def state_size(recovery_dir: Path, step_id: str = JOURNEY_STEP) -> dict[str, Any
         "stored_bytes": stored_total,
         "stored_bytes_per_active_person": round(stored_total / active, 1) if active else None,
     }
-
-
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-"""What ``state.shard_store`` pickles a row with."""
 
 
 def sample_state(recovery_dir: Path, step_id: str = JOURNEY_STEP, limit: int = 3) -> list[Any]:

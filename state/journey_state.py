@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Iterable
 from typing import Any, NamedTuple, TypeVar
 
 from creditflow.events import Utm
@@ -234,45 +235,26 @@ def _pack_head(
     ts: list[int] | tuple[int, ...],
 ) -> bytes:
     """The packed header of a journey (``_HEADER``): the fields at their defaults are left out."""
-    optional: tuple[int, ...]
-    if forgotten_until_ms == -1 and consent_ts_ms == -1 and last_ts == first_ts:  # most journeys
-        flags, optional = (_FIRST_UTM_TS, (first_ts,)) if first_ts else (0, ())
-    else:
-        flags, optional = _optional_fields(forgotten_until_ms, first_ts, last_ts, consent_ts_ms)
+    flags, optional = 0, []
+    if forgotten_until_ms != -1:
+        flags |= _FORGOTTEN
+        optional.append(forgotten_until_ms)
+    if first_ts:
+        flags |= _FIRST_UTM_TS
+        optional.append(first_ts)
+    if last_ts != first_ts:
+        flags |= _LAST_UTM_TS
+        optional.append(last_ts)
+    if consent_ts_ms != -1:
+        flags |= _CONSENT_TS
+        optional.append(consent_ts_ms)
     n = len(ts)
+    times: Iterable[int] = ts
     if n and ts[-1] <= last_event_ms and last_event_ms - ts[0] <= _SHORT_SPAN:  # ts is sorted
         flags |= _SHORT_TS
-        head = _HEADS.get(flags | n << 5) or _head(flags, n)
-        return head.pack(
-            flags,
-            last_event_ms,
-            wall_s,
-            n_digests,
-            n_convs,
-            conv_bytes,
-            consent,
-            *optional,
-            *map(last_event_ms.__sub__, ts),
-        )
+        times = map(last_event_ms.__sub__, ts)
     head = _HEADS.get(flags | n << 5) or _head(flags, n)
-    return head.pack(flags, last_event_ms, wall_s, n_digests, n_convs, conv_bytes, consent, *optional, *ts)
-
-
-def _optional_fields(
-    forgotten_until_ms: int, first_ts: int, last_ts: int, consent_ts_ms: int
-) -> tuple[int, tuple[int, ...]]:
-    """The flags and values of the optional header fields not at their defaults."""
-    flags, values = 0, []
-    for flag, value, default in (
-        (_FORGOTTEN, forgotten_until_ms, -1),
-        (_FIRST_UTM_TS, first_ts, 0),
-        (_LAST_UTM_TS, last_ts, first_ts),
-        (_CONSENT_TS, consent_ts_ms, -1),
-    ):
-        if value != default:
-            flags |= flag
-            values.append(value)
-    return flags, tuple(values)
+    return head.pack(flags, last_event_ms, wall_s, n_digests, n_convs, conv_bytes, consent, *optional, *times)
 
 
 def _ints(n: int) -> struct.Struct:

@@ -126,7 +126,7 @@ class ShardStore:
 
         Returns the payload's size in bytes.
         """
-        payload = pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = row_payload(states)
         self._db.execute(
             "INSERT OR REPLACE INTO shard_rows (version, full, payload) VALUES (?, ?, ?)",
             (version, int(full), payload),
@@ -175,6 +175,11 @@ def _apply(states: dict[str, Any], payload: bytes) -> None:
             states[key] = state
 
 
+def row_payload(states: dict[str, Any]) -> bytes:
+    """The bytes one row holds: its keys and their states (``None``: discarded), pickled together."""
+    return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def rewrite_rows(path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     """Apply ``edit`` to every row's states (flow stopped), then ``VACUUM`` so no page keeps the old bytes.
 
@@ -188,7 +193,7 @@ def rewrite_rows(path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -
             edited = edit(states)
             if edited is states:
                 continue
-            new = pickle.dumps(edited, protocol=pickle.HIGHEST_PROTOCOL)
+            new = row_payload(edited)
             db.execute("UPDATE shard_rows SET payload = ? WHERE version = ?", (new, version))
             changed += 1
         db.execute("COMMIT")
