@@ -14,9 +14,14 @@ from creditflow.events import ClosedJourney, ConversionRow, CreditRow, DeadLette
 from creditflow.kpis import KEY_SEP, KpiDelta
 from operators.sharded import ShardedState
 from operators.state_guard import guarded_keyed_step
-from state.conversion_dedup import STATE_LAYOUT_VERSION, ConversionDedupLogic, SeenConversion
+from state.conversion_dedup import (
+    SEEN_CONVERSION_LAYOUT_AT,
+    STATE_LAYOUT_VERSION,
+    ConversionDedupLogic,
+    SeenConversionRow,
+)
+from state.event_dedup import SEEN_EVENT_LAYOUT_AT, SeenEventRow, SpendDedupLogic
 from state.event_dedup import STATE_LAYOUT_VERSION as SPEND_LAYOUT_VERSION
-from state.event_dedup import SeenEvent, SpendDedupLogic
 from state.journeys import ScoredConversion
 
 
@@ -44,10 +49,12 @@ def dedupe_conversions(
 ) -> DedupOut:
     """The first scored copy of each conversion id becomes rows; later copies become dead letters."""
 
-    def build(resume: SeenConversion | None) -> ConversionDedupLogic:
+    def build(resume: SeenConversionRow | None) -> ConversionDedupLogic:
         return ConversionDedupLogic(configs, resume, now)
 
-    values = guarded_keyed_step("seen", up, conversion_key, STATE_LAYOUT_VERSION, build, shards=shards)
+    values = guarded_keyed_step(
+        "seen", up, conversion_key, STATE_LAYOUT_VERSION, build, shards=shards, layout_at=SEEN_CONVERSION_LAYOUT_AT
+    )
     credit_rows = op.branch("credits", values, lambda x: isinstance(x, CreditRow))
     conversions = op.branch("conversions", credit_rows.falses, lambda x: isinstance(x, ConversionRow))
     deltas = op.branch("kpi_deltas", conversions.falses, lambda x: isinstance(x, KpiDelta))
@@ -69,11 +76,17 @@ def dedupe_spend(
 ) -> SpendDedupOut:
     """The first ad-spend report of each event id passes; copies become ``duplicate_event`` dead letters."""
 
-    def build(resume: SeenEvent | None) -> SpendDedupLogic:
+    def build(resume: SeenEventRow | None) -> SpendDedupLogic:
         return SpendDedupLogic(resume, now)
 
     values = guarded_keyed_step(
-        "seen", up, lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}", SPEND_LAYOUT_VERSION, build, shards=shards
+        "seen",
+        up,
+        lambda ev: f"{ev.tenant_id}{KEY_SEP}{ev.event_id}",
+        SPEND_LAYOUT_VERSION,
+        build,
+        shards=shards,
+        layout_at=SEEN_EVENT_LAYOUT_AT,
     )
     split = op.branch("split", values, lambda x: isinstance(x, Event))
     return SpendDedupOut(split.trues, split.falses)  # type: ignore[arg-type]

@@ -45,9 +45,10 @@ from state.probable_links import (
 )
 from state.user_devices import (
     USER_DEVICES_LAYOUT,
-    UserDevices,
+    USER_DEVICES_LAYOUT_AT,
     UserDevicesEnv,
     UserDevicesLogic,
+    UserDevicesRow,
     named_forgets,
     user_key_of,
 )
@@ -188,7 +189,7 @@ def erasures(
     """
     env = UserDevicesEnv(configs, now)
 
-    def build(resume: UserDevices | None) -> UserDevicesLogic:
+    def build(resume: UserDevicesRow | None) -> UserDevicesLogic:
         return UserDevicesLogic(env, resume)
 
     def reads(item: Event | ProbableLink) -> bool:
@@ -205,7 +206,15 @@ def erasures(
 
     items: Stream[Event | ProbableLink] = op.filter("reads", op.merge("with_links", up, links), reads)
     owned = guarded_keyed_step(
-        "user_devices", items, key, USER_DEVICES_LAYOUT, build, batch=True, shards=shards, scrubs=_erases
+        "user_devices",
+        items,
+        key,
+        USER_DEVICES_LAYOUT,
+        build,
+        batch=True,
+        shards=shards,
+        scrubs=_erases,
+        layout_at=USER_DEVICES_LAYOUT_AT,
     )
     named = op.flat_map("named", up, lambda ev: named_forgets(ev, configs.for_tenant(ev.tenant_id).identity_graph))
     return op.merge("forgets", owned, named)

@@ -24,8 +24,7 @@ arriving more than that much event time after the first counts as new.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from bytewax.operators import StatefulLogic
@@ -38,7 +37,6 @@ from creditflow.events import (
     DeadLetter,
     Event,
     SourcePosition,
-    pickled_positionally,
 )
 from creditflow.kpis import KpiDelta
 from state.wake_time import SecondsWake
@@ -51,9 +49,16 @@ STATE_LAYOUT_VERSION = 1
 DedupOutput = CreditRow | ConversionRow | KpiDelta | DeadLetter | ClosedJourney
 
 
-@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
-@dataclass(frozen=True, slots=True)
-class SeenConversion:
+class SeenConversion(NamedTuple):
+    """The record kept per conversion id.
+
+    ``ConversionDedupLogic.snapshot`` returns it as a plain tuple (a
+    ``SeenConversionRow``): it pickles in C, and no key's row spells this
+    class's module and name (~40 bytes each). A resume reads either, and
+    snapshots of earlier creditflows (an object pickled through this name)
+    load as a ``SeenConversion``.
+    """
+
     person_id: str
     """Always '': the person is not kept here (an erased person must leave no trace in this state); the
     field stays for the snapshots of layout 1 that hold one."""
@@ -62,6 +67,13 @@ class SeenConversion:
     seen_wall_s: float
     window_ms: int
     layout: int = STATE_LAYOUT_VERSION
+
+
+SeenConversionRow = tuple[str, str, int, float, int, int]
+"""A ``SeenConversion`` as a plain tuple (what ``ConversionDedupLogic.snapshot`` returns)."""
+
+SEEN_CONVERSION_LAYOUT_AT = SeenConversion._fields.index("layout")
+"""Where a row holds its layout (``operators.state_guard``)."""
 
 
 def duplicate_conversion(event: Event, first: str) -> DeadLetter:
@@ -106,13 +118,15 @@ def duplicate_event(event: Event) -> DeadLetter:
     )
 
 
-class ConversionDedupLogic(SecondsWake, StatefulLogic["ScoredConversion", DedupOutput, SeenConversion]):
+class ConversionDedupLogic(SecondsWake, StatefulLogic["ScoredConversion", DedupOutput, SeenConversionRow]):
     """Passes the first scored copy of a conversion id as rows; dead-letters later copies."""
 
-    def __init__(self, configs: TenantConfigs, resume: SeenConversion | None, now: Callable[[], float]) -> None:
+    def __init__(
+        self, configs: TenantConfigs, resume: SeenConversionRow | SeenConversion | None, now: Callable[[], float]
+    ) -> None:
         self._configs = configs
         self._now = now
-        self.seen = resume
+        self.seen = None if resume is None else SeenConversion(*resume)
 
     def on_item(self, value: ScoredConversion) -> tuple[Iterable[DedupOutput], bool]:
         conv = value.conversion
@@ -135,9 +149,9 @@ class ConversionDedupLogic(SecondsWake, StatefulLogic["ScoredConversion", DedupO
         """``notify_at`` in epoch seconds."""
         return None if self.seen is None else self.seen.seen_wall_s + self.seen.window_ms / 1000.0
 
-    def snapshot(self) -> SeenConversion:
+    def snapshot(self) -> SeenConversionRow:
         assert self.seen is not None
-        return self.seen  # immutable
+        return tuple(self.seen)  # type: ignore[return-value]  # a plain tuple: pickles in C
 
     @staticmethod
     def _duplicate(value: ScoredConversion, seen: SeenConversion) -> DeadLetter:

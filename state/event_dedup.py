@@ -11,11 +11,11 @@ different case: both reports count; superseding reports is future work.)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bytewax.operators import StatefulLogic
 
-from creditflow.events import DeadLetter, Event, pickled_positionally
+from creditflow.events import DeadLetter, Event
 from state.conversion_dedup import duplicate_event
 from state.wake_time import SecondsWake
 
@@ -23,19 +23,32 @@ STATE_LAYOUT_VERSION = 1
 SPEND_ID_TTL_S = 7 * 86_400.0
 
 
-@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
-@dataclass(frozen=True, slots=True)
-class SeenEvent:
+class SeenEvent(NamedTuple):
+    """The record kept per ad-spend event id.
+
+    ``SpendDedupLogic.snapshot`` returns it as a plain tuple (a ``SeenEventRow``:
+    it pickles in C, without this class's name); a resume reads either, and
+    snapshots of earlier creditflows (an object pickled through this name) load
+    as a ``SeenEvent``.
+    """
+
     seen_wall_s: float
     layout: int = STATE_LAYOUT_VERSION
 
 
-class SpendDedupLogic(SecondsWake, StatefulLogic[Event, Event | DeadLetter, SeenEvent]):
+SeenEventRow = tuple[float, int]
+"""A ``SeenEvent`` as a plain tuple (what ``SpendDedupLogic.snapshot`` returns)."""
+
+SEEN_EVENT_LAYOUT_AT = SeenEvent._fields.index("layout")
+"""Where a row holds its layout (``operators.state_guard``)."""
+
+
+class SpendDedupLogic(SecondsWake, StatefulLogic[Event, Event | DeadLetter, SeenEventRow]):
     """Passes the first report of an event id; later copies become ``duplicate_event`` dead letters."""
 
-    def __init__(self, resume: SeenEvent | None, now: Callable[[], float]) -> None:
+    def __init__(self, resume: SeenEventRow | SeenEvent | None, now: Callable[[], float]) -> None:
         self._now = now
-        self.seen = resume
+        self.seen = None if resume is None else SeenEvent(*resume)
 
     def on_item(self, value: Event) -> tuple[Iterable[Event | DeadLetter], bool]:
         if self.seen is None:
@@ -53,6 +66,6 @@ class SpendDedupLogic(SecondsWake, StatefulLogic[Event, Event | DeadLetter, Seen
         """``notify_at`` in epoch seconds."""
         return None if self.seen is None else self.seen.seen_wall_s + SPEND_ID_TTL_S
 
-    def snapshot(self) -> SeenEvent:
+    def snapshot(self) -> SeenEventRow:
         assert self.seen is not None
-        return self.seen
+        return tuple(self.seen)  # type: ignore[return-value]  # a plain tuple: pickles in C

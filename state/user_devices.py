@@ -36,11 +36,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
 from creditflow.config import TenantConfigs
-from creditflow.events import Event, pickled_positionally
+from creditflow.events import Event
 from creditflow.forgotten import keys_of
 from creditflow.kpis import KEY_SEP
 from state.device_graph import ForgetDevice, device_person_of, passes_through
@@ -50,10 +51,12 @@ from state.wake_time import SecondsWake
 __all__ = [
     "MAX_USER_DEVICES",
     "USER_DEVICES_LAYOUT",
+    "USER_DEVICES_LAYOUT_AT",
     "ForgetDevice",
     "UserDevices",
     "UserDevicesEnv",
     "UserDevicesLogic",
+    "UserDevicesRow",
     "named_forgets",
     "user_key_of",
 ]
@@ -66,15 +69,27 @@ MAX_USER_DEVICES = 16
 """Device keys remembered per user (the most recently linked)."""
 
 
-@pickled_positionally  # its constructor's arguments: pickles ~2x faster than the dataclass default
-@dataclass(frozen=True, slots=True)
-class UserDevices:
-    """The snapshot of one user key: the devices linked to the user, oldest first."""
+class UserDevices(NamedTuple):
+    """The fields of one user key's snapshot: the devices linked to the user, oldest first.
+
+    ``UserDevicesLogic.snapshot`` returns them as a plain tuple in this order (a
+    ``UserDevicesRow``): it pickles in C, and no key's row spells this class's
+    module and name (~40 bytes each). A resume reads either, and snapshots of
+    earlier creditflows (an object pickled through this name) load as a
+    ``UserDevices``. ``UserDevices(*row)`` names a row's fields (tests, tools).
+    """
 
     tenant_id: str
     device_keys: tuple[str, ...]
     linked_wall_s: float
     layout: int = USER_DEVICES_LAYOUT
+
+
+UserDevicesRow = tuple[str, tuple[str, ...], float, int]
+"""A ``UserDevices`` as a plain tuple (what ``UserDevicesLogic.snapshot`` returns)."""
+
+USER_DEVICES_LAYOUT_AT = UserDevices._fields.index("layout")
+"""Where a row holds its layout (``operators.state_guard``)."""
 
 
 @dataclass(frozen=True)
@@ -120,17 +135,13 @@ class UserDevicesLogic(SecondsWake):
 
     __slots__ = ("_env", "_tenant_id", "_devices", "_linked_wall_s")
 
-    def __init__(self, env: UserDevicesEnv, resume: UserDevices | None) -> None:
+    def __init__(self, env: UserDevicesEnv, resume: UserDevicesRow | UserDevices | None) -> None:
         self._env = env
         self._tenant_id = ""
         self._devices: tuple[str, ...] = ()
         self._linked_wall_s = 0.0
         if resume is not None:
-            self._tenant_id, self._devices, self._linked_wall_s = (
-                resume.tenant_id,
-                resume.device_keys,
-                resume.linked_wall_s,
-            )
+            self._tenant_id, self._devices, self._linked_wall_s, _layout = resume
 
     def on_batch(self, values: list[Event | ProbableLink]) -> tuple[Iterable[ForgetDevice], bool]:
         out: list[ForgetDevice] = []
@@ -157,8 +168,8 @@ class UserDevicesLogic(SecondsWake):
         """``notify_at`` in epoch seconds."""
         return self._expiry() if self._devices else None
 
-    def snapshot(self) -> UserDevices:
-        return UserDevices(self._tenant_id, self._devices, self._linked_wall_s)
+    def snapshot(self) -> UserDevicesRow:
+        return (self._tenant_id, self._devices, self._linked_wall_s, USER_DEVICES_LAYOUT)
 
     def _note(self, device_key: str) -> None:
         devices = tuple(d for d in self._devices if d != device_key) + (device_key,)
