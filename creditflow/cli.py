@@ -19,8 +19,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from creditflow.errors import CreditflowError
+
+if TYPE_CHECKING:
+    from flows.run import RunSettings
 
 DEFAULT_DATA_DIR = ".creditflow"
 
@@ -124,7 +128,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_settings(args: argparse.Namespace, source: str):  # type: ignore[no-untyped-def]
+def run_settings_from_args(args: argparse.Namespace, source: str) -> RunSettings:
+    """The ``RunSettings`` of parsed ``run`` (or ``demo``) options, defaults filled in from ``--data-dir``.
+
+    >>> args = build_parser().parse_args(["run", "--source", "kafka://broker:9092/events", "--data-dir", "/d"])
+    >>> settings = run_settings_from_args(args, args.source)
+    >>> settings.recovery_dir, settings.archive_uri, settings.clickhouse_dsn
+    ('/d/recovery', '/d/archive', 'chdb:///d/clickhouse')
+    """
     from flows.run import RunSettings
 
     archive = args.archive or str(Path(args.data_dir, "archive").resolve())
@@ -168,7 +179,7 @@ def _print_summary(dsn: str, picture: Path | None = None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.run import run
 
-    settings = _run_settings(args, args.source)
+    settings = run_settings_from_args(args, args.source)
     started = time.monotonic()
     run(settings)
     log.info("flow finished in %.1f s", time.monotonic() - started)
@@ -185,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if folder.exists():
                 shutil.rmtree(folder)
     source = f"generator:seed={args.seed},persons={args.persons},partitions={args.processes},bad_fraction=0.002"
-    settings = _run_settings(args, source)
+    settings = run_settings_from_args(args, source)
     print(f"creditflow demo: {args.persons} persons of generated traffic -> {settings.clickhouse_dsn}", flush=True)
     started = time.monotonic()
     run(settings)

@@ -384,14 +384,14 @@ def test_unreadable_or_uncreatable_key_paths_are_refused(tmp_path: Path) -> None
 
 
 def test_run_defaults_to_the_key_file_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from creditflow.cli import _run_settings, build_parser
+    from creditflow.cli import build_parser, run_settings_from_args
 
     monkeypatch.delenv(KEY_ENV_VAR, raising=False)
     args = build_parser().parse_args(["run", "--source", "file:e.jsonl", "--data-dir", str(tmp_path / "d")])
-    settings = _run_settings(args, args.source)
+    settings = run_settings_from_args(args, args.source)
     assert settings.pii_key_file == str(tmp_path / "d" / "pii.key")
     pii = settings.flow_settings(live=False).pii
     assert pii == PiiHasher(load_or_create_key(tmp_path / "d" / "pii.key")) and not pii.is_unkeyed
     other = tmp_path / "other.key"
     args = build_parser().parse_args(["run", "--source", "file:e.jsonl", "--pii-key-file", str(other)])
-    assert _run_settings(args, args.source).pii_key_file == str(other)
+    assert run_settings_from_args(args, args.source).pii_key_file == str(other)
