@@ -7,9 +7,11 @@ own ``redis-server``; the soak entry point below starts one). Then it
    split over two Redis streams by person, as a producer keyed by person would;
 2. feeds the streams progressively from a thread while the flow runs;
 3. runs ``creditflow run`` (recovery on, snapshots every second) as its own
-   process group and SIGKILLs the whole group at a random moment — from before
-   the first snapshot to well into the stream, so kills land between
-   snapshots and during sink writes — then starts it again, with 1 or 2
+   process group and SIGKILLs the whole group at a random moment — some during
+   start-up, the others from before the first snapshot to well into the stream
+   once the run is ready (timed from readiness, so a slow machine's start-up
+   does not swallow them), so kills land between snapshots and during sink
+   writes — then starts it again, with 1 or 2
    processes per a plan (so two processes also resume as one);
 4. finally lets the flow drain the streams and exit, and
 5. compares ClickHouse with a batch recount of the same events (the same flow
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -56,7 +59,11 @@ class HarnessSettings:
     persons: int = 1500
     seed: int = 7
     alive_s: tuple[float, float] = (0.2, 4.0)
-    """Each killed run lives a uniform random time in this range (start-up included)."""
+    """Each killed run lives a uniform random time in this range: after it is ready (its ClickHouse sink open),
+    or, for a ``startup_kill_share`` of the runs, after it was started."""
+    startup_kill_share: float = 0.25
+    ready_timeout_s: float = 120.0
+    """A run not ready this long after its start fails the harness (``early_exits``)."""
     snapshot_interval_s: int = 1
     feed_chunk: int = 50
     """Events published per stream per tick; ticks are paced so event time keeps up with the wall clock."""
@@ -81,6 +88,8 @@ class HarnessReport:
     events: int = 0
     kills: int = 0
     alive_times_s: list[float] = field(default_factory=list)
+    startup_kills: int = 0
+    """Kills timed from the run's start (the others from its readiness)."""
     early_exits: list[str] = field(default_factory=list)
     expected_credit_rows: int = 0
     credit_rows: int = 0
@@ -171,6 +180,22 @@ def _run_cmd(s: HarnessSettings, processes: int, drain: bool) -> list[str]:
         "--window-seconds", str(s.window_ms / 1000),
         "--allowed-lateness-ms", str(s.allowed_lateness_ms),
     ]  # fmt: skip
+
+
+READY_LINE = re.compile(rb"ClickHouse sink \S+ starts in ")
+"""Logged by the run's ClickHouse sink when it opens: the run is built and about to read."""
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, offset: int, timeout_s: float) -> bool:
+    """Whether the run started when ``log`` was ``offset`` bytes long logged ``READY_LINE`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with log.open("rb") as f:
+            f.seek(offset)
+            if READY_LINE.search(f.read()):
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def _start(s: HarnessSettings, processes: int, drain: bool, log: Path) -> subprocess.Popen[bytes]:
@@ -385,7 +410,14 @@ def run_harness(
         for i in range(s.kills):
             procs = s.process_plan[i % len(s.process_plan)]
             alive = rng.uniform(*s.alive_s)
+            in_startup = rng.random() < s.startup_kill_share
+            offset = log.stat().st_size if log.exists() else 0
             proc = _start(s, procs, drain=False, log=log)
+            if not in_startup and not _wait_ready(proc, log, offset, s.ready_timeout_s) and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                report.early_exits.append(f"run {i} ({procs} processes) was not ready within {s.ready_timeout_s} s")
+                continue
             if redis_server is not None and i < s.redis_outages:
                 time.sleep(alive / 2)
                 redis_server.kill()
@@ -406,7 +438,9 @@ def run_harness(
                 proc.wait()
                 report.kills += 1
                 report.alive_times_s.append(round(alive, 2))
-            say(f"  kill {i + 1}/{s.kills}: {procs} process(es) after {alive:.2f} s")
+                report.startup_kills += in_startup
+            moment = "after start, in start-up" if in_startup else "after ready"
+            say(f"  kill {i + 1}/{s.kills}: {procs} process(es) {alive:.2f} s {moment}")
         fed.wait(timeout=120)
         procs = s.process_plan[s.kills % len(s.process_plan)]
         say(f"  drain run: {procs} process(es)")

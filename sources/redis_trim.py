@@ -19,7 +19,7 @@ import logging
 import pickle
 from pathlib import Path
 
-from state.bytewax_store import open_lock_free
+from state.bytewax_store import open_current_copy
 
 log = logging.getLogger("creditflow.sources.redis")
 
@@ -29,9 +29,8 @@ MARGIN_EPOCHS = 1
 def _rows(store: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
     rows: list[tuple] = []
     for part in sorted(store.glob("part-*.sqlite3")):
-        # Lock-free, as of the last checkpoint: older frontiers and snapshots, so the trim stays behind
-        # what a resume may need (it trims less, never more).
-        with open_lock_free(part) as conn:
+        # A private copy as it is now (never the live files: mapping their -shm crashed flows with SIGBUS).
+        with open_current_copy(part) as conn:
             rows.extend(conn.execute(sql, args).fetchall())
     return rows
 

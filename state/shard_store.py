@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from creditflow.errors import CreditflowError
-from state.bytewax_store import open_lock_free
+from state.bytewax_store import open_current_copy
 
 SHARD_LAYOUT = 1
 """Layout of ``ShardMark`` / ``ShardInline`` (the state Bytewax itself keeps for a shard)."""
@@ -206,14 +206,13 @@ def oldest_marks(recovery_dir: Path) -> dict[tuple[str, str], int]:
     """``(step_id, shard) -> the oldest version Bytewax's recovery store still holds for that shard``.
 
     Bytewax never resumes from a snapshot it has garbage-collected, so every
-    future resume of a shard is at this version or later. Reads lock-free
-    (``state.bytewax_store.open_lock_free``): rows deleted since the last
-    checkpoint still show (a lower, safe minimum), rows added since do not (they
-    are newer). A read during a checkpoint may fail (the caller retries later).
+    future resume of a shard is at this version or later. Reads a private copy of
+    each partition as it is now (``state.bytewax_store.open_current_copy``); a
+    read while the copy keeps changing fails (the caller retries later).
     """
     oldest: dict[tuple[str, str], int] = {}
     for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        with open_lock_free(part) as db:
+        with open_current_copy(part) as db:
             query = "SELECT step_id, ser_change FROM snaps WHERE state_key GLOB 's[0-9]*' AND ser_change IS NOT NULL"
             for step_id, blob in db.execute(query).fetchall():
                 mark = pickle.loads(blob)
