@@ -38,6 +38,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -520,6 +521,26 @@ def run_once(s: LoadSettings, processes: int, server: RedisProcess, schedule: Pa
 # ---------------------------------------------------------------------- the whole test
 
 
+CALIBRATION_LOOP = 10_000_000
+"""Iterations of ``python_loop_s``: a fixed pure-Python workload, so runs on different machines can be compared."""
+
+
+def python_loop_s(repeats: int = 3) -> float:
+    """Median seconds this machine takes for ``sum(i * i for i in range(CALIBRATION_LOOP))`` on one core.
+
+    The flow's one worker thread is CPU-bound Python, so its events/s move with the inverse of this figure.
+
+    >>> 0 < python_loop_s(repeats=1) < 60
+    True
+    """
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        sum(i * i for i in range(CALIBRATION_LOOP))
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times), 3)
+
+
 def machine_info(server: RedisProcess) -> dict[str, Any]:
     def version(dist: str) -> str | None:
         try:
@@ -550,6 +571,7 @@ def machine_info(server: RedisProcess) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kib / 2**20, 1),
         "loadavg_at_start": os.getloadavg(),
+        "python_loop_s": python_loop_s(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {d: version(d) for d in ("bytewax", "chdb", "clickhouse-connect", "redis", "orjson", "creditflow")},
@@ -583,6 +605,7 @@ def run_load(s: LoadSettings, say: Say = print, argv: Sequence[str] | None = Non
     runs: list[dict[str, Any]] = []
     try:
         machine = machine_info(server)
+        say(f"  machine: {machine['cores']} cores; one core runs the calibration loop in {machine['python_loop_s']} s")
         for processes in s.processes:
             say(f"run: {processes} flow process(es), {s.mode} mode")
             runs.append(run_once(s, processes, server, work / "schedule.traffic", work / f"run-p{processes}", say))

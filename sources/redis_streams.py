@@ -167,6 +167,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self._socket_timeout_s = socket_timeout_s
         self._trim_store = trim_store
         self._trim_every_s = trim_every_s
+        self._trimmer: _Trimmer | None = None
 
     def list_parts(self) -> list[str]:
         return list(self._streams)
@@ -194,26 +195,42 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             self._idle,
             self._stop_at_end,
             self._max_backoff_s,
-            _Trimmer(self._trim_store, step_id, self._trim_every_s) if self._trim_store is not None else None,
+            self._shared_trimmer(step_id),
         )
+
+    def _shared_trimmer(self, step_id: str) -> _Trimmer | None:
+        if self._trim_store is None:
+            return None
+        if self._trimmer is None or self._trimmer.step_id != step_id:
+            self._trimmer = _Trimmer(self._trim_store, step_id, self._trim_every_s)
+        return self._trimmer
 
 
 class _Trimmer:
-    """Trims a stream behind the oldest position a resume could need, at most every ``every_s``."""
+    """Trims streams behind the oldest position a resume could need, each at most every ``every_s``.
+
+    One per source in a process, shared by its partitions: the recovery store is read
+    once per ``every_s`` for all of them (a read copies every partition of the store).
+    """
 
     def __init__(self, store: Path, step_id: str, every_s: float) -> None:
         self.store = store
         self.step_id = step_id
         self.every_s = every_s
-        self._last = time.monotonic()
+        self._safe: dict[str, str] = {}
+        self._read_at = time.monotonic()
+        self._trimmed_at: dict[str, float] = {}
 
     def maybe_trim(self, client: redis.Redis, stream: str) -> None:
         now = time.monotonic()
-        if now - self._last < self.every_s:
+        if now - self._trimmed_at.setdefault(stream, now) < self.every_s:
             return
-        self._last = now
+        self._trimmed_at[stream] = now
         try:
-            safe = trimmable_ids(self.store, self.step_id).get(stream)
+            if now - self._read_at >= self.every_s or not self._safe:
+                self._read_at = now
+                self._safe = trimmable_ids(self.store, self.step_id)
+            safe = self._safe.get(stream)
             if safe is not None:
                 removed = client.xtrim(stream, minid=safe, approximate=False)
                 if removed:

@@ -246,6 +246,7 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
     assert sum(step["stored_bytes"] for step in state["all_steps"].values()) == state["stored_bytes"]
     assert run["resources"]["peak_rss_mib"]["p0"] > 50
     assert report["machine"]["cores"] >= 1 and report["traffic"]["events"] == 2000
+    assert 0 < report["machine"]["python_loop_s"] < 60  # the calibration that makes machines comparable
     assert set(report["targets"]) >= {"throughput_10k_sustained", "p99_conversion_to_credit_le_1s", "lag_not_growing"}
     png = report_path.with_name("report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
