@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from state.bytewax_store import open_current_copy
@@ -26,23 +27,34 @@ log = logging.getLogger("creditflow.sources.redis")
 MARGIN_EPOCHS = 1
 
 
-def _rows(store: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
-    rows: list[tuple] = []
+@dataclass
+class _StoreView:
+    """What the trim needs of every partition, each read from one private copy of it."""
+
+    executions: list[tuple[int, int, int]] = field(default_factory=list)
+    fronts: list[tuple[int, int, int]] = field(default_factory=list)
+    snaps: list[tuple[str, int, bytes | None]] = field(default_factory=list)
+
+
+def _read(store: Path, step_id: str) -> _StoreView:
+    view = _StoreView()
     for part in sorted(store.glob("part-*.sqlite3")):
         # A private copy as it is now (never the live files: mapping their -shm crashed flows with SIGBUS).
         with open_current_copy(part) as conn:
-            rows.extend(conn.execute(sql, args).fetchall())
-    return rows
+            view.executions += conn.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
+            view.fronts += conn.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts").fetchall()
+            view.snaps += conn.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ?", (step_id,)
+            ).fetchall()
+    return view
 
 
-def resume_epoch_bound(store: Path) -> int | None:
+def _resume_epoch_bound(view: _StoreView) -> int | None:
     """The lowest epoch a future resume can start from, or None if nothing is recorded yet."""
-    executions = _rows(store, "SELECT ex_num, worker_count, resume_epoch FROM exs")
-    if not executions:
+    if not view.executions:
         return None
-    ex_num, workers, resume_epoch = max(executions)
-    fronts = _rows(store, "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,))
-    frontier = {w: f for w, f in fronts}
+    ex_num, workers, resume_epoch = max(view.executions)
+    frontier = {worker: front for ex, worker, front in view.fronts if ex == ex_num}
     if len(frontier) == workers:
         return int(min(frontier.values()))
     return int(resume_epoch)
@@ -56,14 +68,11 @@ def trimmable_ids(store: Path, step_id: str) -> dict[str, str]:
     """
     if not store.is_dir():
         return {}
-    bound = resume_epoch_bound(store)
+    view = _read(store, step_id)
+    bound = _resume_epoch_bound(view)
     if bound is None:
         return {}
-    rows = _rows(
-        store,
-        "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? AND snap_epoch < ?",
-        (step_id, bound - MARGIN_EPOCHS),
-    )
+    rows = [(stream, epoch, blob) for stream, epoch, blob in view.snaps if epoch < bound - MARGIN_EPOCHS]
     newest: dict[str, tuple[int, bytes | None]] = {}
     for stream, epoch, blob in rows:
         if stream not in newest or epoch > newest[stream][0]:
