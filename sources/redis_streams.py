@@ -227,7 +227,7 @@ class _Trimmer:
             return
         self._trimmed_at[stream] = now
         try:
-            if now - self._read_at >= self.every_s or not self._safe:
+            if now - self._read_at >= self.every_s:
                 self._read_at = now
                 self._safe = trimmable_ids(self.store, self.step_id)
             safe = self._safe.get(stream)
