@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from creditflow.events import Event, SourcePosition, pickled_positionally
+from creditflow.events import Event, SourcePosition, fast_init, pickled_positionally
 
 KEY_SEP = "\x1f"
 """Separator of key parts; the decoder refuses control characters in ids, so it cannot collide."""
 
 
+@fast_init
 @pickled_positionally
 @dataclass(frozen=True, slots=True)
 class KpiDelta:

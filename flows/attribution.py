@@ -137,7 +137,8 @@ def build_flow(
 
     # A device's events travel one path, in order: the device graph (keyed by device) credits an
     # unlinked device itself and sends a linked one's events, and its journey at the link, to the person.
-    person_events = op.filter("person_events", live.trues, lambda ev: ev.event_type in IDENTITY_EVENT_TYPES)
+    by_kind = op.branch("person_events", live.trues, lambda ev: ev.event_type in IDENTITY_EVENT_TYPES)
+    person_events, ad_spend = by_kind.trues, by_kind.falses  # every other event type is ad spend
     identity = resolve_identity(
         "identity",
         person_events,
@@ -162,9 +163,7 @@ def build_flow(
     credited = dedupe_conversions("dedup", scored, settings.configs, shards=settings.shards)
 
     # Touches are counted by their journey, after de-duplication; ad spend here, after its own.
-    spend = dedupe_spend(
-        "spend_dedup", op.filter("spend", live.trues, lambda ev: ev.event_type == "ad_spend"), shards=settings.shards
-    )
+    spend = dedupe_spend("spend_dedup", ad_spend, shards=settings.shards)
     spend_deltas = op.filter_map("kpi_deltas", spend.firsts, lambda ev: _spend_delta(ev, settings.configs))
     kpi_in = op.merge("kpi_in", spend_deltas, devices.touch_deltas, persons.touch_deltas, credited.kpi_deltas)
     kpis = kpi_windows("kpi", kpi_in, settings.windows)

@@ -216,8 +216,18 @@ def erasures(
         scrubs=_erases,
         layout_at=USER_DEVICES_LAYOUT_AT,
     )
-    named = op.flat_map("named", up, lambda ev: named_forgets(ev, configs.for_tenant(ev.tenant_id).identity_graph))
+    named = op.flat_map_batch("named", up, lambda events: _named_forgets(events, configs))
     return op.merge("forgets", owned, named)
+
+
+def _named_forgets(events: list[Event], configs: TenantConfigs) -> list[ForgetDevice]:
+    """``named_forgets`` of a batch: only deletion requests name any (one list per batch, not per event)."""
+    return [
+        forget
+        for ev in events
+        if ev.event_type == "deletion_request"
+        for forget in named_forgets(ev, configs.for_tenant(ev.tenant_id).identity_graph)
+    ]
 
 
 def _goes_on(item: Any) -> bool:

@@ -111,6 +111,8 @@ MAX_NETWORK_USERS = 4
 MAX_NETWORK_DEVICES = 8
 """More distinct devices than this on a network in the window: a public network (office, café, carrier NAT),
 no links at all."""
+_NO_OBSERVATION_MS = 1 << 62
+"""The oldest observation time of a network that holds none: later than any event."""
 
 LINK_EVENT_TYPES: frozenset[str] = PERSON_EVENT_TYPES | {"identify"}
 """Events that say a device (and maybe a user) was on a network; other types are ignored."""
@@ -489,7 +491,7 @@ class ProbableLinkLogic(SecondsWake):
     ``state.journeys.JourneyLogic``) to stay slotted.
     """
 
-    __slots__ = ("_env", "_settings", "_tenant", "_newest", "_wall", "_obs", "_emitted")
+    __slots__ = ("_env", "_settings", "_tenant", "_newest", "_wall", "_obs", "_emitted", "_oldest")
 
     def __init__(self, env: ProbableLinkEnv, resume: NetworkRow | None) -> None:
         self._env = env
@@ -501,6 +503,8 @@ class ProbableLinkLogic(SecondsWake):
         else:
             self._tenant, self._newest, self._wall, observations, emitted, _layout = resume
             self._obs, self._emitted = [Observation(*o) for o in observations], list(emitted)
+        # At or before the oldest observation's time (a lower bound, not kept exact): most events skip _prune's scan.
+        self._oldest = min((o.ts_ms for o in self._obs), default=_NO_OBSERVATION_MS)
         self._settings = env.settings(self._tenant)
 
     # -- bytewax hooks -------------------------------------------------
@@ -550,11 +554,14 @@ class ProbableLinkLogic(SecondsWake):
         obs = Observation(ts, device, ev.user_id, ua, country)
         self._upsert(obs)
 
-        users = {o.user_id for o in self._obs if o.user_id}
-        devices = len({o.device_key for o in self._obs})
-        if not users or len(users) > MAX_NETWORK_USERS or devices > MAX_NETWORK_DEVICES:
-            return  # nobody to link to, or a shared/public network: no links
-        identified = {o.device_key for o in self._obs if o.user_id}
+        observed = self._obs
+        if len(observed) == 1 or not any(o.user_id for o in observed):
+            return  # nobody to link to (one observation cannot pair with itself)
+        users = {o.user_id for o in observed if o.user_id}
+        devices = len({o.device_key for o in observed})
+        if len(users) > MAX_NETWORK_USERS or devices > MAX_NETWORK_DEVICES:
+            return  # a shared/public network: no links
+        identified = {o.device_key for o in observed if o.user_id}
         if ev.user_id:
             for anon in [o for o in self._obs if not o.user_id and o.device_key not in identified]:
                 self._propose(anon, ev, len(users), devices, out)
@@ -594,14 +601,20 @@ class ProbableLinkLogic(SecondsWake):
                     kept[i] = obs
                 return
         kept.append(obs)
+        if obs.ts_ms < self._oldest:
+            self._oldest = obs.ts_ms
         if len(kept) > MAX_OBSERVATIONS:
             del kept[min(range(len(kept)), key=lambda i: kept[i].ts_ms)]
 
     def _prune(self, cutoff_ms: int) -> None:
         """Drop observations older than ``cutoff_ms`` and the emitted pairs of devices no longer observed."""
-        if any(o.ts_ms < cutoff_ms for o in self._obs):
-            self._obs = [o for o in self._obs if o.ts_ms >= cutoff_ms]
-            seen = {o.device_key for o in self._obs}
+        if self._oldest >= cutoff_ms:
+            return  # nothing is that old
+        kept = [o for o in self._obs if o.ts_ms >= cutoff_ms]
+        self._oldest = min((o.ts_ms for o in kept), default=_NO_OBSERVATION_MS)
+        if len(kept) < len(self._obs):
+            self._obs = kept
+            seen = {o.device_key for o in kept}
             self._emitted = [p for p in self._emitted if p[0] in seen]
 
 

@@ -48,3 +48,11 @@ def test_the_guard_notices_an_unconnected_branch() -> None:
     split = op.branch("split", op.input("in", flow, TestingSource([1, 2])), lambda x: x > 1)
     op.output("out", split.trues, TestingSink([]))
     assert dangling_streams(flow) == ["probe.split.falses"]
+
+
+def test_every_event_type_reaches_the_identity_step_or_ad_spend() -> None:
+    # build_flow sends the events that are not identity events to ad-spend de-duplication: a new event type
+    # must be added to one side or the other, not counted as spend by accident.
+    from creditflow.events import EVENT_TYPES, IDENTITY_EVENT_TYPES
+
+    assert EVENT_TYPES - IDENTITY_EVENT_TYPES == {"ad_spend"}
