@@ -15,13 +15,12 @@ and tests see keys, not shards. Read-only: safe while the flow runs.
 from __future__ import annotations
 
 import pickle
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from state.bytewax_store import open_current_copy
 from state.shard_store import ShardInline, ShardMark, read_states
 
 SHARDS_DIR = "shards"
@@ -42,7 +41,7 @@ def newest_rows(recovery_dir: Path) -> dict[tuple[str, str], tuple[int, bytes | 
     """``(step_id, state_key) -> (epoch, pickled snapshot or None)`` of each key's newest Bytewax row."""
     newest: dict[tuple[str, str], tuple[int, bytes | None]] = {}
     for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        with closing(sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with open_current_copy(part) as db:
             for step, key, epoch, blob in db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps"):
                 if (step, key) not in newest or epoch > newest[(step, key)][0]:
                     newest[(step, key)] = (epoch, blob)
