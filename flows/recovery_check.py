@@ -73,6 +73,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,6 @@ import state.probable_links as probable_links_state
 import state.user_devices as user_devices_state
 from creditflow.errors import CreditflowError
 from operators.sharded import SHARDS
-from state.bytewax_store import open_current_copy
 from state.shard_store import SHARD_LAYOUT
 
 RECORD_NAME = "creditflow-state.json"
@@ -166,16 +166,27 @@ def _partitions(recovery_dir: Path) -> list[Path]:
     return sorted(recovery_dir.glob("part-*.sqlite3")) if recovery_dir.is_dir() else []
 
 
+def _connect_read_only(part: Path) -> sqlite3.Connection:
+    # Bytewax keeps its partitions in WAL mode. Without a ``-wal`` file (closed
+    # cleanly) everything is in the main file and ``immutable=1`` reads it
+    # without creating ``-wal``/``-shm`` files; with one (a crashed or running
+    # flow) the newest snapshots may be only there, so read through it (mode=ro).
+    # The checks run before any flow process starts (flows/run.py), so nothing writes meanwhile:
+    # no private copy is needed (state.bytewax_store.open_current_copy, ~10x the cost here).
+    wal = part.with_name(part.name + "-wal")
+    params = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{part.resolve().as_uri()}?{params}", uri=True)
+
+
 def stored_step_ids(recovery_dir: Path) -> set[str]:
     """Distinct ``snaps.step_id`` across all partitions of the store (empty for a missing or new store).
 
-    Partitions are read from private copies (``state.bytewax_store.open_current_copy``); the store is never
-    modified, even while a flow writes it.
+    Partitions are opened read-only; the store is never modified.
     """
     found: set[str] = set()
     for part in _partitions(Path(recovery_dir)):
         try:
-            with open_current_copy(part) as db:
+            with closing(_connect_read_only(part)) as db:
                 found.update(row[0] for row in db.execute("SELECT DISTINCT step_id FROM snaps"))
         except sqlite3.Error as exc:
             raise CreditflowError(f"recovery store partition {part} is not a readable Bytewax store: {exc}") from exc
@@ -347,7 +358,7 @@ def stored_source_partitions(recovery_dir: Path, step_id: str) -> set[str]:
     found: set[str] = set()
     for part in _partitions(Path(recovery_dir)):
         try:
-            with open_current_copy(part) as db:
+            with closing(_connect_read_only(part)) as db:
                 rows = db.execute("SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,))
                 found.update(row[0] for row in rows)
         except sqlite3.Error as exc:
