@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from creditflow.events import Event, SourcePosition, fast_init, pickled_positionally
+from creditflow.events import Event, SourcePosition, fast_init, pickled_flat
 
 KEY_SEP = "\x1f"
 """Separator of key parts; the decoder refuses control characters in ids, so it cannot collide."""
 
 
 @fast_init
-@pickled_positionally
+@pickled_flat(position=SourcePosition)
 @dataclass(frozen=True, slots=True)
 class KpiDelta:
     """What one event adds to the window of its event time."""

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from creditflow import events, kpis
-from creditflow.events import Event, SourcePosition, fast_init
+from creditflow.events import EMPTY_UTM, Context, Conversion, Event, SourcePosition, SpendMetrics, Utm, fast_init
 
 POS = SourcePosition("redis", "ev0", "1-0")
 RECORDS = [
@@ -28,8 +28,9 @@ def _twin(cls: type) -> type:
 
 
 def _sample_args(cls: type) -> list[object]:
-    """One distinct value per required field (the types do not matter to __init__)."""
-    return [f"{f.name}-value" for f in dataclasses.fields(cls) if _required(f)]
+    """One distinct value per required field (the types do not matter to __init__; a position is a real one,
+    as records pickled flat take its fields)."""
+    return [POS if f.name == "position" else f"{f.name}-value" for f in dataclasses.fields(cls) if _required(f)]
 
 
 def _required(f: dataclasses.Field[object]) -> bool:
@@ -55,13 +56,39 @@ def test_fields_and_defaults_match_the_dataclass_init(cls: type) -> None:
     assert inspect.signature(cls).parameters.keys() == inspect.signature(twin).parameters.keys()
 
 
+def _full_event() -> Event:
+    """An event with every field set, its nested records included."""
+    given: dict[str, object] = {
+        "ts_ms": 5,
+        "position": POS,
+        "utm": Utm("s", "m", "c", "co", "t"),
+        "click_ids": {"gclid": "g"},
+        "context": Context("1.2.3.4", "ua", "mobile", "DE"),
+        "conversion": Conversion("o1", 9.5, "EUR", "purchase"),
+        "metrics": SpendMetrics(10, 2, 3.5, 1),
+        "metadata": {"k": [1, 2]},
+        "schema_version": 2,
+    }
+    return Event(**{f.name: given.get(f.name, f"{f.name}-given") for f in dataclasses.fields(Event)})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cls", RECORDS, ids=lambda c: c.__name__)
 def test_records_stay_frozen_and_pickle(cls: type) -> None:
-    record = cls(*_sample_args(cls))
+    record = _full_event() if cls is Event else cls(*_sample_args(cls))
     name = dataclasses.fields(cls)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(record, name, "changed")
     assert pickle.loads(pickle.dumps(record)) == record
+
+
+def test_an_event_crosses_processes_as_one_flat_tuple() -> None:
+    ev = _full_event()
+    data = pickle.dumps(ev)
+    assert pickle.loads(data) == ev  # every field, a new one included, or this fails
+    for nested in (b"SourcePosition", b"Utm", b"Context", b"Conversion", b"SpendMetrics"):
+        assert nested not in data  # nested records travel as tuples: one class to look up per event
+    bare = pickle.loads(pickle.dumps(Event("e", "t", "click", 0, POS)))
+    assert bare.utm is EMPTY_UTM and bare.context is None and bare.metrics is None and bare.click_ids == {}
 
 
 def test_a_default_factory_gives_each_record_its_own_value() -> None:
