@@ -289,7 +289,7 @@ which walks every live object (hundreds of thousands of journeys), every 70,000:
 10-15% of the flow's time. Keyed state holds no reference cycles, so rarer passes cost nothing."""
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Freeze what start-up allocated (imports, config) and collect less often (``GC_THRESHOLDS``)."""
     gc.collect()
     gc.freeze()
@@ -303,7 +303,7 @@ def run_worker(settings: RunSettings, process_id: int | None = None, addresses: 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _stop_now)
-    _tune_gc()
+    tune_gc()
     cli_main(
         flow,
         workers_per_process=1,

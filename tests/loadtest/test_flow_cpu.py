@@ -23,6 +23,20 @@ def test_a_run_credits_conversions_and_closes_windows() -> None:
     assert rows > 0
 
 
+def test_a_run_tunes_the_collector_as_a_flow_process_does_and_restores_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gc
+
+    from flows.run import GC_THRESHOLDS
+    from loadtest import flow_cpu
+
+    seen: list[tuple[int, ...]] = []
+    monkeypatch.setattr(flow_cpu, "run_main", lambda flow: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    run_once(records(50, rate=50))
+    assert seen == [GC_THRESHOLDS]  # the flow ran with the live flow's thresholds
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # and the process got its own back
+
+
 def test_cli_prints_and_writes_the_medians(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "cpu.json"
     assert main(["--events", "300", "--rate", "300", "--runs", "2", "--json", str(out)]) == 0
