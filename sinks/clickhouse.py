@@ -204,6 +204,7 @@ from sinks.clickhouse_client import (
     ClickHouseSettings,
     ClickHouseSinkError,
     connect,
+    insert_rows,
     mask_dsn,
     retry_call,
 )
@@ -513,7 +514,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         client = self.client
 
         def insert() -> None:
-            client.insert(COMMIT_TABLE, rows, column_names=COMMIT_COLUMNS, column_types=types, settings=COMMIT_SETTINGS)
+            insert_rows(client, COMMIT_TABLE, rows, COMMIT_COLUMNS, types, COMMIT_SETTINGS)
 
         retry_call(insert, what=f"logging a batch in ClickHouse table {COMMIT_TABLE}", settings=self._settings)
 
@@ -580,14 +581,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         data = list(zip(*rows, strict=True))
 
         def insert() -> None:
-            client.insert(
-                table,
-                data,
-                column_names=columns,
-                column_types=types,
-                column_oriented=True,
-                settings=settings,
-            )
+            insert_rows(client, table, data, columns, types, settings, column_oriented=True)
 
         retry_call(insert, what=f"insert of {len(rows)} rows into ClickHouse table {table}", settings=self._settings)
         logger.debug("inserted %d rows into %s (token %s)", len(rows), table, token[:16])

@@ -43,13 +43,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
+from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -65,6 +66,7 @@ __all__ = [
     "connect",
     "describe_error",
     "fix_for",
+    "insert_rows",
     "is_transient",
     "mask_dsn",
     "retry_call",
@@ -291,6 +293,40 @@ def describe_error(exc: BaseException) -> str:
 def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
     """Wait before retry number ``attempt`` (1-based): doubling from ``initial_s``, capped at ``max_s``."""
     return min(max_s, initial_s * (2 ** min(attempt - 1, 62)))
+
+
+def insert_rows(
+    client: Client,
+    table: str,
+    data: Any,
+    column_names: Sequence[str],
+    column_types: Sequence[ClickHouseType],
+    settings: dict[str, Any],
+    column_oriented: bool = False,
+) -> None:
+    """``client.insert`` that leaves no reference cycle behind.
+
+    clickhouse-connect's ``InsertContext`` keeps a bound method of itself
+    (``_next_block_data``): a cycle that holds the inserted rows until Python's
+    cycle collector runs. In a flow process (``flows.run.tune_gc``) that was a
+    minute's inserts (1,309 contexts and 17,030 column tuples at 5k events/s),
+    promoted into the generation whose collection paused the flow 0.85 s.
+    Dropping the bound method after the insert lets reference counting free the
+    context and its rows at once. (A failed insert still leaves a cycle through
+    its traceback's frames: rare, and the collector takes it.)
+    """
+    context = client.create_insert_context(
+        table,
+        list(column_names),
+        column_types=list(column_types),
+        column_oriented=column_oriented,
+        settings=settings,
+        data=data,
+    )
+    try:
+        client.insert(context=context)
+    finally:
+        vars(context).pop("_next_block_data", None)
 
 
 def retry_call(

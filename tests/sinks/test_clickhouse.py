@@ -174,14 +174,14 @@ class FlakyClient:
         self.insert_calls = 0
         self.tokens: list[str] = []
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
-        if args[0] == COMMIT_TABLE:  # the batch's freshness log: not a result-table insert
-            return self._real.insert(*args, **kwargs)
+    def insert(self, *args: Any, context: Any, **kwargs: Any) -> Any:
+        if context.table.strip("`") == COMMIT_TABLE:  # the batch's freshness log: not a result-table insert
+            return self._real.insert(*args, context=context, **kwargs)
         self.insert_calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        self.tokens.append(kwargs["settings"]["insert_deduplication_token"])
-        return self._real.insert(*args, **kwargs)
+        self.tokens.append(context.settings["insert_deduplication_token"])
+        return self._real.insert(*args, context=context, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

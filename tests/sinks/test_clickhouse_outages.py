@@ -78,7 +78,7 @@ class FaultyClient:
             self.failed_at.append(time.monotonic())
             raise self._insert_faults.pop(0)()
         result = self._real.insert(*args, **kwargs)
-        self.inserts += args[0] != COMMIT_TABLE  # result tables only, not the freshness log
+        self.inserts += kwargs["context"].table.strip("`") != COMMIT_TABLE  # result tables only, not the freshness log
         self.written_at.append(time.monotonic())
         return result
 
