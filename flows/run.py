@@ -11,7 +11,6 @@ processes opens the (embedded chDB) data path; see ``sinks.clickhouse``.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from creditflow.pii import pii_hasher_from
 from creditflow.weights import NoWeights
 from creditflow.weights_store import LOG_STREAM, RedisWeights
 from flows.attribution import FLOW_ID, FlowSettings, build_flow
+from flows.gc_policy import tune_gc
 from flows.recovery_check import (
     check_recovery_store,
     check_source_partitions,
@@ -281,19 +281,6 @@ def _stop_now(signum: int, _frame: object) -> None:
     )
     logging.shutdown()
     os._exit(128 + signum)
-
-
-GC_THRESHOLDS = (50_000, 20, 100)
-"""Python's default (700, 10, 10) runs a collection every 700 net allocations and a full one,
-which walks every live object (hundreds of thousands of journeys), every 70,000: measured
-10-15% of the flow's time. Keyed state holds no reference cycles, so rarer passes cost nothing."""
-
-
-def tune_gc() -> None:
-    """Freeze what start-up allocated (imports, config) and collect less often (``GC_THRESHOLDS``)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:

@@ -20,7 +20,6 @@ machine, alternately, and compare medians).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -33,7 +32,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from creditflow.events import RawRecord, SourcePosition
 from flows.attribution import FlowSettings, build_flow
-from flows.run import tune_gc
+from flows.gc_policy import tune_gc, untune_gc
 from loadtest.redis_load import python_loop_s
 from loadtest.traffic import TrafficSettings, schedule, stamp
 
@@ -56,20 +55,18 @@ def records(events: int, seed: int = 1, rate: float = 10_000.0) -> list[RawRecor
 def run_once(recs: list[RawRecord]) -> tuple[float, int]:
     """Seconds of one in-process run of the flow over ``recs``, and the rows it sank.
 
-    The garbage collector is tuned as a flow process tunes it (``flows.run.GC_THRESHOLDS``) for the run, then
-    restored: with Python's defaults, collections took 10-15% of the time and landed on whichever line allocated.
+    The garbage collector runs as in a flow process (``flows.gc_policy``) for the run, then Python's own comes
+    back: with Python's defaults, collections took 10-15% of the time and landed on whichever line allocated.
     """
     out: list[Any] = []
     flow = build_flow(TestingSource(recs, batch_size=READ_BATCH), TestingSink(out), FlowSettings())
-    thresholds = gc.get_threshold()
     tune_gc()
     try:
         started = time.perf_counter()
         run_main(flow)
         return time.perf_counter() - started, len(out)
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        untune_gc()
 
 
 def measure(

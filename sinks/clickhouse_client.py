@@ -308,7 +308,7 @@ def insert_rows(
 
     clickhouse-connect's ``InsertContext`` keeps a bound method of itself
     (``_next_block_data``): a cycle that holds the inserted rows until Python's
-    cycle collector runs. In a flow process (``flows.run.tune_gc``) that was a
+    cycle collector runs. In a flow process (``flows.gc_policy``) that was a
     minute's inserts (1,309 contexts and 17,030 column tuples at 5k events/s),
     promoted into the generation whose collection paused the flow 0.85 s.
     Dropping the bound method after the insert lets reference counting free the

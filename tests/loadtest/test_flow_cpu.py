@@ -26,7 +26,7 @@ def test_a_run_credits_conversions_and_closes_windows() -> None:
 def test_a_run_tunes_the_collector_as_a_flow_process_does_and_restores_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import gc
 
-    from flows.run import GC_THRESHOLDS
+    from flows.gc_policy import GC_THRESHOLDS
     from loadtest import flow_cpu
 
     seen: list[tuple[int, ...]] = []
