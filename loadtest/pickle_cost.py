@@ -36,6 +36,7 @@ from creditflow.config import TenantConfigs
 from creditflow.events import Event
 from loadtest.flow_cpu import records
 from operators.decode import decode_events
+from operators.identity import identity_key
 
 
 def decoded_items(events: int, seed: int = 1) -> list[tuple[str, Event]]:
@@ -44,11 +45,13 @@ def decoded_items(events: int, seed: int = 1) -> list[tuple[str, Event]]:
     from bytewax.dataflow import Dataflow
 
     flow = Dataflow("pickle_cost")
-    decoded = decode_events("decode", op.input("in", flow, TestingSource(records(events, seed))), TenantConfigs())
+    configs = TenantConfigs()
+    decoded = decode_events("decode", op.input("in", flow, TestingSource(records(events, seed))), configs)
     out: list[Event] = []
     op.output("out", decoded.oks, TestingSink(out))
     run_main(flow)
-    return [(f"{ev.tenant_id}\x1f{ev.anonymous_id or ev.user_id}", ev) for ev in out]
+    key = identity_key(configs)
+    return [(key(ev), ev) for ev in out if ev.event_type != "ad_spend"]  # ad spend does not reach the step
 
 
 _POSITIONAL = attrgetter(*Event.__dataclass_fields__)

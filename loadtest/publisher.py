@@ -38,14 +38,14 @@ from loadtest.traffic import read_schedule, stamp
 
 DATA_FIELD = b"data"
 
-XADD_ALL = """
+XADD_ALL = f"""
 for i = 1, #KEYS do
-  redis.call('XADD', KEYS[i], '*', 'data', ARGV[i])
+  redis.call('XADD', KEYS[i], '*', '{DATA_FIELD.decode()}', ARGV[i])
 end
 return #KEYS
 """
-"""XADDs entry ``i`` (field ``data``: ``ARGV[i]``) to stream ``KEYS[i]``: a whole chunk in one command. A pipeline of
-one XADD per event cost the publisher ~40 us of CPU per event at 10k events/s (0.5 of a core that the flow
+"""XADDs entry ``i`` (field ``DATA_FIELD``: ``ARGV[i]``) to stream ``KEYS[i]``: a whole chunk in one command.
+A pipeline of one XADD per event cost the publisher ~40 us of CPU per event at 10k events/s (0.5 of a core that the flow
 under test competes for); this ~1.5 us."""
 
 
