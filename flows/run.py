@@ -166,7 +166,8 @@ def _with_suppression_file(settings: RunSettings) -> RunSettings:
     return dataclasses.replace(settings, suppression_file=str(path))
 
 
-def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
+def _build_flow(settings: RunSettings, flow_settings: FlowSettings, process_id: int | None = None) -> Dataflow:
+    """The flow of one process (``process_id`` in a cluster, which then reads its share of the Redis streams)."""
     spec = parse_source_spec(settings.source)
     # A replay after a restart re-sends what was written after the resumed snapshot; the margin
     # covers the next epoch's writes that precede a snapshot, with room for clock skew.
@@ -195,11 +196,17 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings) -> Dataflow:
         )
     # The weights log is never trimmed by the flow: the publisher caps it (weights_store.LOG_MAXLEN).
     # It ends when the main source does, so a finite run still finishes.
+    process = None if process_id is None else (process_id, settings.processes)
     weights_log = None
     if settings.weights_url:
         weights_log = RedisStreamSource(settings.weights_url, [LOG_STREAM], stop_at_end=spec.ends)
     return build_flow(
-        spec.build(recovery_dir), sink, flow_settings, adapt=spec.adapter(), archive=archive, weights_log=weights_log
+        spec.build(recovery_dir, process),
+        sink,
+        flow_settings,
+        adapt=spec.adapter(),
+        archive=archive,
+        weights_log=weights_log,
     )
 
 
@@ -286,7 +293,7 @@ def _stop_now(signum: int, _frame: object) -> None:
 def run_worker(settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     """Build the flow and run it in this process (one Bytewax worker); SIGTERM/SIGINT stop it at once."""
     flow_settings = settings.flow_settings()
-    flow = _build_flow(settings, flow_settings)
+    flow = _build_flow(settings, flow_settings, process_id)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _stop_now)

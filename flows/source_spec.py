@@ -61,11 +61,13 @@ class SourceSpec:
             return kafka_message_to_record
         return None
 
-    def build(self, recovery_dir: Path | None = None) -> Source[Any]:
+    def build(self, recovery_dir: Path | None = None, process: tuple[int, int] | None = None) -> Source[Any]:
         """Construct the source (nothing connects until the flow runs).
 
         With a ``recovery_dir``, Redis streams are trimmed behind the oldest
-        position a resume could need, unless the spec says ``trim=0``.
+        position a resume could need, unless the spec says ``trim=0``. With
+        ``process`` (``(index, processes)`` of a cluster), this process reads
+        only its share of the Redis streams (``RedisStreamSource``'s ``process``).
         """
         if self.kind == "file":
             from sources.files import FileSource
@@ -97,6 +99,7 @@ class SourceSpec:
                 stop_at_end=stop,
                 trim_store=recovery_dir if trim else None,
                 trim_every_s=trim_every,
+                process=process,
             )
         if self.kind == "kafka":
             from sources.kafka import kafka_source

@@ -9,9 +9,11 @@ holding its own ``redis-server``, a fresh embedded ClickHouse and recovery
 store per run, the logs, ``report.json`` and ``report.png``.
 
 1. Traffic (``loadtest/traffic.py``): persons of skewed tenants with
-   impressions, clicks, page views with UTMs, conversions and ad spend, a
-   person always on one of ``--partitions`` streams, written once as a
-   schedule file and replayed identically for every run.
+   impressions, clicks, page views with UTMs, conversions and ad spend, each
+   event on its device's stream of ``--partitions`` (``operators.routing``:
+   with N processes dividing the streams, a device's events are read in the
+   process that holds its state; ``--partition-by person`` puts a person's
+   events on one stream instead), written once as a schedule file and replayed identically for every run.
 2. The flow runs as real processes, ``creditflow run --processes N`` with
    recovery on and the default snapshot interval, reading the streams.
 3. ``rate`` mode: the flow is started, its sources seen polling Redis, and
@@ -47,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import redis
 
@@ -95,6 +97,9 @@ class LoadSettings:
     processes: tuple[int, ...] = (1,)
     """Flow process counts to run, one run each (``--compare-processes 1,2``)."""
     partitions: int = 4
+    partition_by: Literal["device", "person"] = "device"
+    """Which stream an event goes to (``loadtest.traffic``): its device's (aligned with the flow's state), or
+    its person's (``--partition-by person``: a producer that knows nothing of the flow's layout)."""
     tenants: tuple[str, ...] = LOAD_TENANTS
     seed: int = 1
     journey_s: float = 30.0
@@ -592,12 +597,16 @@ def run_load(s: LoadSettings, say: Say = print, argv: Sequence[str] | None = Non
         events=s.events,
         rate=s.rate,
         partitions=s.partitions,
+        partition_by=s.partition_by,
         tenants=s.tenants,
         seed=s.seed,
         journey_s=s.journey_s,
         bad_fraction=s.bad_fraction,
     )
-    say(f"loadtest: generating {s.events:,} events ({s.partitions} streams, tenants {', '.join(s.tenants)})")
+    say(
+        f"loadtest: generating {s.events:,} events ({s.partitions} streams by {s.partition_by}, "
+        f"tenants {', '.join(s.tenants)})"
+    )
     started = time.monotonic()
     summary = write_schedule(traffic, work / "schedule.traffic")
     say(f"  {summary.persons:,} persons, {dict(summary.by_type)} in {time.monotonic() - started:.1f} s")
@@ -665,7 +674,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--compare-processes", metavar="N,M", help="run the same load once per process count, e.g. 1,2, and compare"
     )
-    ap.add_argument("--partitions", type=int, default=4, help="Redis streams; a person always on one (%(default)s)")
+    ap.add_argument("--partitions", type=int, default=4, help="Redis streams (%(default)s)")
+    ap.add_argument(
+        "--partition-by",
+        choices=("device", "person"),
+        default="device",
+        help="an event's stream: its device's, where the flow's process holds its state, or its person's (%(default)s)",
+    )
     ap.add_argument("--tenants", default=",".join(LOAD_TENANTS), help="comma-separated, most traffic first")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--journey-seconds", type=float, default=30.0, help="one person's journey spans this (%(default)s)")
@@ -719,6 +734,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         max_events=args.max,
         processes=processes,
         partitions=args.partitions,
+        partition_by=args.partition_by,
         tenants=tuple(t for t in args.tenants.split(",") if t),
         seed=args.seed,
         journey_s=args.journey_seconds,

@@ -19,8 +19,12 @@ Where the events come from (``sources/generator.py``, reused as it is):
   them (the generator numbers them per person index, the same in every cohort).
 - Tenants are skewed as the generator makes them: shares ``1/(i+1)**1.5``
   (Zipf-like), first tenant most (``zipf_shares``).
-- A person always goes to the same partition (Redis stream): the generator's
-  partition is a stable hash of the person.
+- Partitions (Redis streams): by default each event goes to the partition of
+  its device, ``operators.routing.partition_of``, as a producer following our
+  docs would write it, so with P processes dividing the partitions a device's
+  events are read in the process holding its state. ``partition_by="person"``
+  keeps the generator's partition instead, a stable hash of the person (all
+  of a person's devices on one stream, unaligned with the flow's state).
 - Ad spend: every ``spend_every_s`` one report per tenant x paid campaign (the
   generator's hourly reports, one per slot), on the partition of its campaign.
 - ``bad_fraction`` of the events are followed by a deliberately broken copy
@@ -42,10 +46,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from operators.routing import partition_of
 from sources.generator import generate_partitioned_events, serialize_events
 
 LOAD_TENANTS: tuple[str, ...] = ("acme", "globex", "initech", "umbrella")
@@ -80,12 +85,16 @@ class TrafficSettings:
     """Seconds of the run over which one person's (7 generated days of) journey plays out."""
     spend_every_s: float = 5.0
     bad_fraction: float = 0.001
+    partition_by: Literal["device", "person"] = "device"
+    """``device``: ``operators.routing.partition_of`` (aligned with the flow's state); ``person``: the generator's."""
 
     def __post_init__(self) -> None:
         if self.events < 0 or self.rate <= 0 or self.partitions < 1 or self.journey_s <= 0:
             raise ValueError(f"events >= 0, rate > 0, partitions >= 1 and journey_s > 0 needed (got {self})")
         if self.spend_every_s <= 0 or not 0.0 <= self.bad_fraction <= 1.0:
             raise ValueError(f"spend_every_s > 0 and 0 <= bad_fraction <= 1 needed (got {self})")
+        if self.partition_by not in ("device", "person"):
+            raise ValueError(f"partition_by must be 'device' or 'person' (got {self.partition_by!r})")
 
     @property
     def persons_per_cohort(self) -> int:
@@ -132,8 +141,20 @@ def cohort_events(s: TrafficSettings, cohort: int) -> list[Scheduled]:
     for partition, events in enumerate(parts):
         people = (e for e in events if e["event_type"] != "ad_spend")
         for ev, template in _templates(map(_with_cohort_ids(cohort), people), s.bad_fraction):
-            out.append(Scheduled(cohort + ev["timestamp"] * scale, partition, template))
+            where = partition if s.partition_by == "person" else device_partition(ev, s.partitions)
+            out.append(Scheduled(cohort + ev["timestamp"] * scale, where, template))
     return out
+
+
+def device_partition(ev: dict[str, Any], partitions: int) -> int:
+    """The partition of a generated event's device (``operators.routing.partition_of``)."""
+    return partition_of(
+        ev["tenant_id"],
+        partitions,
+        device_id=ev.get("device_id") or "",
+        anonymous_id=ev.get("anonymous_id") or "",
+        user_id=ev.get("user_id") or "",
+    )
 
 
 def _with_cohort_ids(cohort: int) -> Any:

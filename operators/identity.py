@@ -18,7 +18,7 @@ from bytewax.dataflow import Stream, operator
 from creditflow.config import TenantConfigs
 from creditflow.events import ClosedJourney, DeadLetter, Event, PersonEvent, SuppressedEvent
 from creditflow.forgotten import ForgetPerson, ForgottenIds
-from creditflow.kpis import KEY_SEP, KpiDelta
+from creditflow.kpis import KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.journeys import AttributionOut, split_outputs, with_key
 from operators.sharded import ShardedState, sharded_stateful
@@ -30,6 +30,7 @@ from state.device_graph import (
     DeviceRow,
     ForgetDevice,
     device_person_of,
+    device_state_key,
     passes_through,
 )
 from state.journeys import Adopt, JourneyEnv, ScoredConversion
@@ -78,10 +79,10 @@ def identity_key(configs: TenantConfigs) -> Callable[[Event | ProbableLink | For
 
     def key(item: Event | ProbableLink | ForgetDevice) -> str:
         if isinstance(item, (ProbableLink, ForgetDevice)):
-            return f"{item.tenant_id}{KEY_SEP}{item.device_key}"
+            return device_state_key(item.tenant_id, item.device_key)
         if passes_through(item, configs.for_tenant(item.tenant_id).identity_graph):
-            return f"{item.tenant_id}{KEY_SEP}u:{item.user_id}"
-        return f"{item.tenant_id}{KEY_SEP}{device_person_of(item)}"
+            return device_state_key(item.tenant_id, "u:" + item.user_id)
+        return device_state_key(item.tenant_id, device_person_of(item))
 
     return key
 

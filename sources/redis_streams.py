@@ -127,6 +127,12 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
     :arg max_backoff_s: Cap of the retry delay after connection errors.
     :arg socket_timeout_s: Longest a single Redis call may take; bounds how long
         a dead connection can stall the worker.
+    :arg process: ``(index, processes)`` of a cluster of one-worker processes:
+        this process lists (and so reads) only the streams whose position in
+        ``streams`` is ``index`` modulo ``processes``. A producer writing each
+        event to ``operators.routing.partition_of`` then has every device's
+        events read where its state is. Default: every stream is listed, and
+        Bytewax shares them out.
 
     The constructor does not connect; each partition opens its own client.
     """
@@ -142,6 +148,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         socket_timeout_s: float = 2.0,
         trim_store: Path | None = None,
         trim_every_s: float = 10.0,
+        process: tuple[int, int] | None = None,
     ):
         """``trim_store``: the flow's recovery directory; when given, each partition
         trims its stream every ``trim_every_s`` behind the oldest position a
@@ -158,6 +165,8 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             raise SourceError(f"batch_size must be >= 1 (got {batch_size})")
         if block_ms < 0 or max_backoff_s <= 0 or socket_timeout_s <= 0:
             raise SourceError("block_ms must be >= 0, max_backoff_s and socket_timeout_s > 0")
+        if process is not None and not 0 <= process[0] < process[1]:
+            raise SourceError(f"process must be (index, processes) with 0 <= index < processes (got {process})")
         self._url = url
         self._streams = list(streams)
         self._batch_size = batch_size
@@ -168,9 +177,13 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self._trim_store = trim_store
         self._trim_every_s = trim_every_s
         self._trimmer: _Trimmer | None = None
+        self._process = process
 
     def list_parts(self) -> list[str]:
-        return list(self._streams)
+        if self._process is None:
+            return list(self._streams)
+        index, processes = self._process
+        return [s for i, s in enumerate(self._streams) if i % processes == index]
 
     def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
         if for_part not in self._streams:

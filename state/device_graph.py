@@ -73,6 +73,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from creditflow.consent import CONSENT_UNKNOWN, allows, decision_of, state_of
 from creditflow.events import Event, PersonEvent, SourcePosition, pickled_positionally
+from creditflow.kpis import KEY_SEP
 from state.journey_state import Journey, JourneyRow
 from state.journeys import Adopt, JourneyEnv, JourneyLogic, JourneyOutput, TenantContext, erase, suppressed
 from state.probable_links import ProbableLink
@@ -145,11 +146,25 @@ def device_person_of(event: Event) -> str:
     >>> device_person_of(Event("e", "t", "conversion", 0, pos, user_id="u1"))
     'u:u1'
     """
-    if event.device_id:
-        return "d:" + event.device_id
-    if event.anonymous_id:
-        return "a:" + event.anonymous_id
-    return "u:" + event.user_id
+    return device_person(event.device_id, event.anonymous_id, event.user_id)
+
+
+def device_person(device_id: str, anonymous_id: str, user_id: str) -> str:
+    """``device_person_of`` from the identifiers themselves (e.g. a producer's, ``operators.routing``).
+
+    >>> device_person("", "a1", "u1")
+    'a:a1'
+    """
+    if device_id:
+        return "d:" + device_id
+    if anonymous_id:
+        return "a:" + anonymous_id
+    return "u:" + user_id
+
+
+def device_state_key(tenant_id: str, person: str) -> str:
+    """The device graph's state key of a tenant's ``device_person``: the two joined by ``KEY_SEP``."""
+    return f"{tenant_id}{KEY_SEP}{person}"
 
 
 class DeviceState(NamedTuple):

@@ -21,7 +21,7 @@ from loadtest.load_report import RunRecord, lag, steady_window, throughput
 from loadtest.measure import latency_summary, parse_progress, per_second, percentile, time_of_count
 from loadtest.publisher import due, due_time
 from loadtest.redis_load import LoadSettings, run_load
-from loadtest.traffic import TS_MARK, TrafficSettings, schedule, stamp, zipf_shares
+from loadtest.traffic import TS_MARK, TrafficSettings, device_partition, schedule, stamp, zipf_shares
 
 
 def _events(items: list) -> list[tuple[int, dict]]:
@@ -143,15 +143,32 @@ def test_tenants_are_skewed_like_zipf(traffic: list) -> None:
         assert got == pytest.approx(want, abs=0.05)
 
 
-def test_a_person_always_goes_to_the_same_partition(traffic: list) -> None:
-    partitions_of: dict[str, set[int]] = defaultdict(set)
+def test_each_event_goes_to_its_devices_partition(traffic: list) -> None:
+    """By default an event's stream is its device's (``partition_of``): the flow's process holding its state."""
+    partitions_of: dict[tuple[str, str], set[int]] = defaultdict(set)
     for partition, ev in _events(traffic):
+        if ev.get("event_type") == "ad_spend" or not isinstance(ev.get("tenant_id"), str):
+            continue  # ad spend goes by campaign; a broken copy goes with its original
+        assert partition == device_partition(ev, 4)
+        device = ev.get("device_id") or ev.get("anonymous_id") or ev["user_id"]
+        partitions_of[(ev["tenant_id"], device)].add(partition)
+    assert len(partitions_of) > 500
+    assert all(len(parts) == 1 for parts in partitions_of.values())
+    assert len({p for parts in partitions_of.values() for p in parts}) == 4  # and every stream gets traffic
+
+
+def test_by_person_a_person_always_goes_to_the_same_partition() -> None:
+    by_person = schedule(
+        TrafficSettings(events=6000, rate=1000, partitions=4, journey_s=5, bad_fraction=0.01, partition_by="person")
+    )
+    partitions_of: dict[str, set[int]] = defaultdict(set)
+    for partition, ev in _events(list(by_person)):
         for field in ("anonymous_id", "user_id", "device_id"):
             if ev.get(field):
                 partitions_of[ev[field]].add(partition)
     assert len(partitions_of) > 500
     assert all(len(parts) == 1 for parts in partitions_of.values())
-    assert len({p for parts in partitions_of.values() for p in parts}) == 4  # and every stream gets traffic
+    assert len({p for parts in partitions_of.values() for p in parts}) == 4
 
 
 # ---------------------------------------------------------------------- progress lines and run figures

@@ -201,3 +201,16 @@ def test_constructor_validates_and_does_not_connect() -> None:
 def test_publish_trims_with_maxlen(redis_url: str, client: redis.Redis) -> None:
     publish(client, "ev", events(5000, "x"), maxlen=1000)
     assert 1000 <= client.xlen("ev") < 5000
+
+
+def test_a_cluster_process_lists_only_its_share_of_the_streams(redis_url: str) -> None:
+    streams = ["ev:0", "ev:1", "ev:2", "ev:3", "ev:4"]
+    shares = [RedisStreamSource(redis_url, streams, process=(i, 2)).list_parts() for i in range(2)]
+    assert shares == [["ev:0", "ev:2", "ev:4"], ["ev:1", "ev:3"]]  # stream i read by process i % 2
+    assert RedisStreamSource(redis_url, streams).list_parts() == streams
+
+
+@pytest.mark.parametrize("process", [(2, 2), (-1, 2), (0, 0)])
+def test_a_process_outside_the_cluster_is_refused(redis_url: str, process: tuple[int, int]) -> None:
+    with pytest.raises(SourceError, match="0 <= index < processes"):
+        RedisStreamSource(redis_url, ["ev:0"], process=process)
