@@ -64,6 +64,7 @@ from operators.dedup import dedupe_conversions, dedupe_spend
 from operators.identity import resolve_identity
 from operators.journeys import attribute
 from operators.kpi import kpi_windows
+from operators.parcels import parcels
 from operators.progress import ProgressCounter
 from operators.sharded import ShardedState
 from operators.weights_log import weights_rows
@@ -108,10 +109,11 @@ def build_flow(
 
     The sink receives every ``SinkRow`` (credit, conversion, KPI and dead-letter
     rows). A ``FixedPartitionedSink`` such as the ClickHouse sink receives them
-    as ``(table, row)`` pairs, the routing key it needs. ``adapt`` turns a
+    as parcels (``operators.parcels``), ``(table, [row, ...])`` per batch, so
+    its writer's ``write_batch`` gets lists of rows. ``adapt`` turns a
     source's own items (e.g. Kafka messages) into ``RawRecord``. ``archive``,
     if given, receives every closed journey (``ClosedJourney``: converted once
-    credited, or expired), as ``(tenant_id, journey)`` pairs for a
+    credited, or expired), as ``(tenant_id, [journey, ...])`` parcels for a
     ``FixedPartitionedSink`` such as ``sinks.parquet_archive.ParquetArchiveSink``.
     ``weights_log``, if given, is read as a second input (the ``weights:log``
     Redis stream, ``creditflow.weights_store``): its records become
@@ -191,14 +193,14 @@ def build_flow(
         spend.duplicates,
     )
     if isinstance(sink, FixedPartitionedSink):
-        rows = op.map("route", rows, _route)
+        rows = op.flat_map_batch("route", rows, _route)
     op.output("sink", rows, sink)
     if archive is not None:
         closed: Any = op.merge(
             "closed_journeys", credited.journeys, devices.expired, persons.expired, devices.erased, persons.erased
         )
         if isinstance(archive, FixedPartitionedSink):
-            closed = op.map("route_archive", closed, _route_journey)
+            closed = op.flat_map_batch("route_archive", closed, _route_journeys)
         op.output("archive", closed, archive)
     return flow
 
@@ -214,9 +216,19 @@ def _suppressed_letter(letter: DeadLetter) -> SuppressedEvent:
     return SuppressedEvent(letter.tenant_id, "forgotten", letter.event_type or "unknown", key, 0)
 
 
-def _route_journey(journey: ClosedJourney | ForgetPerson) -> tuple[str, ClosedJourney | ForgetPerson]:
-    return journey.tenant_id, journey
+def _route_journeys(journeys: list[ClosedJourney | ForgetPerson]) -> list[tuple[str, list[Any]]]:
+    """A batch's journeys as parcels (``operators.parcels``) keyed by tenant: one pickle each if they cross."""
+    return parcels(journeys, _tenant_of)
 
 
-def _route(row: SinkRow) -> tuple[str, SinkRow]:
-    return row.table, row
+def _tenant_of(item: ClosedJourney | ForgetPerson) -> str:
+    return item.tenant_id
+
+
+def _route(rows: list[SinkRow]) -> list[tuple[str, list[SinkRow]]]:
+    """A batch's rows as parcels keyed by table (``operators.parcels``): one pickle each if they cross."""
+    return parcels(rows, _table_of)
+
+
+def _table_of(row: SinkRow) -> str:
+    return row.table

@@ -42,7 +42,9 @@ from state.probable_links import (
     ProbableLink,
     ProbableLinkEnv,
     ProbableLinkLogic,
+    Sighting,
     network_keyer,
+    sighting_of,
 )
 from state.user_devices import (
     USER_DEVICES_LAYOUT,
@@ -102,17 +104,21 @@ def probable_links(
     IP is hashed into the key with the tenant's salt. The stateful sub-step is ``network``.
     """
     keyer = network_keyer(salt_of)
-    env = ProbableLinkEnv(configs, now, salt_of)
+    env = ProbableLinkEnv(configs, now)
 
     def build(resume: NetworkRow | None) -> ProbableLinkLogic:
         return ProbableLinkLogic(env, resume)
 
-    def on_network(ev: Event) -> tuple[str, Event] | None:
-        """``(network key, event)`` for an event the matcher reads (the IP hashed once), else ``None``."""
+    def on_network(ev: Event) -> tuple[str, Sighting] | None:
+        """``(network key, sighting)`` for an event the matcher reads (IP and user agent hashed here), else
+        ``None``. The sighting, not the event, goes on to the network's key (often in another process)."""
         if ev.event_type not in LINK_EVENT_TYPES or not configs.for_tenant(ev.tenant_id).identity_graph:
             return None
         key = keyer(ev)
-        return None if key is None else (key, ev)
+        if key is None:
+            return None
+        sighting = sighting_of(ev, salt_of(ev.tenant_id))
+        return None if sighting is None else (key, sighting)
 
     keyed = op.filter_map("on_network", up, on_network)
     guarded: Callable[[Any], Any] = guarded_builder(

@@ -111,6 +111,5 @@ def partition_of(
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1 (got {partitions})")
-    return (
-        _shard_hash(shard_of(device_state_key(tenant_id, device_person(device_id, anonymous_id, user_id)))) % partitions
-    )
+    key = device_state_key(tenant_id, device_person(device_id, anonymous_id, user_id))
+    return _shard_hash(shard_of(key)) % partitions

@@ -58,6 +58,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
+from operators.parcels import parcels
 from state.recovered import shard_file
 from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, ShardStoreError, oldest_marks
 from state.wake_time import SecondsWake
@@ -219,14 +220,15 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             self._timer(key, logic)
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[Iterable[tuple[str, Any]], bool]:
+    def on_batch(self, values: list[list[tuple[str, Any]]]) -> tuple[Iterable[tuple[str, Any]], bool]:
         groups: dict[str, list[Any]] = {}
-        for k, value in values:  # (state key, value): the key was computed once, by the step's "shard" map
-            group = groups.get(k)
-            if group is None:
-                groups[k] = [value]
-            else:
-                group.append(value)
+        for parcel in values:  # the shard's items of one upstream batch (``by_shard``), in order
+            for k, value in parcel:  # (state key, value): the key was computed once, by the step's "shard" map
+                group = groups.get(k)
+                if group is None:
+                    groups[k] = [value]
+                else:
+                    group.append(value)
         if self._shard is None:  # a fresh shard: whatever its file holds is from a run that never committed
             self._open(shard_of(next(iter(groups))))
         step = self._step
@@ -414,12 +416,9 @@ def sharded_stateful(
     output to the item passed on (sub-step ``unkey``).
     """
     step = _Step(build, state, batch, scrubs)
-    pair: Callable[[Any], tuple[str, tuple[str, Any]]] = (
-        _pair_shard if key is None else (lambda x: _shard_pair(key(x), x))
-    )
-    keyed = op.map("shard", up, pair)  # (shard, (state key, item)): the state key is computed once
+    parcels = op.flat_map_batch("shard", up, by_shard(key))
     out: Stream[tuple[str, tuple[str, Any]]] = op.stateful_batch(
-        step_id, keyed, lambda resume: ShardLogic(step, resume)
+        step_id, parcels, lambda resume: ShardLogic(step, resume)
     )
     step.step_id = out.stream_id.rsplit(".", 1)[0]
     if unkey is None:
@@ -427,12 +426,25 @@ def sharded_stateful(
     return op.map("unkey", out, lambda kv: unkey(kv[1]))
 
 
-def _pair_shard(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
-    return shard_of(kv[0]), kv
+def by_shard(key: Callable[[X], str] | None) -> Callable[[list[X]], list[tuple[str, list[tuple[str, Any]]]]]:
+    """A batch's items as one parcel per shard (``operators.parcels``): ``(shard, [(state key, item), ...])``.
+
+    ``key`` as in ``sharded_stateful``; the state key is computed once, here.
+
+    >>> a, b = shard_of("a"), shard_of("b")
+    >>> by_shard(lambda w: w)(["a", "b", "a"]) == [(a, [("a", "a"), ("a", "a")]), (b, [("b", "b")])]
+    True
+    """
+
+    def group(items: list[X]) -> list[tuple[str, list[tuple[str, Any]]]]:
+        pairs: list[tuple[str, Any]] = items if key is None else [(key(x), x) for x in items]  # type: ignore[assignment]
+        return parcels(pairs, _shard_of_pair)
+
+    return group
 
 
-def _shard_pair(k: str, item: Any) -> tuple[str, tuple[str, Any]]:
-    return shard_of(k), (k, item)
+def _shard_of_pair(kv: tuple[str, Any]) -> str:
+    return shard_of(kv[0])
 
 
 def _inner(kv: tuple[str, tuple[str, Any]]) -> tuple[str, Any]:

@@ -24,6 +24,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from creditflow.errors import CreditflowError
+from operators.parcels import UnparcelLogic, parcels
 from operators.sharded import ShardedState, sharded_stateful
 
 S = TypeVar("S")
@@ -86,11 +87,13 @@ def guarded_keyed_step(
     layout_at: int | None = None,
     readable: Collection[int] = (),
 ) -> Stream[Any]:
-    """``key_on("key")`` -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
+    """Key (sub-step ``key``) -> layout-guarded ``stateful``/``stateful_batch`` ``step`` -> ``map("unkey")``.
 
     A plain function, not an operator: the sub-steps keep the ids of the
     calling operator's scope (``<operator>.key``, ``<operator>.<step>``,
-    ``<operator>.unkey``), which the recovery store is keyed by. ``unkey``
+    ``<operator>.unkey``), which the recovery store is keyed by. With
+    ``batch``, each key's items of a batch travel as one parcel
+    (``operators.parcels``) and reach the logic as one batch. ``unkey``
     turns a ``(key, value)`` output into the item passed on (default: the value).
     With ``shards``, the step keeps its keys in shards (``operators.sharded``:
     sub-steps ``shard``, ``<step>``, ``unkey``); ``scrubs`` marks the items that
@@ -101,9 +104,11 @@ def guarded_keyed_step(
         return sharded_stateful(
             step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else _value
         )
-    keyed = op.key_on("key", up, key)
-    stateful = op.stateful_batch if batch else op.stateful
-    out = stateful(step, keyed, guarded)
+    if batch:  # a key's items of each batch as one parcel (operators.parcels): one pickle if they cross
+        keyed_parcels = op.flat_map_batch("key", up, lambda items: parcels(items, key))
+        out = op.stateful_batch(step, keyed_parcels, lambda resume: UnparcelLogic(guarded(resume)))
+    else:
+        out = op.stateful(step, op.key_on("key", up, key), guarded)
     return op.map("unkey", out, unkey if unkey is not None else _value)
 
 

@@ -200,6 +200,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 
 from creditflow.forgotten import ForgetPerson
 from creditflow.retention import ExpirySchedule
+from operators.parcels import items_of
 from sinks.clickhouse_client import (
     ClickHouseSettings,
     ClickHouseSinkError,
@@ -460,8 +461,10 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
             raise ClickHouseSinkError(f"the ClickHouse sink {self._step_id!r} is closed: build a new partition")
         return self._client
 
-    def write_batch(self, values: list[SinkItem]) -> None:
+    def write_batch(self, values: list[SinkItem | list[SinkItem]]) -> None:  # type: ignore[override]
         """Write ``values``: per table, the rows whose key is not there yet, in blocks with tokens.
+
+        ``values`` are rows, or parcels of rows (lists, ``operators.parcels``: what ``flows.attribution`` sends).
 
         Blocks (retrying transient errors, see the module docstring) until every
         row is written or a terminal error raises; with ``settings.write_behind_s``
@@ -469,21 +472,23 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         before the next ``snapshot()`` returns. A ``ForgetPerson`` also becomes a
         pending erasure, run by the next ``snapshot()`` or ``close()``.
         """
-        if not values:
+        items: list[SinkItem] = items_of(values)
+        if not items:
             return
-        for item in values:
+        for item in items:
             if type(item) not in ROW_TYPES:
                 raise ClickHouseSinkError(
                     f"the ClickHouse sink {self._step_id!r} got a {type(item).__name__}, which maps to no table: "
                     "send a CreditRow, ConversionRow, KpiRow, DeadLetter, SuppressedEvent, ModelWeights "
-                    "(creditflow.events.SinkRow) or ForgetPerson as the value of a (key, value) pair"
+                    "(creditflow.events.SinkRow) or ForgetPerson, or a list of them, as the value of a "
+                    "(key, value) pair"
                 )
             if type(item) is ForgetPerson:
                 self.pending_erasures.setdefault(item.tenant_id, {})[item.person_key] = item.id_hash
         if self._behind is not None:
-            self._behind.add(values)
+            self._behind.add(items)
         else:
-            self._write_now(values)
+            self._write_now(items)
 
     def _write_now(self, values: list[SinkItem]) -> None:
         """Write ``values`` before returning (the synchronous path, and each write-behind flush)."""

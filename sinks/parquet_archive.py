@@ -241,6 +241,7 @@ from creditflow.errors import CreditflowError
 from creditflow.events import JOURNEY_OUTCOMES, ClosedJourney
 from creditflow.forgotten import ForgetPerson
 from creditflow.retention import RETENTION_INTERVAL_S, ExpirySchedule, retention_cutoffs
+from operators.parcels import items_of
 
 __all__ = [
     "ANY_VERSION_SCHEMA",
@@ -1009,15 +1010,18 @@ class ParquetArchivePartition(StatefulSinkPartition[ArchiveItem, ArchiveResume])
                     finals[info.path] = int(digits)
         return finals, temps
 
-    def write_batch(self, values: Sequence[ArchiveItem]) -> None:
+    def write_batch(self, values: Sequence[ArchiveItem | list[ArchiveItem]]) -> None:  # type: ignore[override]
         """Buffer the valid journeys of ``values``; flush when ``flush_rows`` wait or the oldest is too old.
+
+        ``values`` are journeys and erasures, or parcels of them (lists, ``operators.parcels``).
 
         A ``ForgetPerson`` drops the person's waiting journeys and those of this epoch, wherever
         they are in the batch; the person's files are rewritten at the next snapshot.
         """
         good: list[ClosedJourney] = []
         erased: dict[str, set[str]] = {}
-        for item in values:
+        items: list[ArchiveItem] = items_of(values)
+        for item in items:
             if isinstance(item, ForgetPerson):
                 if _text_ok(item.tenant_id) and _text_ok(item.person_key):
                     erased.setdefault(item.tenant_id, set()).add(item.person_key)

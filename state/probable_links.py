@@ -51,7 +51,7 @@ confident probable link per device), so a later login replaces a guess.
 >>> laptop = Event("e1", "t1", "page_view", t0, pos, anonymous_id="lap", context=Context(country="DE"))
 >>> phone = Event("e2", "t1", "identify", t0 + 120_000, pos, user_id="u1", device_id="ph",
 ...               context=Context(country="DE"))
->>> lg.on_batch([laptop, phone])[0]
+>>> lg.on_batch([sighting_of(laptop, None), sighting_of(phone, None)])[0]
 [ProbableLink(tenant_id='t1', device_key='a:lap', user_id='u1', confidence=0.773, ts_ms=1767225720000)]
 """
 
@@ -89,10 +89,12 @@ __all__ = [
     "ProbableLink",
     "ProbableLinkEnv",
     "ProbableLinkLogic",
+    "Sighting",
     "device_key_of",
     "link_confidence",
     "network_key",
     "network_keyer",
+    "sighting_of",
     "without_erased",
     "ua_hash",
 ]
@@ -376,6 +378,47 @@ ObservationRow = tuple[int, str, str, bytes, str]
 """An ``Observation`` as a plain tuple (in a snapshot row)."""
 
 
+class Sighting(NamedTuple):
+    """What the matcher reads of one event (``sighting_of``), sent to the network's process instead of the event.
+
+    Most events cross to another process to reach their network's key; an
+    ``Event`` pickles to ~470 bytes, a sighting to about a quarter of that.
+    """
+
+    tenant_id: str
+    ts_ms: int
+    device_key: str
+    """``device_key_of`` the event."""
+    user_id: str
+    ua: bytes
+    """``ua_hash`` of the user agent with the tenant's salt (``b''`` unknown)."""
+    country: str
+    """Upper-case country code, ``''`` unknown."""
+    position: SourcePosition
+
+
+def sighting_of(ev: Event, salt: bytes | None) -> Sighting | None:
+    """The matcher's view of ``ev`` (its user agent hashed with ``salt``, the tenant's), or ``None`` when the
+    matcher has no use for it: not of a ``LINK_EVENT_TYPES`` type, or naming no device.
+
+    >>> from creditflow.events import Context, SourcePosition
+    >>> pos = SourcePosition("f", "0", "0")
+    >>> ev = Event("e", "t", "click", 5, pos, anonymous_id="a1", context=Context(country=" de"))
+    >>> sighting_of(ev, None)[:6]
+    ('t', 5, 'a:a1', '', b'', 'DE')
+    >>> sighting_of(Event("e", "t", "click", 5, SourcePosition("f", "0", "0"), user_id="u1"), None) is None
+    True
+    """
+    if ev.event_type not in LINK_EVENT_TYPES:
+        return None
+    device = device_key_of(ev)
+    if not device:
+        return None  # a user without a device: nothing to link, nothing to compare
+    ctx = ev.context
+    ua, country = (ua_hash(ctx.user_agent, salt), ctx.country.strip().upper()) if ctx else (b"", "")
+    return Sighting(ev.tenant_id, ev.ts_ms, device, ev.user_id, ua, country, ev.position)
+
+
 class NetworkState(NamedTuple):
     """The fields of one network's snapshot: no raw IP, no raw user agent.
 
@@ -443,26 +486,18 @@ class LinkSettings:
 
 
 class ProbableLinkEnv:
-    """What every network's matcher shares: tenant settings, the wall clock and the tenant salts.
+    """What every network's matcher shares: tenant settings and the wall clock.
 
     ``now`` returns the wall clock as epoch seconds: ``time.time`` in a flow (Bytewax compares
     ``notify_at`` with the real clock, so a fake clock in a dataflow expires every network at once);
-    unit tests of the logic pass a fake.
-    ``salt_of(tenant_id)`` keys the user-agent hashes (``PiiHasher.tenant_salt``);
-    without it they are unkeyed.
+    unit tests of the logic pass a fake. (User agents arrive hashed with the tenant's salt: ``sighting_of``.)
     """
 
-    __slots__ = ("configs", "now", "salt_of", "default", "tenants")
+    __slots__ = ("configs", "now", "default", "tenants")
 
-    def __init__(
-        self,
-        configs: TenantConfigs,
-        now: Callable[[], float],
-        salt_of: Callable[[str], bytes] | None = None,
-    ) -> None:
+    def __init__(self, configs: TenantConfigs, now: Callable[[], float]) -> None:
         self.configs = configs
         self.now = now
-        self.salt_of = salt_of
         self.default = LinkSettings.of(configs.defaults)
         self.tenants = {t: LinkSettings.of(cfg) for t, cfg in configs.tenants.items()}
 
@@ -476,15 +511,15 @@ class ProbableLinkEnv:
 
 
 class ProbableLinkLogic(SecondsWake):
-    """Bytewax stateful batch logic for one (tenant, hashed network) key; values are ``Event``s.
+    """Bytewax stateful batch logic for one (tenant, hashed network) key; values are ``Sighting``s.
 
-    Each event of a ``LINK_EVENT_TYPES`` type that names a device becomes an
-    observation. An anonymous observation is matched against the identified
-    ones in state; an identified one re-matches every anonymous device in state.
-    Either way, each anonymous device is given its best single user
-    (``link_confidence``; ties go to the smaller user id), and a link is
-    emitted once per (device, user) pair when it reaches the tenant's
-    ``link_threshold``. So both arrival orders link, and results depend on the
+    Each event of a ``LINK_EVENT_TYPES`` type that names a device is sighted
+    (``sighting_of``, in the event's own process) and becomes an observation.
+    An anonymous observation is matched against the identified ones in state;
+    an identified one re-matches every anonymous device in state. Either way,
+    each anonymous device is given its best single user (``link_confidence``;
+    ties go to the smaller user id), and a link is emitted once per (device,
+    user) pair when it reaches the tenant's ``link_threshold``. So both arrival orders link, and results depend on the
     order of events, not on batch boundaries.
 
     Registered as a virtual subclass of ``StatefulBatchLogic`` (like
@@ -508,14 +543,10 @@ class ProbableLinkLogic(SecondsWake):
         self._settings = env.settings(self._tenant)
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[ProbableLink], bool]:
+    def on_batch(self, values: list[Sighting]) -> tuple[Iterable[ProbableLink], bool]:
         out: list[ProbableLink] = []
-        salts: dict[str, bytes | None] = {}
-        salt_of = self._env.salt_of
-        for ev in values:
-            if ev.tenant_id not in salts:  # one key is one tenant: one salt look-up per batch
-                salts[ev.tenant_id] = salt_of(ev.tenant_id) if salt_of else None
-            self._apply(ev, salts[ev.tenant_id], out)
+        for sighting in values:
+            self._apply(sighting, out)
         return out, not self._obs  # nothing observed: hold nothing
 
     def on_notify(self) -> tuple[Iterable[ProbableLink], bool]:
@@ -533,12 +564,7 @@ class ProbableLinkLogic(SecondsWake):
         return (self._tenant, self._newest, self._wall, observations, tuple(self._emitted), PROBABLE_LINKS_LAYOUT)
 
     # -- matching --------------------------------------------------------
-    def _apply(self, ev: Event, salt: bytes | None, out: list[ProbableLink]) -> None:
-        if ev.event_type not in LINK_EVENT_TYPES:
-            return
-        device = device_key_of(ev)
-        if not device:
-            return  # a user without a device: nothing to link, nothing to compare
+    def _apply(self, ev: Sighting, out: list[ProbableLink]) -> None:
         if ev.tenant_id != self._tenant:
             self._tenant, self._settings = ev.tenant_id, self._env.settings(ev.tenant_id)
         window = self._settings.window_ms
@@ -549,9 +575,8 @@ class ProbableLinkLogic(SecondsWake):
         elif ts < self._newest - window:
             return  # older than anything kept could pair with
         self._wall = self._env.now()
-        ctx = ev.context
-        ua, country = (ua_hash(ctx.user_agent, salt), ctx.country.strip().upper()) if ctx else (b"", "")
-        obs = Observation(ts, device, ev.user_id, ua, country)
+        device = ev.device_key
+        obs = Observation(ts, device, ev.user_id, ev.ua, ev.country)
         self._upsert(obs)
 
         observed = self._obs
@@ -568,7 +593,7 @@ class ProbableLinkLogic(SecondsWake):
         elif device not in identified:
             self._propose(obs, ev, len(users), devices, out)
 
-    def _propose(self, anon: Observation, ev: Event, users: int, devices: int, out: list[ProbableLink]) -> None:
+    def _propose(self, anon: Observation, ev: Sighting, users: int, devices: int, out: list[ProbableLink]) -> None:
         """Emit the link of ``anon``'s device to its best user, if confident enough and not emitted before."""
         settings = self._settings
         best_c, best_user = -1.0, ""

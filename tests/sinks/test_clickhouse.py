@@ -768,3 +768,18 @@ def test_dataflow_writes_rows_end_to_end(settings: ClickHouseSettings) -> None:
         assert scalar(c, "SELECT sum(credit) FROM attribution_credits FINAL") == pytest.approx(10.0)
         got = c.query("SELECT version, channel_weights, half_life_days FROM model_weights FINAL ORDER BY version")
         assert got.result_rows == [(1, {"email": 1.0, "search": 2.0}, 7.0), (2, {"email": 1.0, "search": 2.0}, 7.0)]
+
+
+def test_parcels_of_rows_are_written_like_single_rows(part: ClickHouseSinkPartition) -> None:
+    """flows.attribution sends a batch's rows as parcels per table (operators.parcels): lists of rows."""
+    part.write_batch([[credit(i) for i in range(5)], conversion(1), [kpi(1), kpi(2)]])
+    assert {t: count(part.client, t) for t in ("attribution_credits", "conversions", "kpi_windows")} == {
+        "attribution_credits": 5,
+        "conversions": 1,
+        "kpi_windows": 2,
+    }
+
+
+def test_a_parcel_holding_what_is_no_row_is_refused_by_name(part: ClickHouseSinkPartition) -> None:
+    with pytest.raises(ClickHouseSinkError, match="got a str, which maps to no table"):
+        part.write_batch([[credit(1), "not a row"]])

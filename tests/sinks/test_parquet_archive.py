@@ -766,3 +766,11 @@ def test_a_snapshot_encodes_only_the_rows_new_since_the_last_one(tmp_path: Path)
     resumed = build(tmp_path, ArchiveResume(part.next_seq, second, 15), flush_rows=1000)
     resumed.close()
     assert archived_ids(tmp_path) == ids(journeys(15))
+
+
+def test_parcels_of_journeys_are_archived_like_single_journeys(tmp_path: Path) -> None:
+    """flows.attribution sends a batch's journeys as parcels per tenant (operators.parcels): lists."""
+    part = build(tmp_path)
+    part.write_batch([[journey(1, tenant="acme", day=0), journey(2, tenant="acme", day=0)], journey(3, day=0)])
+    part.close()
+    assert part.rows_written == 3

@@ -31,9 +31,12 @@ from state.probable_links import (
     ProbableLink,
     ProbableLinkEnv,
     ProbableLinkLogic,
+    Sighting,
     link_confidence,
     network_key,
     network_keyer,
+    sighting_of,
+    ua_hash,
 )
 
 T0 = 1_767_225_600_000
@@ -92,14 +95,25 @@ class Clock:
 
 def env(cfg: TenantConfig | None = None, tenants: dict[str, TenantConfig] | None = None, clock=None):
     configs = TenantConfigs(defaults=cfg or TenantConfig(), tenants=tenants or {})
-    return ProbableLinkEnv(configs, now=clock or Clock(), salt_of=lambda tenant: b"salt-" + tenant.encode())
+    return ProbableLinkEnv(configs, now=clock or Clock())
+
+
+def salt(tenant: str) -> bytes:
+    return b"salt-" + tenant.encode()
+
+
+def sight(*events: Event) -> list[Sighting]:
+    """The events as the matcher receives them (each with its tenant's salt); all must be of use to it."""
+    out = [sighting_of(ev, salt(ev.tenant_id)) for ev in events]
+    assert None not in out
+    return out  # type: ignore[return-value]
 
 
 def feed(lg: ProbableLinkLogic, *events: Event) -> list[ProbableLink]:
     """Links emitted, one event per batch."""
     out: list[ProbableLink] = []
     for ev in events:
-        emitted, discard = lg.on_batch([ev])
+        emitted, discard = lg.on_batch(sight(ev))
         assert discard is False
         out.extend(emitted)
     return out
@@ -243,7 +257,7 @@ def test_logged_in_phone_then_anonymous_laptop_also_links() -> None:
 
 def test_a_batch_links_like_single_events() -> None:
     lg = ProbableLinkLogic(env(), None)
-    links, discard = lg.on_batch([laptop(0), phone(3)])
+    links, discard = lg.on_batch(sight(laptop(0), phone(3)))
     assert list(links) == feed(ProbableLinkLogic(env(), None), laptop(0), phone(3)) and discard is False
 
 
@@ -309,16 +323,21 @@ def test_a_device_that_logs_in_later_is_not_proposed_again() -> None:
 
 
 def test_a_user_without_a_device_is_no_evidence() -> None:
-    lg = ProbableLinkLogic(env(), None)
-    server_side = event("srv", 1, user_id="u1")
-    out, discard = lg.on_batch([server_side])
-    assert list(out) == [] and discard is True  # nothing stored, nothing held
+    assert sighting_of(event("srv", 1, user_id="u1"), salt("t1")) is None  # never sent to the matcher
 
 
 def test_events_that_place_nobody_are_ignored() -> None:
-    lg = ProbableLinkLogic(env(), None)
-    out, discard = lg.on_batch([event("sp", 0, anonymous_id="lap", etype="ad_spend")])
-    assert list(out) == [] and discard is True
+    assert sighting_of(event("sp", 0, anonymous_id="lap", etype="ad_spend"), salt("t1")) is None
+
+
+def test_a_sighting_carries_what_the_matcher_reads_and_no_ip() -> None:
+    ev = laptop(0)
+    s = sighting_of(ev, salt("t1"))
+    assert s is not None
+    assert (s.tenant_id, s.ts_ms, s.device_key, s.user_id, s.position) == ("t1", ev.ts_ms, "a:lap", "", ev.position)
+    assert s.ua == ua_hash(ev.context.user_agent, salt("t1")) != b""
+    assert ev.context.ip and ev.context.ip not in repr(s) and ev.context.user_agent not in repr(s)
+    assert len(pickle.dumps(s)) < len(pickle.dumps(ev))  # it crosses to the network's process instead
 
 
 def test_each_pair_is_emitted_once() -> None:
@@ -443,7 +462,7 @@ def test_runs_as_bytewax_stateful_batch_logic() -> None:
     away = event("away", 3, user_id="u7", device_id="other", ip="198.51.100.9")  # another network
     flow = Dataflow("probable_links_test")
     events = op.input("in", flow, TestingSource([laptop(0), away, phone(3), laptop(4)]))
-    keyed = op.filter_map("key", events, lambda ev: (k, ev) if (k := key(ev)) is not None else None)
+    keyed = op.filter_map("key", events, lambda ev: (k, *sight(ev)) if (k := key(ev)) is not None else None)
 
     def build(resume: NetworkRow | None) -> Any:  # a virtual subclass: Any, as operators.state_guard does
         return ProbableLinkLogic(e, resume)
