@@ -188,6 +188,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -408,6 +409,10 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         self.mode = "lookup" if self._known is None else ("resumed" if resume is not None else "empty")
         """``empty`` (nothing written yet), ``resumed`` (keys since the snapshot loaded) or ``lookup``."""
         logger.info("ClickHouse sink %s starts in %s mode%s", step_id, self.mode, _MODE_NOTES[self.mode])
+        self._commits: list[tuple[Any, ...]] = []
+        """``sink_commits`` rows not written yet (``settings.commit_log_every_s``); bound: that long's batches."""
+        self._commits_lock = threading.Lock()  # the writer thread queues, the worker's snapshot() writes
+        self._commits_logged_at = -math.inf
         self._behind: WriteBehind[SinkItem] | None = None
         if settings.write_behind_s is not None:
             self._behind = WriteBehind(
@@ -512,16 +517,29 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         self._log_commits(commits)
 
     def _log_commits(self, commits: list[tuple[Any, ...]]) -> None:
-        """One ``sink_commits`` row per table just written, stamped after its inserts returned."""
+        """One ``sink_commits`` row per table just written, stamped after its inserts returned; written now if
+        ``settings.commit_log_every_s`` has passed since the last write, else with a later batch or snapshot."""
         committed_ms = time.time_ns() // 1_000_000
-        rows = [(*c, committed_ms) for c in commits]
-        types = self._column_types[COMMIT_TABLE]
-        client = self.client
+        with self._commits_lock:
+            self._commits.extend((*c, committed_ms) for c in commits)
+            due = time.monotonic() - self._commits_logged_at >= self._settings.commit_log_every_s
+        if due:
+            self._write_commits()
 
-        def insert() -> None:
-            insert_rows(client, COMMIT_TABLE, rows, COMMIT_COLUMNS, types, COMMIT_SETTINGS)
+    def _write_commits(self) -> None:
+        """Write the waiting ``sink_commits`` rows in one insert."""
+        with self._commits_lock:
+            rows, self._commits = self._commits, []
+            if not rows:
+                return
+            self._commits_logged_at = time.monotonic()
+            types = self._column_types[COMMIT_TABLE]
+            client = self.client
 
-        retry_call(insert, what=f"logging a batch in ClickHouse table {COMMIT_TABLE}", settings=self._settings)
+            def insert() -> None:
+                insert_rows(client, COMMIT_TABLE, rows, COMMIT_COLUMNS, types, COMMIT_SETTINGS)
+
+            retry_call(insert, what=f"logging batches in ClickHouse table {COMMIT_TABLE}", settings=self._settings)
 
     def _write_table(self, table: str, group: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[int, int]:
         """Write ``group`` (key values -> row) where the key is not in ``table`` yet: (written, skipped)."""
@@ -598,6 +616,7 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         """
         if self._behind is not None:
             self._behind.drain()
+        self._write_commits()
         self._erase_pending()
         self._expire_if_due()
         return time.time_ns() // 1_000_000
@@ -622,6 +641,8 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         if self._behind is not None:
             behind, self._behind = self._behind, None
             behind.close()
+        if self._client is not None:
+            self._write_commits()
         if self.pending_erasures and self._client is not None:
             self._erase_pending()
         if self._settings.retention is not None and self._client is not None:

@@ -21,6 +21,7 @@ def test_a_restated_conversion_is_timed_from_its_first_revision(tmp_path: Path) 
         part.write_batch(scoring("conv0", 0, ("a", "b", "c")) + scoring("conv1", 0, ("x",)))
         time.sleep(0.005)  # the restatement's batch gets a later stamp
         part.write_batch(scoring("conv0", 1, ("a", "b")))
+        part.snapshot()  # writes the commit log's waiting rows (``commit_log_every_s``), as the flow's snapshots do
         commits = part.client.query(
             "SELECT table_name, toUnixTimestamp64Milli(batch_at), toUnixTimestamp64Milli(committed_at) "
             "FROM sink_commits ORDER BY batch_at, table_name"

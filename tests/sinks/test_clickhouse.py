@@ -559,6 +559,52 @@ def test_each_batch_logs_when_each_table_became_visible(
     assert {s for (s,) in stamps} == {rows[0][3], rows[3][3]}
 
 
+def test_the_commit_log_waits_until_due_or_the_snapshot_and_keeps_each_batchs_stamp(
+    settings: ClickHouseSettings,
+) -> None:
+    """Each commit-log write is one more insert: rows wait ``commit_log_every_s`` (or the next snapshot)."""
+    part = ClickHouseSink(dataclasses.replace(settings, commit_log_every_s=3600)).build_part(
+        "out", SINK_PARTITION, None
+    )
+    try:
+        logged = lambda: count(part.client, "sink_commits")  # noqa: E731
+        part.write_batch([credit(0)])
+        assert logged() == 1  # the first batch's row at once: a new writer is seen committing
+        part.write_batch([credit(1)])
+        part.write_batch([credit(2), dead_letter(0)])
+        assert logged() == 1  # not due yet
+        part.snapshot()
+        assert logged() == 4
+        stamps = part.client.query(
+            "SELECT toUnixTimestamp64Milli(batch_at), toUnixTimestamp64Milli(committed_at) FROM sink_commits "
+            "WHERE table_name = 'attribution_credits' ORDER BY batch_at"
+        ).result_rows
+        assert len({b for b, _ in stamps}) == 3 and all(b <= c for b, c in stamps)
+        part.write_batch([credit(3)])
+    finally:
+        part.close()
+    again = ClickHouseSink(settings).build_part("out", SINK_PARTITION, None)
+    try:
+        assert count(again.client, "sink_commits") == 5  # close() wrote the last one
+    finally:
+        again.close()
+
+
+def test_with_no_wait_every_batch_is_logged_at_once(settings: ClickHouseSettings) -> None:
+    part = ClickHouseSink(dataclasses.replace(settings, commit_log_every_s=0)).build_part("out", SINK_PARTITION, None)
+    try:
+        for i in range(3):
+            part.write_batch([credit(i)])
+            assert count(part.client, "sink_commits") == i + 1
+    finally:
+        part.close()
+
+
+def test_a_negative_commit_log_interval_is_refused() -> None:
+    with pytest.raises(ClickHouseSinkError, match="commit_log_every_s must be >= 0"):
+        ClickHouseSettings("chdb:///tmp/x", commit_log_every_s=-1)
+
+
 def test_last_row_per_key_wins_within_a_batch(part: ClickHouseSinkPartition) -> None:
     part.write_batch([credit(0, credit=0.1), credit(0, credit=0.9), credit(0, credit=0.4)])
     assert count(part.client, "attribution_credits") == 1
