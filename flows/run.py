@@ -194,9 +194,9 @@ def _build_flow(settings: RunSettings, flow_settings: FlowSettings, process_id: 
                 retention=flow_settings.configs,
             )
         )
+    process = None if process_id is None else (process_id, settings.processes)
     # The weights log is never trimmed by the flow: the publisher caps it (weights_store.LOG_MAXLEN).
     # It ends when the main source does, so a finite run still finishes.
-    process = None if process_id is None else (process_id, settings.processes)
     weights_log = None
     if settings.weights_url:
         weights_log = RedisStreamSource(settings.weights_url, [LOG_STREAM], stop_at_end=spec.ends)

@@ -416,9 +416,9 @@ def sharded_stateful(
     output to the item passed on (sub-step ``unkey``).
     """
     step = _Step(build, state, batch, scrubs)
-    parcels = op.flat_map_batch("shard", up, by_shard(key))
+    by_shards = op.flat_map_batch("shard", up, by_shard(key))
     out: Stream[tuple[str, tuple[str, Any]]] = op.stateful_batch(
-        step_id, parcels, lambda resume: ShardLogic(step, resume)
+        step_id, by_shards, lambda resume: ShardLogic(step, resume)
     )
     step.step_id = out.stream_id.rsplit(".", 1)[0]
     if unkey is None:
