@@ -67,7 +67,7 @@ class SourceSpec:
         With a ``recovery_dir``, Redis streams are trimmed behind the oldest
         position a resume could need, unless the spec says ``trim=0``. With
         ``process`` (``(index, processes)`` of a cluster), this process reads
-        only its share of the Redis streams (``RedisStreamSource``'s ``process``).
+        only its share of the Redis streams or Kafka partitions (their sources' ``process``).
         """
         if self.kind == "file":
             from sources.files import FileSource
@@ -109,7 +109,7 @@ class SourceSpec:
             topics = [t for t in url.path.lstrip("/").split(",") if t]
             if not topics:
                 raise CreditflowError(f"--source {self.text!r} names no topic; use kafka://BROKERS/TOPIC[,TOPIC]")
-            return kafka_source(brokers, topics)
+            return kafka_source(brokers, topics, process=process)
         from sources.generator import GeneratorSource
 
         opts = _kv(self.text[len("generator:") :])

@@ -37,7 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from creditflow.events import RawRecord, SourcePosition
 from sources import SourceError, error_payload
 
-__all__ = ["STARTING_OFFSETS", "kafka_message_to_record", "kafka_source"]
+__all__ = ["STARTING_OFFSETS", "ProcessKafkaSource", "kafka_message_to_record", "kafka_source"]
 
 log = logging.getLogger("creditflow.sources.kafka")
 
@@ -53,6 +53,7 @@ def kafka_source(
     add_config: Mapping[str, str] | None = None,
     batch_size: int = 1000,
     tail: bool = True,
+    process: tuple[int, int] | None = None,
 ) -> KafkaSource:
     """A Bytewax ``KafkaSource`` that emits broker errors as items instead of raising.
 
@@ -64,6 +65,12 @@ def kafka_source(
     :arg batch_size: Messages per ``consume`` call at most.
     :arg tail: Keep waiting for new messages at the end of a partition (default);
         ``False`` ends each partition at its end (bounded backfill).
+    :arg process: ``(index, processes)`` of a cluster of one-worker processes:
+        this process lists (and so reads) only the partitions whose number is
+        ``index`` modulo ``processes`` (``ProcessKafkaSource``), as the Redis
+        source does, so a producer writing each event to partition
+        ``operators.routing.partition_of(...)`` has it read where its device's
+        state is. Default: Bytewax shares every partition out.
 
     >>> src = kafka_source(["kafka-1:9092"], ["events"])   # does not connect
     >>> src._starting_offset == OFFSET_BEGINNING, src._raise_on_errors
@@ -77,15 +84,34 @@ def kafka_source(
         raise SourceError(f"starting_offset must be one of {list(STARTING_OFFSETS)} (got {starting_offset!r})")
     if batch_size < 1:
         raise SourceError(f"batch_size must be >= 1 (got {batch_size})")
-    return KafkaSource(
-        brokers=list(brokers),
-        topics=list(topics),
-        tail=tail,
-        starting_offset=STARTING_OFFSETS[starting_offset],
-        add_config=dict(add_config) if add_config else None,
-        batch_size=batch_size,
-        raise_on_errors=False,
-    )
+    if process is not None and not 0 <= process[0] < process[1]:
+        raise SourceError(f"process must be (index, processes) with 0 <= index < processes (got {process})")
+    settings: dict[str, Any] = {
+        "brokers": list(brokers),
+        "topics": list(topics),
+        "tail": tail,
+        "starting_offset": STARTING_OFFSETS[starting_offset],
+        "add_config": dict(add_config) if add_config else None,
+        "batch_size": batch_size,
+        "raise_on_errors": False,
+    }
+    return KafkaSource(**settings) if process is None else ProcessKafkaSource(process, **settings)
+
+
+class ProcessKafkaSource(KafkaSource):
+    """A ``KafkaSource`` listing only the partitions of one cluster process: number ``index`` modulo ``processes``.
+
+    Bytewax names a Kafka partition ``"{partition}-{topic}"``; the brokers are asked
+    for the partitions as before (``KafkaSource.list_parts``), then filtered.
+    """
+
+    def __init__(self, process: tuple[int, int], **settings: Any) -> None:
+        super().__init__(**settings)
+        self.process = process
+
+    def list_parts(self) -> list[str]:
+        index, processes = self.process
+        return [part for part in super().list_parts() if int(part.split("-", 1)[0]) % processes == index]
 
 
 def _position(msg: KafkaSourceMessage[Any, Any]) -> SourcePosition:

@@ -68,6 +68,22 @@ def test_source_wires_into_a_dataflow(no_kafka_clients: None) -> None:
     assert "kafka-wiring.kafka" in {s.step_id for s in flow.substeps}
 
 
+def test_a_cluster_process_lists_only_its_share_of_the_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partition n of each topic goes to process n mod P: where ``operators.routing.partition_of`` puts devices."""
+    parts = ["0-events", "1-events", "2-events", "3-events", "10-events", "0-spend", "1-spend"]
+    monkeypatch.setattr(bw_kafka, "AdminClient", lambda _config: object())  # the brokers' answer, below
+    monkeypatch.setattr(bw_kafka, "_list_parts", lambda _client, _topics: iter(parts))
+    shares = [kafka_source(BROKERS, ["events", "spend"], process=(i, 2)).list_parts() for i in range(2)]
+    assert shares == [["0-events", "2-events", "10-events", "0-spend"], ["1-events", "3-events", "1-spend"]]
+    assert sorted(shares[0] + shares[1]) == sorted(parts)
+    assert kafka_source(BROKERS, ["events", "spend"]).list_parts() == parts  # without a process: every partition
+
+
+def test_a_process_outside_the_cluster_is_refused() -> None:
+    with pytest.raises(SourceError, match="0 <= index < processes"):
+        kafka_source(BROKERS, ["events"], process=(2, 2))
+
+
 def msg(value: bytes | None, offset: int = 42, headers: list[tuple[str, bytes]] | None = None) -> KafkaSourceMessage:
     return KafkaSourceMessage(
         key=b"k", value=value, topic="events", partition=3, offset=offset, headers=headers or [], timestamp=(1, 17)
