@@ -517,13 +517,17 @@ class ClickHouseSinkPartition(StatefulSinkPartition[SinkItem, int | None]):
         self._log_commits(commits)
 
     def _log_commits(self, commits: list[tuple[Any, ...]]) -> None:
-        """One ``sink_commits`` row per table just written, stamped after its inserts returned; written now if
-        ``settings.commit_log_every_s`` has passed since the last write, else with a later batch or snapshot."""
+        """One ``sink_commits`` row per table just written, stamped after its inserts returned.
+
+        Written now if ``settings.commit_log_every_s`` has passed since the last write, or if the
+        write-behind buffer has nothing more waiting (the flow went quiet: nothing would follow soon);
+        else with a later batch or the next snapshot.
+        """
         committed_ms = time.time_ns() // 1_000_000
         with self._commits_lock:
             self._commits.extend((*c, committed_ms) for c in commits)
             due = time.monotonic() - self._commits_logged_at >= self._settings.commit_log_every_s
-        if due:
+        if due or (self._behind is not None and self._behind.waiting == 0):
             self._write_commits()
 
     def _write_commits(self) -> None:

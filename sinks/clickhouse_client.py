@@ -133,10 +133,12 @@ class ClickHouseSettings:
     write_behind_rows: int = 50_000
     """Flush size of the write-behind buffer; it holds at most 4x this (backpressure)."""
     commit_log_every_s: float = 1.0
-    """How often the commit log (``sink_commits``) is written: its rows wait up to this long (and at
-    most until the next snapshot), each stamped when its batch committed. Every insert costs ~6-8 ms
-    of chDB CPU however small (and a part to merge), so logging each 100 ms batch at once was a third
-    of the sink's inserts. 0: after every batch. The first batch's row is written at once."""
+    """How often the commit log (``sink_commits``) is written while batches keep coming: its rows wait
+    for a batch at least this long after the last write, or for the next snapshot, each stamped when
+    its batch committed; with write-behind, a batch after which nothing waits (the flow went quiet)
+    writes them at once. Every insert costs ~6-8 ms of chDB CPU however small (and a part to merge),
+    so logging each 100 ms batch at once was a third of the sink's inserts. 0: after every batch. The
+    first batch's row is written at once."""
     replay_keys_cap: int = 1_000_000
     """Most keys loaded after a restart (memory bound: ~300 B each); beyond it every batch is
     looked up in ClickHouse instead (slower, same guarantee)."""

@@ -109,6 +109,12 @@ class WriteBehind(Generic[T]):
         with self._cond:
             return len(self._pending) + self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Items added and not yet taken by a flush (during a flush: those that came after it started)."""
+        with self._cond:
+            return len(self._pending)
+
     # -- the background thread ---------------------------------------------------
     def _raise_error(self) -> None:
         if self._error is not None:

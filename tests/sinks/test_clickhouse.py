@@ -590,6 +590,21 @@ def test_the_commit_log_waits_until_due_or_the_snapshot_and_keeps_each_batchs_st
         again.close()
 
 
+def test_with_write_behind_a_quiet_flow_logs_its_last_batch_without_waiting(settings: ClickHouseSettings) -> None:
+    """Nothing waits behind the batch: its commit row is written with it (a stopped flow loses none)."""
+    quiet = dataclasses.replace(settings, commit_log_every_s=3600, write_behind_s=0.05)
+    part = ClickHouseSink(quiet).build_part("out", SINK_PARTITION, None)
+    try:
+        for i in range(3):
+            part.write_batch([credit(i)])
+            deadline = time.monotonic() + 10
+            while count(part.client, "sink_commits") < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert count(part.client, "sink_commits") == i + 1
+    finally:
+        part.close()
+
+
 def test_with_no_wait_every_batch_is_logged_at_once(settings: ClickHouseSettings) -> None:
     part = ClickHouseSink(dataclasses.replace(settings, commit_log_every_s=0)).build_part("out", SINK_PARTITION, None)
     try:
