@@ -35,7 +35,6 @@ from state.device_graph import (
 )
 from state.journeys import Adopt, JourneyEnv, ScoredConversion
 from state.probable_links import (
-    LINK_EVENT_TYPES,
     NETWORK_LAYOUT_AT,
     PROBABLE_LINKS_LAYOUT,
     NetworkRow,
@@ -112,13 +111,13 @@ def probable_links(
     def on_network(ev: Event) -> tuple[str, Sighting] | None:
         """``(network key, sighting)`` for an event the matcher reads (IP and user agent hashed here), else
         ``None``. The sighting, not the event, goes on to the network's key (often in another process)."""
-        if ev.event_type not in LINK_EVENT_TYPES or not configs.for_tenant(ev.tenant_id).identity_graph:
+        if not configs.for_tenant(ev.tenant_id).identity_graph:
+            return None
+        sighting = sighting_of(ev, salt_of(ev.tenant_id))  # None unless of a LINK_EVENT_TYPES type with a device
+        if sighting is None:
             return None
         key = keyer(ev)
-        if key is None:
-            return None
-        sighting = sighting_of(ev, salt_of(ev.tenant_id))
-        return None if sighting is None else (key, sighting)
+        return None if key is None else (key, sighting)
 
     keyed = op.filter_map("on_network", up, on_network)
     guarded: Callable[[Any], Any] = guarded_builder(

@@ -79,7 +79,7 @@ class UnparcelLogic(StatefulBatchLogic[list[Any], Any, Any]):
         self.inner = inner
 
     def on_batch(self, values: list[list[Any]]) -> tuple[Iterable[Any], bool]:
-        return self.inner.on_batch([item for parcel in values for item in parcel])  # type: ignore[no-any-return]
+        return self.inner.on_batch(unparcel(values))  # type: ignore[no-any-return]
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         return self.inner.on_notify()  # type: ignore[no-any-return]

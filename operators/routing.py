@@ -78,14 +78,18 @@ def siphash13(data: bytes, k0: int = 0, k1: int = 0) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
+def _key_hash(key: str) -> int:
+    """Rust's ``DefaultHasher`` over a ``str``: its UTF-8 bytes, then ``0xff``."""
+    return siphash13(key.encode("utf-8") + b"\xff")
+
+
 def bytewax_worker(key: str, workers: int) -> int:
     """The worker (of ``workers``) that Bytewax 0.21.1's keyed steps send ``key`` to."""
-    return siphash13(key.encode("utf-8") + b"\xff") % workers
+    return _key_hash(key) % workers
 
 
-@cache
-def _shard_hash(shard: str) -> int:
-    return siphash13(shard.encode("utf-8") + b"\xff")
+_shard_hash = cache(_key_hash)
+"""``_key_hash`` of a shard name: there are ``operators.sharded.SHARDS`` of them."""
 
 
 def shard_worker(shard: str, workers: int) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "RedisStreamSource",
     "SourceError",
     "error_payload",
+    "process_reads",
     "generate_events",
     "kafka_message_to_record",
     "kafka_source",
@@ -52,6 +53,22 @@ __all__ = [
 
 class SourceError(CreditflowError):
     """A source is misconfigured (missing file, duplicate partition name, bad argument)."""
+
+
+def process_reads(process: tuple[int, int] | None, number: int) -> bool:
+    """Whether cluster process ``process`` (``(index, processes)``; ``None``: the only one) reads partition
+    ``number``: ``index`` modulo ``processes``, where ``operators.routing.partition_of`` puts a device's events.
+    Raises ``SourceError`` for a process outside its cluster.
+
+    >>> [n for n in range(5) if process_reads((1, 2), n)], process_reads(None, 7)
+    ([1, 3], True)
+    """
+    if process is None:
+        return True
+    index, processes = process
+    if not 0 <= index < processes:
+        raise SourceError(f"process must be (index, processes) with 0 <= index < processes (got {process})")
+    return number % processes == index
 
 
 def error_payload(message: str, **details: Any) -> bytes:

@@ -35,7 +35,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from creditflow.events import RawRecord, SourcePosition
-from sources import SourceError, error_payload
+from sources import SourceError, error_payload, process_reads
 
 __all__ = ["STARTING_OFFSETS", "ProcessKafkaSource", "kafka_message_to_record", "kafka_source"]
 
@@ -84,8 +84,7 @@ def kafka_source(
         raise SourceError(f"starting_offset must be one of {list(STARTING_OFFSETS)} (got {starting_offset!r})")
     if batch_size < 1:
         raise SourceError(f"batch_size must be >= 1 (got {batch_size})")
-    if process is not None and not 0 <= process[0] < process[1]:
-        raise SourceError(f"process must be (index, processes) with 0 <= index < processes (got {process})")
+    process_reads(process, 0)  # refuses a process outside its cluster now, not at flow start
     settings: dict[str, Any] = {
         "brokers": list(brokers),
         "topics": list(topics),
@@ -110,8 +109,7 @@ class ProcessKafkaSource(KafkaSource):
         self.process = process
 
     def list_parts(self) -> list[str]:
-        index, processes = self.process
-        return [part for part in super().list_parts() if int(part.split("-", 1)[0]) % processes == index]
+        return [part for part in super().list_parts() if process_reads(self.process, int(part.split("-", 1)[0]))]
 
 
 def _position(msg: KafkaSourceMessage[Any, Any]) -> SourcePosition:

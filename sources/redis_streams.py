@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from creditflow.events import RawRecord, SourcePosition
-from sources import SourceError, error_payload
+from sources import SourceError, error_payload, process_reads
 from sources.redis_trim import trimmable_ids
 
 __all__ = ["RedisStreamSource", "entry_to_record", "publish"]
@@ -165,8 +165,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             raise SourceError(f"batch_size must be >= 1 (got {batch_size})")
         if block_ms < 0 or max_backoff_s <= 0 or socket_timeout_s <= 0:
             raise SourceError("block_ms must be >= 0, max_backoff_s and socket_timeout_s > 0")
-        if process is not None and not 0 <= process[0] < process[1]:
-            raise SourceError(f"process must be (index, processes) with 0 <= index < processes (got {process})")
+        process_reads(process, 0)  # refuses a process outside its cluster now, not at flow start
         self._url = url
         self._streams = list(streams)
         self._batch_size = batch_size
@@ -180,10 +179,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self._process = process
 
     def list_parts(self) -> list[str]:
-        if self._process is None:
-            return list(self._streams)
-        index, processes = self._process
-        return [s for i, s in enumerate(self._streams) if i % processes == index]
+        return [s for i, s in enumerate(self._streams) if process_reads(self._process, i)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
         if for_part not in self._streams:
