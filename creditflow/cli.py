@@ -219,10 +219,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from loadtest.redis_load import run_load, settings_from_args
+    from loadtest.redis_load import run_from_args
 
-    run_load(settings_from_args(args), argv=sys.argv)
-    return 0
+    return run_from_args(args, sys.argv)
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from creditflow.forgotten import ForgottenIds
 from creditflow.pii import pii_hasher_from
+from creditflow.stop_signals import StopRequested, stop_signals_raise
 from creditflow.weights import NoWeights
 from creditflow.weights_store import LOG_STREAM, RedisWeights
 from flows.attribution import FLOW_ID, FlowSettings, build_flow
@@ -343,14 +344,30 @@ def run(settings: RunSettings) -> None:
     ]
     log.info("started %d processes on %s", len(procs), ", ".join(addresses))
     try:
-        codes = _wait_all(procs)
-    except KeyboardInterrupt:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        codes = [p.wait() for p in procs]
+        with stop_signals_raise():
+            codes = _wait_all(procs)
+    except StopRequested as stop:  # SIGTERM/SIGINT to the launcher: each process stops as if sent it
+        log.warning("stopping the %d flow processes on %s", len(procs), signal.Signals(stop.signum).name)
+        _stop_all(procs, stop.signum)
+        raise SystemExit(stop.exit_code) from None
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     if failed:
         raise CreditflowError(f"flow process(es) failed with exit codes {failed}; see their log lines above")
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], signum: int, grace_s: float = 10.0) -> None:
+    """Send ``signum`` to every running process (each stops at once, ``_stop_now``); kill any still there after
+    ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> list[int]:
@@ -361,15 +378,7 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> li
             return [int(c) for c in codes if c is not None]
         if any(c not in (None, 0) for c in codes):
             log.error("a flow process failed (exit codes %s); stopping the others", codes)
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            deadline = time.monotonic() + grace_s
-            for p in procs:
-                try:
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            _stop_all(procs, signal.SIGTERM, grace_s)
             return [p.wait() for p in procs]
         time.sleep(0.2)
 

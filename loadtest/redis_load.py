@@ -53,6 +53,7 @@ from typing import IO, Any, Literal
 
 import redis
 
+from creditflow.stop_signals import StopRequested, stop_signals_raise
 from flows.run import RunSettings
 from loadtest.load_report import (
     RunRecord,
@@ -590,7 +591,16 @@ def default_out() -> Path:
 
 
 def run_load(s: LoadSettings, say: Say = print, argv: Sequence[str] | None = None) -> Path:
-    """Run the load test; returns the path of ``report.json`` (``report.png`` is beside it)."""
+    """Run the load test; returns the path of ``report.json`` (``report.png`` is beside it).
+
+    SIGTERM or SIGINT raises ``StopRequested`` (``creditflow.stop_signals``) after the flow, the
+    publisher and the redis-server it started are stopped.
+    """
+    with stop_signals_raise():
+        return _run_load(s, say, argv)
+
+
+def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
     work = (s.out or default_out()).resolve()
     work.mkdir(parents=True, exist_ok=True)
     traffic = TrafficSettings(
@@ -755,8 +765,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m loadtest.redis_load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(ap)
-    args = ap.parse_args(argv)
-    run_load(settings_from_args(args), argv=sys.argv if argv is None else list(argv))
+    return run_from_args(ap.parse_args(argv), sys.argv if argv is None else list(argv))
+
+
+def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run the load test the parsed ``args`` describe (``argv`` goes into the report); the exit code."""
+    try:
+        run_load(settings_from_args(args), argv=argv)
+    except StopRequested as stop:
+        print(f"loadtest: {stop}; its flow, publisher and redis-server were stopped", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

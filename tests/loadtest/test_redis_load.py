@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
+from tests_support import alive, descendants
 
 from loadtest.load_report import RunRecord, lag, steady_window, throughput
 from loadtest.measure import latency_summary, parse_progress, per_second, percentile, time_of_count
@@ -268,3 +273,30 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
     png = report_path.with_name("report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert math.isfinite(run["lag"]["max_s"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sigterm_stops_the_load_test_with_its_flow_publisher_and_redis(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH; install it (apt-get install redis-server, or run ./dev setup)")
+    cmd = [sys.executable, "-m", "loadtest.redis_load", "--rate", "300", "--duration", "120", "--journey-seconds", "5",
+           "--out", str(tmp_path / "load")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    started: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        started = descendants(proc.pid)
+        names = " ".join(Path(f"/proc/{p}/cmdline").read_text() for p in started if alive(p))
+        if "loadtest.publisher" in names and "redis-server" in names and "creditflow.cli" in names:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"the load test did not start its flow, publisher and redis-server: {proc.communicate()}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped on SIGTERM" in err
+    time.sleep(1)
+    assert not [p for p in started if alive(p)], "no process of the load test runs on, orphaned"
