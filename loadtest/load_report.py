@@ -223,6 +223,7 @@ def resources(r: RunRecord) -> dict[str, Any]:
             if label in first.get("helper_cpu_s", {}):
                 helpers[label] = round((used - first["helper_cpu_s"][label]) / (last["t"] - first["t"]), 3)
     return {
+        "worker_thread_steady": worker_thread_shares(inside),
         "machine_busy_cores_steady": machine,
         "load_test_cpu_cores_steady": helpers,
         "peak_rss_mib": {k: round(v / 1024, 1) for k, v in sorted(peaks.items())},
@@ -230,6 +231,34 @@ def resources(r: RunRecord) -> dict[str, Any]:
         "cpu_cores_steady": cpu,
         "redis_peak_mib": round(max((m.get("redis_bytes", 0) for m in r.monitor), default=0) / 2**20, 1),
     }
+
+
+def worker_thread_shares(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per flow process, the share of wall time its worker thread ran on a core, waited for one while
+    runnable (the machine was busy), and was blocked (the GIL, I/O, or nothing to do) between the first
+    and the last of ``samples``. A worker running ~1.0 is CPU-bound on its own thread: more throughput
+    needs less work per event or more processes; a high wait says the machine's cores are the limit.
+
+    >>> worker_thread_shares([{"t": 0.0, "worker_sched_s": {"p0": (1.0, 0.0)}},
+    ...                       {"t": 10.0, "worker_sched_s": {"p0": (9.0, 0.5)}}])
+    {'p0': {'running': 0.8, 'waiting_for_core': 0.05, 'blocked': 0.15}}
+    """
+    if len(samples) < 2:
+        return {}
+    first, last = samples[0], samples[-1]
+    span = last["t"] - first["t"]
+    out: dict[str, dict[str, float]] = {}
+    for label, (run, wait) in sorted(last.get("worker_sched_s", {}).items()):
+        before = first.get("worker_sched_s", {}).get(label)
+        if before is None or span <= 0:
+            continue
+        running, waiting = (run - before[0]) / span, (wait - before[1]) / span
+        out[label] = {
+            "running": round(running, 3),
+            "waiting_for_core": round(waiting, 3),
+            "blocked": round(max(0.0, 1.0 - running - waiting), 3),
+        }
+    return out
 
 
 def sink_batches(r: RunRecord, ch: dict[str, Any]) -> dict[str, Any]:

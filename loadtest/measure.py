@@ -1,8 +1,8 @@
 """What the load test measures, and the maths: percentiles, progress lines, RSS, state size, ClickHouse latencies.
 
 While the flow runs: ``ProgressTally`` parses the flow's progress log lines
-(``operators/progress.py``), ``process_tree``/``rss_kib``/``cpu_seconds`` read
-``/proc``. After it exits (chDB lets one process hold a data path, so never
+(``operators/progress.py``), ``process_tree``/``rss_kib``/``cpu_seconds``/``sched_seconds``
+read ``/proc``. After it exits (chDB lets one process hold a data path, so never
 while it runs): ``state_size`` reads the Bytewax recovery store, and
 ``read_clickhouse`` runs ``clickhouse_figures`` in a child process, which reads
 ``sink_commits`` (``sinks/migrations/0003_sink_commits.sql``) to date when each
@@ -197,6 +197,33 @@ def cpu_seconds(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def worker_thread(pid: int) -> int | None:
+    """The thread running process ``pid``'s Bytewax worker: ``timely:work-N`` in a cluster process, the
+    main thread (``pid``) otherwise; None once the process is gone."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            if Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith("timely:work"):
+                return int(tid)
+    except OSError:
+        return None
+    return pid
+
+
+def sched_seconds(pid: int, tid: int) -> tuple[float, float] | None:
+    """Seconds thread ``tid`` of ``pid`` has so far run on a core, and waited for one while runnable
+    (``/proc/.../schedstat``); None when gone or the kernel does not keep scheduler statistics.
+
+    >>> run, waited = sched_seconds(os.getpid(), os.getpid())
+    >>> run > 0 <= waited
+    True
+    """
+    try:
+        run_ns, wait_ns, _slices = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        return int(run_ns) / 1e9, int(wait_ns) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 def machine_cpu() -> tuple[float, float]:

@@ -75,7 +75,9 @@ from loadtest.measure import (
     profile_summary,
     read_clickhouse,
     rss_kib,
+    sched_seconds,
     state_size,
+    worker_thread,
 )
 from loadtest.redis_server import RedisProcess, start_on_free_port
 from loadtest.traffic import LOAD_TENANTS, TrafficSettings, write_schedule
@@ -337,6 +339,7 @@ class _Run:
     def sample(self) -> dict[str, Any]:
         rss: dict[str, int] = {}
         cpu: dict[str, float] = {}
+        sched: dict[str, tuple[float, float]] = {}  # the worker thread's (run, wait for a core) seconds
         if self.flow is not None:
             for pid in process_tree(self.flow.pid):
                 label = process_label(pid)
@@ -345,6 +348,9 @@ class _Run:
                 kib, used = rss_kib(pid), cpu_seconds(pid)
                 if kib is not None and used is not None:
                     rss[label], cpu[label] = kib, used
+                if label != "main" and (tid := worker_thread(pid)) is not None:
+                    if (times := sched_seconds(pid, tid)) is not None:
+                        sched[label] = times
         try:
             redis_bytes = int(self.client.info("memory")["used_memory"])
         except redis.RedisError:
@@ -357,6 +363,7 @@ class _Run:
         helper_cpu = {k: used for k, pid in helpers.items() if pid and (used := cpu_seconds(pid)) is not None}
         busy, total = machine_cpu()
         m = {"t": time.time(), "published": published, "processed": processed, "rss_kib": rss, "cpu_s": cpu}
+        m["worker_sched_s"] = sched
         m.update(redis_bytes=redis_bytes, machine_busy_s=busy, machine_total_s=total, helper_cpu_s=helper_cpu)
         return m
 
@@ -655,6 +662,14 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
     return json_path
 
 
+def _worker_text(shares: dict[str, dict[str, float]]) -> str:
+    """``p0 running 0.86, waiting for a core 0.04, blocked 0.10`` for each process."""
+    return "; ".join(
+        f"{label} running {s['running']}, waiting for a core {s['waiting_for_core']}, blocked {s['blocked']}"
+        for label, s in sorted(shares.items())
+    )
+
+
 def _say_run(f: dict[str, Any], say: Say) -> None:
     conv, kpi = f["latency"]["conversion_to_credit_s"], f["latency"]["window_close_to_kpi_s"]
     say(
@@ -667,6 +682,7 @@ def _say_run(f: dict[str, Any], say: Say) -> None:
         f"{f['state'].get('bytes_per_active_person')} B/active person all steps "
         f"({f['state'].get('stored_bytes_per_active_person')} B as the store holds it); "
         f"machine busy {f['resources']['machine_busy_cores_steady']} cores, flow {f['resources']['cpu_cores_steady']}"
+        f"; worker thread {_worker_text(f['resources']['worker_thread_steady'])}"
     )
 
 

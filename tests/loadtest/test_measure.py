@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from loadtest.measure import clickhouse_figures
+from loadtest.measure import clickhouse_figures, sched_seconds, worker_thread
 from sinks.clickhouse import SINK_PARTITION, ClickHouseSink
 from sinks.clickhouse_client import ClickHouseSettings
 from tests.sinks.restatements import T0, scoring
@@ -37,3 +39,31 @@ def test_a_restated_conversion_is_timed_from_its_first_revision(tmp_path: Path) 
         assert sorted(figures[key], key=lambda row: row[3]) == [[T0, batch, committed, 1], [T0, batch, committed, 2]]
     assert figures["row_counts"]["attribution_credits"] == 6 + 2 + 4  # raw rows: both revisions
     assert figures["row_counts"]["conversions"] == 3
+
+
+def test_the_worker_thread_is_the_timely_one_in_a_cluster_process_and_the_main_one_otherwise() -> None:
+    pid = os.getpid()
+    assert worker_thread(pid) == pid
+    named, stop = threading.Event(), threading.Event()
+    native: list[int] = []
+
+    def work() -> None:
+        native.append(threading.get_native_id())
+        Path(f"/proc/{pid}/task/{native[0]}/comm").write_text("timely:work-0")  # as Bytewax names it
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.05:  # run a little, so its schedstat has something
+            pass
+        named.set()
+        stop.wait(10)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert named.wait(10)
+        assert worker_thread(pid) == native[0]
+        times = sched_seconds(pid, native[0])
+        assert times is not None and times[0] >= 0.04
+    finally:
+        stop.set()
+        thread.join()
+    assert worker_thread(2**22 + 12345) is None  # no such process

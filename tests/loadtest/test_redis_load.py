@@ -267,6 +267,8 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
     assert 0.5 < state["stored_bytes_per_active_person"] / state["bytes_per_active_person"] < 1.5
     assert sum(step["stored_bytes"] for step in state["all_steps"].values()) == state["stored_bytes"]
     assert run["resources"]["peak_rss_mib"]["p0"] > 50
+    worker = run["resources"]["worker_thread_steady"]["p0"]  # the flow's worker thread, from /proc schedstat
+    assert 0 < worker["running"] < 1.05 and worker["waiting_for_core"] >= 0 and 0 <= worker["blocked"] < 1
     assert report["machine"]["cores"] >= 1 and report["traffic"]["events"] == 2000
     assert 0 < report["machine"]["python_loop_s"] < 60  # the calibration that makes machines comparable
     assert set(report["targets"]) >= {"throughput_10k_sustained", "p99_conversion_to_credit_le_1s", "lag_not_growing"}
