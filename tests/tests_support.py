@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtest.kill_harness import query
+from loadtest.measure import process_tree
 
 __all__ = ["alive", "descendants", "query"]
 """``query(dsn, sql)``: ClickHouse rows read from a child process, because chDB lets one
@@ -12,20 +13,8 @@ process hold one data path at a time and the test process may hold another."""
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (read from /proc), children of children included."""
-    parent_of: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
-        found |= frontier
-    return found
+    """Every live process below ``pid``, children of children included (``loadtest.measure.process_tree``)."""
+    return set(process_tree(pid)) - {pid}
 
 
 def alive(pid: int) -> bool:
