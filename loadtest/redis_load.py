@@ -664,6 +664,8 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
 
 def _worker_text(shares: dict[str, dict[str, float]]) -> str:
     """``p0 running 0.86, waiting for a core 0.04, blocked 0.10`` for each process."""
+    if not shares:
+        return "not measured (no /proc/<pid>/task/<tid>/schedstat on this kernel, or too short a run)"
     return "; ".join(
         f"{label} running {s['running']}, waiting for a core {s['waiting_for_core']}, blocked {s['blocked']}"
         for label, s in sorted(shares.items())
