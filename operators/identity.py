@@ -21,7 +21,7 @@ from creditflow.forgotten import ForgetPerson, ForgottenIds
 from creditflow.kpis import KpiDelta
 from creditflow.weights import WeightsProvider
 from operators.journeys import AttributionOut, split_outputs, with_key
-from operators.sharded import ShardedState, sharded_stateful
+from operators.sharded import ShardedState, sharded_stateful, value_of
 from operators.state_guard import guarded_builder, guarded_keyed_step
 from state.device_graph import (
     DEVICE_LAYOUT_AT,
@@ -124,9 +124,9 @@ def probable_links(
         "network", PROBABLE_LINKS_LAYOUT, build, NETWORK_LAYOUT_AT
     )  # a virtual subclass
     if shards is not None:
-        return sharded_stateful("network", keyed, None, guarded, shards, unkey=_value)
+        return sharded_stateful("network", keyed, None, guarded, shards, unkey=value_of)
     links: Stream[tuple[str, ProbableLink]] = op.stateful_batch("network", keyed, guarded)
-    return op.map("unkey", links, _value)
+    return op.map("unkey", links, value_of)
 
 
 @operator
@@ -243,7 +243,3 @@ def _goes_on(item: Any) -> bool:
 def _erases(item: Any) -> bool:
     """An item after which no older copy of its shard may stay on disk (``operators.sharded``)."""
     return isinstance(item, ForgetDevice) or (isinstance(item, Event) and item.event_type == "deletion_request")
-
-
-def _value(kv: tuple[str, Any]) -> Any:
-    return kv[1]

@@ -45,7 +45,6 @@ import heapq
 import logging
 import sqlite3
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,12 +52,12 @@ from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar
+from zlib import crc32
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
-from operators.parcels import parcels
 from state.recovered import shard_file
 from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, ShardStoreError, oldest_marks
 from state.wake_time import SecondsWake
@@ -96,7 +95,7 @@ def shard_of(key: str) -> str:
     >>> shard_of("acme\\x1fu:ann"), shard_of("acme\\x1fu:ann") == shard_of("acme\\x1fu:ann")
     ('s36', True)
     """
-    return _NAMES[zlib.crc32(key.encode("utf-8", "surrogatepass")) % SHARDS]
+    return _NAMES[crc32(key.encode("utf-8", "surrogatepass")) % SHARDS]
 
 
 @dataclass
@@ -147,7 +146,8 @@ class ShardedState:
 class _Step:
     """What every shard of one step shares: the per-key builder, the store, the full step id.
 
-    (Items reach a shard as ``(state key, value)``: the step's ``shard`` map computed the key.)
+    (Items reach a shard grouped by state key, ``{state key: [value, ...]}``: the step's ``shard`` map
+    computed the keys, ``by_shard``.)
     """
 
     def __init__(
@@ -156,11 +156,14 @@ class _Step:
         state: ShardedState,
         batch: bool,
         scrubs: Callable[[Any], bool] | None,
+        unkey: Callable[[tuple[str, Any]], Any] | None = None,
     ) -> None:
         self.build = build
         self.state = state
         self.batch = batch
         self.scrubs = scrubs
+        self.unkey = unkey
+        """What a ``(state key, output)`` becomes (``None``: the pair itself; ``value_of``: the output alone)."""
         self.step_id = ""  # set once Bytewax has named the step
         self.seconds: bool | None = None
         """Whether the logics give their timers in epoch seconds (``SecondsWake.notify_at_s``), a cheaper
@@ -220,62 +223,84 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             self._timer(key, logic)
 
     # -- bytewax hooks -------------------------------------------------
-    def on_batch(self, values: list[list[tuple[str, Any]]]) -> tuple[Iterable[tuple[str, Any]], bool]:
-        groups: dict[str, list[Any]] = {}
-        for parcel in values:  # the shard's items of one upstream batch (``by_shard``), in order
-            for k, value in parcel:  # (state key, value): the key was computed once, by the step's "shard" map
-                group = groups.get(k)
-                if group is None:
-                    groups[k] = [value]
-                else:
-                    group.append(value)
+    def on_batch(self, values: list[dict[str, list[Any]]]) -> tuple[Iterable[Any], bool]:
+        # The shard's items of each upstream batch (``by_shard``), grouped by state key, in order.
+        groups = values[0] if len(values) == 1 else _merged(values)
         if self._shard is None:  # a fresh shard: whatever its file holds is from a run that never committed
             self._open(shard_of(next(iter(groups))))
         step = self._step
         if step.scrubs is not None and not self._full_now:
             scrubs = step.scrubs
             self._full_now = any(scrubs(v) for group in groups.values() for v in group)
-        out: list[tuple[str, Any]] = []
+        out: list[Any] = []
         dirty = self._dirty
-        for k, group in groups.items():
-            dirty.add(k)
-            if step.batch:
-                self._feed(k, group, out)
-            else:  # a StatefulLogic takes one value at a time; after a discard, the next value starts anew
+        if not step.batch:  # a StatefulLogic takes one value at a time; after a discard, the next value starts anew
+            for k, group in groups.items():
+                dirty.add(k)
                 for value in group:
                     self._feed(k, [value], out)
+            return out, False
+        # The batch path with _feed, _emit and _timer inlined: it runs for every key of every batch.
+        logics = self._logics
+        build = step.build
+        unkey = step.unkey
+        for k, group in groups.items():
+            dirty.add(k)
+            logic = logics.get(k)
+            if logic is None:
+                logic = logics[k] = build(None)
+            emits, discard = logic.on_batch(group)
+            if emits:
+                if unkey is value_of:
+                    out.extend(emits)
+                else:
+                    self._emit(k, emits, out)
+            if discard or not step.seconds:  # step.seconds is None until _timer asked the first logic
+                self._settle(k, logic, discard)
+            else:
+                self._set_due(k, logic.notify_at_s())
         return out, False
 
-    def _feed(self, k: str, values: list[Any], out: list[tuple[str, Any]]) -> None:
+    def _feed(self, k: str, values: list[Any], out: list[Any]) -> None:
         logic = self._logics.get(k)
         if logic is None:
             logic = self._logics[k] = self._step.build(None)
         emits, discard = logic.on_batch(values) if self._step.batch else logic.on_item(values[0])
         if emits:
-            out.extend(zip(repeat(k), emits))
+            self._emit(k, emits, out)
         self._settle(k, logic, discard)
 
-    def on_notify(self) -> tuple[Iterable[tuple[str, Any]], bool]:
+    def _emit(self, k: str, emits: Iterable[Any], out: list[Any]) -> None:
+        """The key's outputs, as the step passes them on (``_Step.unkey``)."""
+        unkey = self._step.unkey
+        if unkey is value_of:
+            out.extend(emits)
+        elif unkey is None:
+            out.extend(zip(repeat(k), emits))
+        else:
+            out.extend([unkey((k, e)) for e in emits])
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
         now = time.time()
         if self._collect_from is not None and self._collect_at <= now:
             self._collect_woken = True  # awake, so Bytewax snapshots this shard at the epoch's end: it collects
-        out: list[tuple[str, Any]] = []
+        out: list[Any] = []
         while (head := self._live_head()) is not None and head <= now:
             k = heapq.heappop(self._heap)[1]  # self._heap: _settle below may rebuild it
             del self._due[k]
             logic = self._logics[k]
             emits, discard = logic.on_notify()
             if emits:
-                out.extend(zip(repeat(k), emits))
+                self._emit(k, emits, out)
             self._dirty.add(k)
             self._settle(k, logic, discard)
         return out, False
 
-    def on_eof(self) -> tuple[Iterable[tuple[str, Any]], bool]:
-        out: list[tuple[str, Any]] = []
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
         for k, logic in list(self._logics.items()):
             emits, discard = logic.on_eof()
-            out.extend([(k, e) for e in emits])
+            self._emit(k, emits, out)
             self._dirty.add(k)
             self._settle(k, logic, discard)
         return out, False
@@ -359,18 +384,23 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         else:
             at = logic.notify_at()
             when = None if at is None else at.timestamp()
+        self._set_due(k, when)
+
+    def _set_due(self, k: str, when: float | None) -> None:
+        """The key's next timer is ``when`` (``None``: none); only a timer that moves earlier is pushed."""
         due = self._due
         if when is None:
             due.pop(k, None)
             return
         before = due.get(k)
         due[k] = when
-        if before is None or when < before:
-            heap = self._heap
-            heapq.heappush(heap, (when, k))
-            if len(heap) > 2 * len(due) + 64:  # entries of gone or moved timers outnumber live ones
-                self._heap = [(t, key) for key, t in due.items()]
-                heapq.heapify(self._heap)
+        if before is not None and when >= before:
+            return
+        heap = self._heap
+        heapq.heappush(heap, (when, k))
+        if len(heap) > 2 * len(due) + 64:  # entries of gone or moved timers outnumber live ones
+            self._heap = [(t, key) for key, t in due.items()]
+            heapq.heapify(self._heap)
 
     def _full_threshold(self) -> float:
         jitter = 1.0 + (int(self._shard[1:]) if self._shard else 0) / SHARDS  # shards do not go full together
@@ -413,39 +443,69 @@ def sharded_stateful(
     older copy of a shard's state may remain on disk (an erasure): the shard's
     next snapshot is a full row, and the rows before it are deleted as soon as
     no resume can need them. ``unkey``, if given, maps each ``(key, value)``
-    output to the item passed on (sub-step ``unkey``).
+    output to the item passed on (``value_of``: the value alone, without a call per item).
     """
-    step = _Step(build, state, batch, scrubs)
+    step = _Step(build, state, batch, scrubs, unkey)
     by_shards = op.flat_map_batch("shard", up, by_shard(key))
-    out: Stream[tuple[str, tuple[str, Any]]] = op.stateful_batch(
-        step_id, by_shards, lambda resume: ShardLogic(step, resume)
-    )
+    out: Stream[tuple[str, Any]] = op.stateful_batch(step_id, by_shards, lambda resume: ShardLogic(step, resume))
     step.step_id = out.stream_id.rsplit(".", 1)[0]
-    if unkey is None:
-        return op.map("unkey", out, _inner)
-    return op.map("unkey", out, lambda kv: unkey(kv[1]))
+    return op.flat_map_batch("unkey", out, _outputs)  # a shard's outputs are already what the step passes on
 
 
-def by_shard(key: Callable[[X], str] | None) -> Callable[[list[X]], list[tuple[str, list[tuple[str, Any]]]]]:
-    """A batch's items as one parcel per shard (``operators.parcels``): ``(shard, [(state key, item), ...])``.
+def value_of(kv: tuple[str, Any]) -> Any:
+    """The value of a ``(key, value)`` output: as ``unkey`` of ``sharded_stateful``, a step passes on its
+    logics' outputs as they are."""
+    return kv[1]
 
-    ``key`` as in ``sharded_stateful``; the state key is computed once, here.
+
+def by_shard(key: Callable[[X], str] | None) -> Callable[[list[X]], list[tuple[str, dict[str, list[Any]]]]]:
+    """A batch's items as one parcel per shard (``operators.parcels``): ``(shard, {state key: [item, ...]})``.
+
+    ``key`` as in ``sharded_stateful``; the state key is computed once, here, and a key's items keep
+    their order.
 
     >>> a, b = shard_of("a"), shard_of("b")
-    >>> by_shard(lambda w: w)(["a", "b", "a"]) == [(a, [("a", "a"), ("a", "a")]), (b, [("b", "b")])]
+    >>> by_shard(lambda w: w)(["a", "b", "a"]) == [(a, {"a": ["a", "a"]}), (b, {"b": ["b"]})]
     True
     """
 
-    def group(items: list[X]) -> list[tuple[str, list[tuple[str, Any]]]]:
-        pairs: list[tuple[str, Any]] = items if key is None else [(key(x), x) for x in items]  # type: ignore[assignment]
-        return parcels(pairs, _shard_of_pair)
+    def group(items: list[X]) -> list[tuple[str, dict[str, list[Any]]]]:
+        shards: dict[str, dict[str, list[Any]]] = {}
+        for item in items:
+            if key is None:
+                k, value = item  # type: ignore[misc]
+            else:
+                k, value = key(item), item
+            shard = _NAMES[crc32(k.encode("utf-8", "surrogatepass")) % SHARDS]  # shard_of, inlined
+            keys = shards.get(shard)
+            if keys is None:
+                shards[shard] = {k: [value]}
+                continue
+            values = keys.get(k)
+            if values is None:
+                keys[k] = [value]
+            else:
+                values.append(value)
+        return list(shards.items())
 
     return group
 
 
-def _shard_of_pair(kv: tuple[str, Any]) -> str:
-    return shard_of(kv[0])
+def _merged(parcels: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """One shard's parcels of several upstream batches as one, each key's items in order.
+
+    The parcels' lists are extended in place: each parcel is read once, here.
+    """
+    groups: dict[str, list[Any]] = {}
+    for parcel in parcels:
+        for k, values in parcel.items():
+            found = groups.get(k)
+            if found is None:
+                groups[k] = values
+            else:
+                found.extend(values)
+    return groups
 
 
-def _inner(kv: tuple[str, tuple[str, Any]]) -> tuple[str, Any]:
-    return kv[1]
+def _outputs(shard_outputs: list[tuple[str, Any]]) -> list[Any]:
+    return [item for _shard, item in shard_outputs]

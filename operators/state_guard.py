@@ -25,7 +25,7 @@ from bytewax.dataflow import Stream
 
 from creditflow.errors import CreditflowError
 from operators.parcels import UnparcelLogic, parcels
-from operators.sharded import ShardedState, sharded_stateful
+from operators.sharded import ShardedState, sharded_stateful, value_of
 
 S = TypeVar("S")
 L = TypeVar("L")
@@ -102,15 +102,11 @@ def guarded_keyed_step(
     guarded = guarded_builder(step, layout, build, layout_at, readable)
     if shards is not None:
         return sharded_stateful(
-            step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else _value
+            step, up, key, guarded, shards, batch=batch, scrubs=scrubs, unkey=unkey if unkey is not None else value_of
         )
     if batch:  # a key's items of each batch as one parcel (operators.parcels): one pickle if they cross
         keyed_parcels = op.flat_map_batch("key", up, lambda items: parcels(items, key))
         out = op.stateful_batch(step, keyed_parcels, lambda resume: UnparcelLogic(guarded(resume)))
     else:
         out = op.stateful(step, op.key_on("key", up, key), guarded)
-    return op.map("unkey", out, unkey if unkey is not None else _value)
-
-
-def _value(kv: tuple[str, Any]) -> Any:
-    return kv[1]
+    return op.map("unkey", out, unkey if unkey is not None else value_of)

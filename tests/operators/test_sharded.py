@@ -226,7 +226,7 @@ def test_a_shards_timers_stay_bounded_when_keys_keep_moving_their_wake_up() -> N
 
     logic = ShardLogic(_Step(Rescheduling, ShardedState(), True, None), None)
     for i in range(5000):
-        logic.on_batch([[(f"k{i % 10}", 1)]])
+        logic.on_batch([{f"k{i % 10}": [1]}])
     assert len(logic._heap) <= 2 * 10 + 64 + 1
     assert logic.notify_at() == datetime(2100, 1, 1, tzinfo=UTC) + timedelta(
         seconds=500
@@ -265,8 +265,8 @@ def test_a_timer_rings_at_its_latest_time_whether_it_moved_later_earlier_or_was_
     now = [0.0]
     monkeypatch.setattr(sharded.time, "time", lambda: now[0])
     logic = ShardLogic(_Step(Alarm, ShardedState(recoverable=False), True, None), None)
-    logic.on_batch([[("later", 100.0), ("earlier", 300.0), ("unset", 120.0)]])
-    logic.on_batch([[("later", 200.0), ("earlier", 150.0), ("unset", None)]])
+    logic.on_batch([{"later": [100.0], "earlier": [300.0], "unset": [120.0]}])
+    logic.on_batch([{"later": [200.0], "earlier": [150.0], "unset": [None]}])
     assert logic.notify_at() == datetime.fromtimestamp(150.0, tz=UTC)
     now[0] = 160.0
     assert list(logic.on_notify()[0]) == [("earlier", ("rang", 150.0))]
