@@ -119,7 +119,9 @@ def probable_links(
         key = keyer(ev)
         return None if key is None else (key, sighting)
 
-    keyed = op.filter_map("on_network", up, on_network)
+    keyed = op.flat_map_batch(
+        "on_network", up, lambda events: [kv for ev in events if (kv := on_network(ev)) is not None]
+    )  # one call per batch: op.filter_map costs a generator, a chain and a tuple per event
     guarded: Callable[[Any], Any] = guarded_builder(
         "network", PROBABLE_LINKS_LAYOUT, build, NETWORK_LAYOUT_AT
     )  # a virtual subclass
@@ -210,7 +212,9 @@ def erasures(
         assert found is not None, "reads() lets only keyed items through"
         return found
 
-    items: Stream[Event | ProbableLink] = op.filter("reads", op.merge("with_links", up, links), reads)
+    items: Stream[Event | ProbableLink] = op.flat_map_batch(
+        "reads", op.merge("with_links", up, links), lambda batch: [item for item in batch if reads(item)]
+    )
     owned = guarded_keyed_step(
         "user_devices",
         items,
