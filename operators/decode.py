@@ -35,13 +35,22 @@ class DecodeOut:
 
 
 def enrich(event: Event, configs: TenantConfigs) -> Event:
-    """Fill in the derived channel and campaign of a touch or ad-spend event.
+    """Fill in the derived channel and campaign of a touch or ad-spend event (a new ``Event`` when they change).
 
     Page views coming from the tenant's own site get the ``(internal)`` channel:
     they count nowhere as marketing touches.
     """
-    if event.event_type not in ("impression", "click", "page_view", "ad_spend"):
+    derived = _derived(event, configs)
+    if derived is None:
         return event
+    values = _EVENT_FIELDS(event)  # a positional copy: twice as fast as dataclasses.replace here
+    return Event(*(values[:_CHANNEL_AT] + derived + values[_CHANNEL_AT + 2 :]))
+
+
+def _derived(event: Event, configs: TenantConfigs) -> tuple[str, str] | None:
+    """``(channel, campaign)`` that ``enrich`` gives ``event``, or ``None`` when they are its own already."""
+    if event.event_type not in ("impression", "click", "page_view", "ad_spend"):
+        return None
     cfg = configs.for_tenant(event.tenant_id)
     if event.event_type == "page_view" and not event.channel and is_internal_referrer(event.referrer, cfg):
         channel = INTERNAL_CHANNEL
@@ -49,9 +58,27 @@ def enrich(event: Event, configs: TenantConfigs) -> Event:
         channel = derive_channel(event, cfg)
     campaign = campaign_of(event)
     if channel == event.channel and campaign == event.campaign_id:
-        return event
-    values = _EVENT_FIELDS(event)  # a positional copy: twice as fast as dataclasses.replace here
-    return Event(*(values[:_CHANNEL_AT] + (channel, campaign) + values[_CHANNEL_AT + 2 :]))
+        return None
+    return channel, campaign
+
+
+_SET_CHANNEL = Event.__dict__["channel"].__set__
+_SET_CAMPAIGN = Event.__dict__["campaign_id"].__set__
+
+
+def _enrich_decoded(event: Event, configs: TenantConfigs) -> Event:
+    """``enrich`` for an event that ``decode`` has just made and nothing else holds yet (``decode_batch``).
+
+    Its channel and campaign are stored in place through the slots' descriptors, as
+    ``creditflow.events.fast_init`` builds every record, instead of copying its 18 fields
+    into a second ``Event``: most touches get a derived channel, and the copy was ~2 us of each.
+    The event is frozen from the moment it leaves ``decode_batch``.
+    """
+    derived = _derived(event, configs)
+    if derived is not None:
+        _SET_CHANNEL(event, derived[0])
+        _SET_CAMPAIGN(event, derived[1])
+    return event
 
 
 _FIELD_NAMES = [f.name for f in dataclasses.fields(Event)]
@@ -79,7 +106,7 @@ def decode_batch(
     out: list[Event | DeadLetter] = []
     for rec in records:
         item = decode(rec, now, pii)
-        out.append(enrich(item, configs) if isinstance(item, Event) else item)
+        out.append(_enrich_decoded(item, configs) if type(item) is Event else item)
     if progress is not None:
         progress.add(out)
     return out

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import bytewax.operators as op
 import orjson
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -53,3 +57,46 @@ def test_decode_events_in_a_flow() -> None:
     op.output("errs", decoded.errs, TestingSink(errs))
     run_main(flow)
     _check(oks, errs, PII)
+
+
+def test_a_decoded_touch_carries_its_derived_channel_and_campaign_as_enrich_gives_them() -> None:
+    import time
+
+    from operators.decode import enrich
+    from schemas.decode import decode
+
+    now = int(time.time() * 1000)
+    payloads: list[dict[str, Any]] = [
+        {"utm": {"source": "google", "medium": "cpc", "campaign": "spring"}},  # derived channel, UTM campaign
+        {"click_ids": {"fbclid": "x1"}, "campaign_id": "c-9"},  # derived channel, own campaign
+        {"channel": "email", "campaign_id": "c-1"},  # already its own: nothing to fill in
+    ]
+    records = [
+        RawRecord(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "tenant_id": "t1",
+                    "event_type": "click",
+                    "timestamp": now - 1000,
+                    "anonymous_id": "a1",
+                    **p,
+                }
+            ),
+            SourcePosition("test", "0", str(i)),
+        )
+        for i, p in enumerate(payloads)
+    ]
+    decoded = decode_batch(records, TenantConfigs(), lambda: now)
+    plain = [decode(r, now) for r in records]
+    assert all(isinstance(e, Event) for e in plain)
+    enriched = [enrich(e, TenantConfigs()) for e in plain]  # type: ignore[arg-type]
+    assert decoded == enriched
+    assert [(e.channel, e.campaign_id) for e in decoded] == [  # type: ignore[union-attr]
+        ("paid_search", "spring"),
+        ("organic_social", "c-9"),  # an fbclid without a paid medium
+        ("email", "c-1"),
+    ]
+    assert [(e.channel, e.campaign_id) for e in plain] == [("", ""), ("", "c-9"), ("email", "c-1")]  # type: ignore[union-attr]
+    with pytest.raises(dataclasses.FrozenInstanceError):  # still a frozen record once decode_batch returns it
+        decoded[0].channel = "other"  # type: ignore[misc,union-attr]
