@@ -238,12 +238,11 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
             for k, group in groups.items():
                 dirty.add(k)
                 for value in group:
-                    self._feed(k, [value], out)
+                    self._feed(k, value, out)
             return out, False
-        # The batch path with _feed, _emit and _timer inlined: it runs for every key of every batch.
+        # The batch path, with the timer's seconds path inline: it runs for every key of every batch.
         logics = self._logics
         build = step.build
-        unkey = step.unkey
         for k, group in groups.items():
             dirty.add(k)
             logic = logics.get(k)
@@ -251,21 +250,19 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
                 logic = logics[k] = build(None)
             emits, discard = logic.on_batch(group)
             if emits:
-                if unkey is value_of:
-                    out.extend(emits)
-                else:
-                    self._emit(k, emits, out)
+                self._emit(k, emits, out)
             if discard or not step.seconds:  # step.seconds is None until _timer asked the first logic
                 self._settle(k, logic, discard)
             else:
                 self._set_due(k, logic.notify_at_s())
         return out, False
 
-    def _feed(self, k: str, values: list[Any], out: list[Any]) -> None:
+    def _feed(self, k: str, value: Any, out: list[Any]) -> None:
+        """One value to a key's ``StatefulLogic`` (a step with ``batch=False``)."""
         logic = self._logics.get(k)
         if logic is None:
             logic = self._logics[k] = self._step.build(None)
-        emits, discard = logic.on_batch(values) if self._step.batch else logic.on_item(values[0])
+        emits, discard = logic.on_item(value)
         if emits:
             self._emit(k, emits, out)
         self._settle(k, logic, discard)
@@ -476,7 +473,7 @@ def by_shard(key: Callable[[X], str] | None) -> Callable[[list[X]], list[tuple[s
                 k, value = item  # type: ignore[misc]
             else:
                 k, value = key(item), item
-            shard = _NAMES[crc32(k.encode("utf-8", "surrogatepass")) % SHARDS]  # shard_of, inlined
+            shard = shard_of(k)
             keys = shards.get(shard)
             if keys is None:
                 shards[shard] = {k: [value]}
