@@ -62,6 +62,10 @@ class ValgrindMissing(RuntimeError):
     """``valgrind`` is not on PATH."""
 
 
+class CheckoutFailed(RuntimeError):
+    """``--against`` is neither a directory nor a revision git can check out."""
+
+
 def instructions_of(report: str) -> int:
     """The instruction count in cachegrind's summary (its ``I refs`` line)."""
     found = _REFS.search(report)
@@ -103,11 +107,17 @@ def per_event(tree: Path, records: Path, events: int) -> float:
 
 def checkout(revision: str, into: Path) -> Path:
     """``revision`` of this repository checked out (detached) into ``into``; remove it with ``git worktree remove``."""
-    subprocess.run(
+    done = subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(into), revision],
-        check=True,
         capture_output=True,
+        text=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise CheckoutFailed(
+            f"git could not check out {revision!r} ({done.stderr.strip()[-300:]}); "
+            "give --against a revision of this repository (a commit, tag or branch) or a directory"
+        )
     return into
 
 
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = measure(args.events, args.against)
-    except ValgrindMissing as exc:
+    except (ValgrindMissing, CheckoutFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from loadtest import flow_instructions
 from loadtest.flow_cpu import records
-from loadtest.flow_instructions import ROOT, ValgrindMissing, checkout, measure, per_event
+from loadtest.flow_instructions import ROOT, CheckoutFailed, ValgrindMissing, checkout, measure, per_event
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
@@ -45,3 +45,9 @@ def test_without_valgrind_it_says_what_to_install(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValgrindMissing, match="install the Debian package 'valgrind'"):
         measure(100, None, say=lambda _: None)
     assert flow_instructions.main(["--events", "100"]) == 2
+
+
+def test_a_revision_git_does_not_know_is_named_with_what_to_give_instead(tmp_path: Path) -> None:
+    with pytest.raises(CheckoutFailed, match="'no-such-revision-x'.*give --against a revision"):
+        checkout("no-such-revision-x", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
