@@ -4,11 +4,13 @@ Forms:
 
 - ``file:PATH[,PATH...]`` JSONL (one event per line) or Avro container files;
   ``file:big.jsonl?splits=4`` cuts one file into 4 byte ranges for 4 processes.
-- ``redis://HOST:PORT/DB?streams=a,b[&stop_at_end=1][&trim=0][&trim_every_s=10][&batch=400]``
+- ``redis://HOST:PORT/DB?streams=a,b[&stop_at_end=1][&trim=0][&trim_every_s=10][&batch=400][&gather_ms=50]``
   Redis Streams, one partition per stream; with recovery on, each stream is
   trimmed behind the oldest position a resume could need (``trim=0`` keeps all);
   ``batch``: entries read per stream at a time (smaller: less latency under load,
-  larger: a little more throughput when draining a backlog).
+  larger: a little more throughput when draining a backlog); ``gather_ms``: a caught-up
+  stream is read again at the next multiple of this many milliseconds, with the
+  others, so events cross the flow in larger waves (0: at once; ``sources.redis_streams``).
 - ``kafka://BROKER[,BROKER]/TOPIC[,TOPIC]`` Kafka through Bytewax's connector.
 - ``generator:seed=1,persons=1000[,partitions=2,bad_fraction=0.01]`` seeded
   synthetic traffic.
@@ -77,7 +79,7 @@ class SourceSpec:
             splits = int(parse_qs(query).get("splits", ["1"])[0])
             return FileSource([p for p in path_part.split(",") if p], splits_per_file=splits)
         if self.kind == "redis":
-            from sources.redis_streams import DEFAULT_BATCH, RedisStreamSource
+            from sources.redis_streams import DEFAULT_BATCH, DEFAULT_GATHER_MS, RedisStreamSource
 
             url = urlsplit(self.text)
             q = parse_qs(url.query)
@@ -92,10 +94,17 @@ class SourceSpec:
                     f"--source {self.text!r}: batch={batch!r} is not a whole number of entries >= 1 "
                     f"(e.g. batch={DEFAULT_BATCH})"
                 )
+            gather = q.get("gather_ms", [str(DEFAULT_GATHER_MS)])[0]
+            if not gather.isdigit():
+                raise CreditflowError(
+                    f"--source {self.text!r}: gather_ms={gather!r} is not a whole number of milliseconds >= 0 "
+                    f"(e.g. gather_ms={DEFAULT_GATHER_MS}, or 0 to read again at once)"
+                )
             return RedisStreamSource(
                 base,
                 streams,
                 batch_size=int(batch),
+                gather_ms=int(gather),
                 stop_at_end=stop,
                 trim_store=recovery_dir if trim else None,
                 trim_every_s=trim_every,

@@ -6,6 +6,17 @@ resume state; ``"0-0"`` on a fresh start, so the whole stream is read). When the
 stream has nothing new the partition asks Bytewax to wake it ``block_ms`` later
 rather than blocking the worker or spinning.
 
+Reads gather: a read that finds fewer than ``batch_size`` entries (the stream is
+caught up) is followed by the next read at the next multiple of ``gather_ms`` of
+wall time, not at once, and a read that finds a full batch (a backlog) by one at
+once. Every partition of every process wakes at the same instants, so the events
+of all streams cross the flow together in larger waves: the flow's cost per wave
+(each step and shard called once) is spread over more events. Measured at 8k
+events/s, where the flow keeps up: the worker thread's CPU per event 7-15% lower
+with 50 ms, p50 latency 30-50 ms higher, p99 unchanged; at 10k events/s, two runs
+each, 50 ms met every target in both and 0 ms in one (noisy: read the README's
+figures). ``gather_ms=0`` reads again at once after every read that found entries.
+
 Entry layout (what ``publish`` writes)::
 
     data = <JSON bytes>                           -> RawRecord(format="json")
@@ -106,6 +117,10 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return list(response[0][1])
 
 
+DEFAULT_GATHER_MS = 50
+"""A caught-up partition reads again at the next multiple of this many milliseconds (``gather_ms``): an event waits
+in its stream 25 ms more on average, and the flow runs fewer, larger waves (module docstring)."""
+
 DEFAULT_BATCH = 400
 """Entries read per Redis stream at a time (``batch=``). With 4 streams that is 1,600 events per
 round: at 10k events/s a round takes ~0.13 s end to end, so a credit waits less for the rest of its
@@ -122,6 +137,10 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
     :arg block_ms: After a read that found nothing, how long the partition waits
         before reading again. Waiting goes through ``next_awake``: the worker
         never blocks. Lower is less latency, more idle ``XREAD`` calls.
+    :arg gather_ms: After a read that found entries but fewer than ``batch_size``,
+        wait until the next multiple of this many milliseconds of wall time before
+        reading again (all partitions wake together; see the module docstring).
+        0: read again at once.
     :arg stop_at_end: End a partition as soon as a read finds nothing new (tests,
         bounded backfills). Default: read forever.
     :arg max_backoff_s: Cap of the retry delay after connection errors.
@@ -144,6 +163,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         batch_size: int = DEFAULT_BATCH,
         block_ms: int = 25,
         stop_at_end: bool = False,
+        gather_ms: int = DEFAULT_GATHER_MS,
         max_backoff_s: float = 5.0,
         socket_timeout_s: float = 2.0,
         trim_store: Path | None = None,
@@ -163,13 +183,14 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             raise SourceError(f"stream names must be distinct (got {list(streams)})")
         if batch_size < 1:
             raise SourceError(f"batch_size must be >= 1 (got {batch_size})")
-        if block_ms < 0 or max_backoff_s <= 0 or socket_timeout_s <= 0:
-            raise SourceError("block_ms must be >= 0, max_backoff_s and socket_timeout_s > 0")
+        if block_ms < 0 or gather_ms < 0 or max_backoff_s <= 0 or socket_timeout_s <= 0:
+            raise SourceError("block_ms and gather_ms must be >= 0, max_backoff_s and socket_timeout_s > 0")
         process_reads(process, 0)  # refuses a process outside its cluster now, not at flow start
         self._url = url
         self._streams = list(streams)
         self._batch_size = batch_size
         self._idle = timedelta(milliseconds=block_ms)
+        self._gather_ms = gather_ms
         self._stop_at_end = stop_at_end
         self._max_backoff_s = max_backoff_s
         self._socket_timeout_s = socket_timeout_s
@@ -205,6 +226,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             self._stop_at_end,
             self._max_backoff_s,
             self._shared_trimmer(step_id),
+            self._gather_ms,
         )
 
     def _shared_trimmer(self, step_id: str) -> _Trimmer | None:
@@ -259,8 +281,10 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         stop_at_end: bool,
         max_backoff_s: float,
         trimmer: _Trimmer | None = None,
+        gather_ms: int = 0,
     ):
         self._trimmer = trimmer
+        self._gather_ms = gather_ms
         self._client = client
         self._stream = stream
         self._last_id = last_id
@@ -319,7 +343,10 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
             else:
                 append(entry_to_record(stream, eid, fields))
         self._last_id = batch[-1].position.offset
-        self._awake = None  # read again at once: an empty read will start the idle wait
+        if self._gather_ms and len(entries) < self._batch_size:  # caught up: read with the other partitions
+            self._awake = next_gather(time.time(), self._gather_ms)
+        else:
+            self._awake = None  # a backlog: read again at once (an empty read will start the idle wait)
         return batch
 
     def next_awake(self) -> datetime | None:
@@ -330,6 +357,15 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
 
     def close(self) -> None:
         self._client.close()
+
+
+def next_gather(now_s: float, every_ms: int) -> datetime:
+    """The next multiple of ``every_ms`` milliseconds of wall time after ``now_s``: when caught-up partitions read.
+
+    >>> next_gather(100.02, 50).timestamp(), next_gather(100.05, 50).timestamp()
+    (100.05, 100.1)
+    """
+    return datetime.fromtimestamp((int(now_s * 1000) // every_ms + 1) * every_ms / 1000, tz=UTC)
 
 
 def _now() -> datetime:

@@ -70,3 +70,13 @@ def test_redis_batch_sets_the_entries_read_per_stream_and_a_bad_one_is_refused()
     for bad in ("0", "-3", "lots"):
         with pytest.raises(CreditflowError, match=f"batch='{bad}'"):
             parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&batch={bad}").build()
+
+
+def test_redis_gather_ms_sets_the_wait_of_a_caught_up_stream_and_a_bad_one_is_refused() -> None:
+    from sources.redis_streams import DEFAULT_GATHER_MS
+
+    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a").build()._gather_ms == DEFAULT_GATHER_MS  # type: ignore[attr-defined]
+    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a&gather_ms=0").build()._gather_ms == 0  # type: ignore[attr-defined]
+    for bad in ("-5", "soon", "2.5"):
+        with pytest.raises(CreditflowError, match=f"gather_ms='{bad}'"):
+            parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&gather_ms={bad}").build()

@@ -140,6 +140,33 @@ def test_an_empty_stream_does_not_block_and_sleeps_via_next_awake(redis_url: str
     part.close()
 
 
+def test_a_caught_up_stream_is_read_again_with_the_others_at_the_next_gather_instant(
+    redis_url: str, client: redis.Redis
+) -> None:
+    publish(client, "g1", events(5, "g1"))
+    publish(client, "g2", events(3, "g2"))
+    source = RedisStreamSource(redis_url, ["g1", "g2"], batch_size=10, gather_ms=200)
+    parts = [source.build_part("in", s, None) for s in ("g1", "g2")]
+    before = datetime.now(UTC)
+    assert [len(p.next_batch()) for p in parts] == [5, 3]  # fewer than a batch: both streams are caught up
+    wakes = [p.next_awake() for p in parts]
+    assert wakes[0] is not None and wakes[0] == wakes[1]  # every partition wakes at the same instant
+    assert before < wakes[0] <= datetime.now(UTC) + timedelta(milliseconds=200)
+    assert wakes[0].timestamp() * 1000 % 200 == pytest.approx(0, abs=1e-3)  # a multiple of gather_ms
+    for p in parts:
+        p.close()
+
+
+def test_a_full_batch_or_gather_ms_0_reads_again_at_once(redis_url: str, client: redis.Redis) -> None:
+    publish(client, "backlog", events(25, "backlog"))
+    part = RedisStreamSource(redis_url, ["backlog"], batch_size=10, gather_ms=200).build_part("in", "backlog", None)
+    assert len(part.next_batch()) == 10 and part.next_awake() is None  # a backlog is read without waiting
+    eager = RedisStreamSource(redis_url, ["backlog"], batch_size=100, gather_ms=0).build_part("in", "backlog", None)
+    assert len(eager.next_batch()) == 25 and eager.next_awake() is None
+    part.close()
+    eager.close()
+
+
 def test_stop_at_end_ends_an_empty_stream_at_once(redis_url: str) -> None:
     part = RedisStreamSource(redis_url, ["nothing"], stop_at_end=True).build_part("in", "nothing", None)
     with pytest.raises(StopIteration):
@@ -196,6 +223,8 @@ def test_constructor_validates_and_does_not_connect() -> None:
         RedisStreamSource("redis://localhost", ["a", "a"])
     with pytest.raises(SourceError, match="changed since the snapshot"):
         RedisStreamSource("redis://localhost", ["a"]).build_part("in", "b", None)
+    with pytest.raises(SourceError, match="gather_ms must be >= 0"):
+        RedisStreamSource("redis://localhost", ["a"], gather_ms=-1)
 
 
 def test_publish_trims_with_maxlen(redis_url: str, client: redis.Redis) -> None:
