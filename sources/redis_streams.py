@@ -36,7 +36,6 @@ last id emitted, so no entry is skipped or repeated. Entries trimmed away
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,7 +51,7 @@ from redis.retry import Retry
 
 from creditflow.events import RawRecord, SourcePosition
 from sources import SourceError, error_payload, process_reads
-from sources.redis_trim import trimmable_ids
+from sources.redis_trim import StreamTrimmer
 
 __all__ = ["RedisStreamSource", "entry_to_record", "publish"]
 
@@ -170,9 +169,10 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         trim_every_s: float = 10.0,
         process: tuple[int, int] | None = None,
     ):
-        """``trim_store``: the flow's recovery directory; when given, each partition
-        trims its stream every ``trim_every_s`` behind the oldest position a
-        resume could need (see ``sources.redis_trim``)."""
+        """``trim_store``: the flow's recovery directory; when given, the streams of
+        this process's open partitions are trimmed every ``trim_every_s`` behind the
+        oldest position a resume could need, from a thread of their own
+        (``sources.redis_trim.StreamTrimmer``)."""
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise SourceError(f"redis url must start with redis://, rediss:// or unix:// (got {url!r})")
         if isinstance(streams, str):
@@ -196,7 +196,7 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         self._socket_timeout_s = socket_timeout_s
         self._trim_store = trim_store
         self._trim_every_s = trim_every_s
-        self._trimmer: _Trimmer | None = None
+        self._trimmer: StreamTrimmer | None = None
         self._process = process
 
     def list_parts(self) -> list[str]:
@@ -208,17 +208,8 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
                 f"step {step_id!r}: no stream partition {for_part!r} (streams: {self._streams}); "
                 "the stream list changed since the snapshot was taken"
             )
-        client = redis.Redis.from_url(
-            self._url,
-            socket_timeout=self._socket_timeout_s,
-            socket_connect_timeout=self._socket_timeout_s,
-            # One immediate retry replaces a connection broken by a restart; longer
-            # outages come back to us, so the worker is never blocked retrying.
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=False,
-        )
         return _StreamPartition(
-            client,
+            self._connect(),
             for_part,
             resume_state or "0-0",
             self._batch_size,
@@ -229,45 +220,23 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
             self._gather_ms,
         )
 
-    def _shared_trimmer(self, step_id: str) -> _Trimmer | None:
+    def _connect(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout_s,
+            socket_connect_timeout=self._socket_timeout_s,
+            # One immediate retry replaces a connection broken by a restart; longer
+            # outages come back to us, so the worker is never blocked retrying.
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=False,
+        )
+
+    def _shared_trimmer(self, step_id: str) -> StreamTrimmer | None:
         if self._trim_store is None:
             return None
         if self._trimmer is None or self._trimmer.step_id != step_id:
-            self._trimmer = _Trimmer(self._trim_store, step_id, self._trim_every_s)
+            self._trimmer = StreamTrimmer(self._trim_store, step_id, self._trim_every_s, self._connect)
         return self._trimmer
-
-
-class _Trimmer:
-    """Trims streams behind the oldest position a resume could need, each at most every ``every_s``.
-
-    One per source in a process, shared by its partitions: the recovery store is read
-    once per ``every_s`` for all of them (a read copies every partition of the store).
-    """
-
-    def __init__(self, store: Path, step_id: str, every_s: float) -> None:
-        self.store = store
-        self.step_id = step_id
-        self.every_s = every_s
-        self._safe: dict[str, str] = {}
-        self._read_at = time.monotonic()
-        self._trimmed_at: dict[str, float] = {}
-
-    def maybe_trim(self, client: redis.Redis, stream: str) -> None:
-        now = time.monotonic()
-        if now - self._trimmed_at.setdefault(stream, now) < self.every_s:
-            return
-        self._trimmed_at[stream] = now
-        try:
-            if now - self._read_at >= self.every_s:
-                self._read_at = now
-                self._safe = trimmable_ids(self.store, self.step_id)
-            safe = self._safe.get(stream)
-            if safe is not None:
-                removed = client.xtrim(stream, minid=safe, approximate=False)
-                if removed:
-                    log.debug("trimmed %d entries of stream %r before %s", removed, stream, safe)
-        except (sqlite3.Error, redis.RedisError, OSError) as exc:
-            log.warning("could not trim stream %r (%s); will retry in %.0f s", stream, exc, self.every_s)
 
 
 class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
@@ -280,10 +249,12 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         idle: timedelta,
         stop_at_end: bool,
         max_backoff_s: float,
-        trimmer: _Trimmer | None = None,
+        trimmer: StreamTrimmer | None = None,
         gather_ms: int = 0,
     ):
         self._trimmer = trimmer
+        if trimmer is not None:
+            trimmer.watch(stream)  # trimmed from the trimmer's thread while this partition is open
         self._gather_ms = gather_ms
         self._client = client
         self._stream = stream
@@ -298,8 +269,6 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         self._where = f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"  # no password in logs
 
     def next_batch(self) -> list[RawRecord]:
-        if self._trimmer is not None:
-            self._trimmer.maybe_trim(self._client, self._stream)
         try:
             response = self._client.xread({self._stream: self._last_id}, count=self._batch_size)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -356,6 +325,8 @@ class _StreamPartition(StatefulSourcePartition[RawRecord, str]):
         return self._last_id
 
     def close(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.unwatch(self._stream)
         self._client.close()
 
 

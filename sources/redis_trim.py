@@ -11,14 +11,25 @@ One epoch of extra margin is kept.
 This reads Bytewax's recovery partitions (sqlite: ``exs``, ``fronts``,
 ``snaps``) read-only; their layout is that of bytewax==0.21.1, which the
 project pins.
+
+``StreamTrimmer`` does it from a thread of its own: reading the store copies
+every partition of it (tens of ms, more as its write-ahead log grows) and XTRIM
+waits for Redis, which on the worker thread paused the flow every 10 s (23 ms
+growing to 117 ms within a 10k events/s load test). File copies, SQLite and the
+Redis round trip release the GIL, so the thread costs the worker almost nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis
 
 from state.bytewax_store import open_current_copy
 
@@ -84,3 +95,69 @@ def trimmable_ids(store: Path, step_id: str) -> dict[str, str]:
             if isinstance(position, str) and position != "0-0":
                 out[stream] = position
     return out
+
+
+class StreamTrimmer:
+    """Trims the streams its partitions ``watch`` behind ``trimmable_ids``, every ``every_s``, from a daemon thread.
+
+    One per source and step in a process, shared by its partitions: the store is read once per round for all
+    of them. The thread starts with the first ``watch`` and ends when the last stream is ``unwatch``ed; it has
+    its own client (``connect()``). A round that fails (Redis down, the store changing while copied) is
+    logged and tried again a round later.
+    """
+
+    def __init__(self, store: Path, step_id: str, every_s: float, connect: Callable[[], redis.Redis]) -> None:
+        self.store = store
+        self.step_id = step_id
+        self.every_s = every_s
+        self._connect = connect
+        self._streams: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        self.rounds = 0
+        """Rounds done (tests, logs)."""
+
+    def watch(self, stream: str) -> None:
+        with self._lock:
+            self._streams.add(stream)
+            if self._stop is None:
+                self._stop = threading.Event()
+                name = f"creditflow-trim-{self.step_id}"
+                threading.Thread(target=self._run, args=(self._stop,), name=name, daemon=True).start()
+
+    def unwatch(self, stream: str) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+            if not self._streams and self._stop is not None:
+                self._stop.set()
+                self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        client = self._connect()
+        try:
+            while not stop.wait(self.every_s):
+                self.trim(client)
+        finally:
+            client.close()
+
+    def trim(self, client: redis.Redis) -> None:
+        """One round: every watched stream trimmed behind what no resume can read again."""
+        with self._lock:
+            streams = sorted(self._streams)
+        try:
+            safe = trimmable_ids(self.store, self.step_id)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not read %s to trim streams (%s); will retry in %.0f s", self.store, exc, self.every_s)
+            return
+        for stream in streams:
+            minid = safe.get(stream)
+            if minid is None:
+                continue
+            try:
+                removed = client.xtrim(stream, minid=minid, approximate=False)
+            except redis.RedisError as exc:
+                log.warning("could not trim stream %r (%s); will retry in %.0f s", stream, exc, self.every_s)
+                continue
+            if removed:
+                log.debug("trimmed %d entries of stream %r before %s", removed, stream, minid)
+        self.rounds += 1
