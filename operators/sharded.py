@@ -410,12 +410,17 @@ class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
         fulls = self._fulls
         while len(fulls) > 1 and now - fulls[1][0] >= COLLECT_MIN_AGE_S:
             fulls.popleft()
+        # Never past a full row younger than COLLECT_MIN_AGE_S, whatever the (lock-free) read said.
+        if not fulls or now - fulls[0][0] < COLLECT_MIN_AGE_S:
+            # Nothing can go yet: no marks read (a copy of Bytewax's store, tens of ms on the worker thread),
+            # no query; the next attempt is when the oldest full row kept is old enough.
+            if fulls:
+                self._collect_at = max(self._collect_at, fulls[0][0] + COLLECT_MIN_AGE_S)
+            return
         oldest = self._step.state.oldest_mark(self._step.step_id, self._shard)
         if oldest is None:
             return
-        # Never past a full row younger than COLLECT_MIN_AGE_S, whatever the (lock-free) read said.
-        settled = fulls[0][1] if fulls and now - fulls[0][0] >= COLLECT_MIN_AGE_S else 0
-        keep_from = min(oldest, settled)
+        keep_from = min(oldest, fulls[0][1])
         self._store.collect(keep_from)
         if keep_from >= self._collect_from:
             self._collect_from = None  # nothing before the last full row is left
