@@ -39,7 +39,11 @@ from typing import Any
 
 GC_THRESHOLDS = (50_000, 1_000, 1_000)
 """A collection after 50,000 net allocations, after which the survivors are frozen. Generations 1 and 2 hold
-nothing unfrozen, so their rare collections (every 1,000 of the one below) are as cheap as a young one."""
+nothing unfrozen, so their rare collections (every 1,000 of the one below) are as cheap as a young one.
+
+Measured in the 10k load test (2026-11-24, timed by a gc callback): 46 collections in 65 s, 30-75 ms each,
+2.3% of the worker's time. With 1,000,000 there were two, of 0.54 and 0.64 s: 1.8% of the time, but each
+a pause the p99 latency target cannot absorb."""
 
 _SAVED: list[tuple[int, ...]] = []
 
