@@ -117,6 +117,8 @@ class LoadSettings:
     """The flow's recovery snapshot interval (``--snapshot-interval``); the flow's own default unless asked."""
     backup_interval_s: int = RunSettings.backup_interval_s
     """How long the flow keeps superseded snapshots (``--backup-interval``); the flow's own default unless asked."""
+    gather_ms: int | None = None
+    """How often a caught-up stream is read (``--gather-ms``: the source's ``gather_ms``); None: its default."""
     grace_s: float = 3.0
     """Rate mode: once everything was read, how long the sink must have been idle before the flow is stopped."""
     drain_timeout_s: float = 300.0
@@ -231,6 +233,8 @@ class _PublisherProc:
 
 def _flow_cmd(s: LoadSettings, url: str, run_dir: Path, processes: int) -> list[str]:
     source = f"{url}?streams={','.join(s.streams)}" + ("&stop_at_end=1" if s.mode == "max" else "")
+    if s.gather_ms is not None:
+        source += f"&gather_ms={s.gather_ms}"
     return [
         sys.executable, "-m", "creditflow.cli", "run", "--no-summary",
         "--source", source,
@@ -729,6 +733,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="seconds the flow keeps superseded snapshots (%(default)s, the flow's default)",
     )
     ap.add_argument(
+        "--gather-ms",
+        type=int,
+        help="how often a caught-up stream is read, in ms (the source's default: sources/redis_streams.py); "
+        "0 reads again at once",
+    )
+    ap.add_argument(
         "--drain-timeout",
         type=float,
         help="longest wait for the flow to read all (default 300 s, or N / 5000 s for a larger --max N)",
@@ -772,6 +782,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         lateness_ms=args.allowed_lateness_ms,
         snapshot_interval_s=args.snapshot_interval,
         backup_interval_s=args.backup_interval,
+        gather_ms=args.gather_ms,
         drain_timeout_s=args.drain_timeout if args.drain_timeout is not None else default_drain_timeout_s(args.max),
         profile_s=args.profile,
         out=args.out,

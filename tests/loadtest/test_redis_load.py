@@ -302,3 +302,14 @@ def test_sigterm_stops_the_load_test_with_its_flow_publisher_and_redis(tmp_path:
     assert "stopped on SIGTERM" in err
     time.sleep(1)
     assert not [p for p in started if alive(p)], "no process of the load test runs on, orphaned"
+
+
+def test_gather_ms_reaches_the_flows_source_and_is_left_to_the_source_by_default(tmp_path: Path) -> None:
+    from loadtest.redis_load import _flow_cmd
+
+    def source_of(settings: LoadSettings) -> str:
+        cmd = _flow_cmd(settings, "redis://127.0.0.1:1/0", tmp_path, 1)
+        return cmd[cmd.index("--source") + 1]
+
+    assert "gather_ms" not in source_of(LoadSettings(rate=100, duration_s=1))
+    assert source_of(LoadSettings(rate=100, duration_s=1, gather_ms=0)).endswith("&gather_ms=0")
