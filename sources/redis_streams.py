@@ -13,9 +13,10 @@ once. Every partition of every process wakes at the same instants, so the events
 of all streams cross the flow together in larger waves: the flow's cost per wave
 (each step and shard called once) is spread over more events. Measured at 8k
 events/s, where the flow keeps up: the worker thread's CPU per event 7-15% lower
-with 50 ms, p50 latency 30-50 ms higher, p99 unchanged; at 10k events/s, two runs
-each, 50 ms met every target in both and 0 ms in one (noisy: read the README's
-figures). ``gather_ms=0`` reads again at once after every read that found entries.
+with 50 ms, p50 latency 30-50 ms higher, p99 unchanged. At 10k events/s, near the
+flow's capacity, no difference showed through the machine's noise (the README's
+Performance section). ``gather_ms=0`` reads again at once after every read that
+found entries.
 
 Entry layout (what ``publish`` writes)::
 
