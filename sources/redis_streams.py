@@ -137,10 +137,6 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
     :arg block_ms: After a read that found nothing, how long the partition waits
         before reading again. Waiting goes through ``next_awake``: the worker
         never blocks. Lower is less latency, more idle ``XREAD`` calls.
-    :arg gather_ms: After a read that found entries but fewer than ``batch_size``,
-        wait until the next multiple of this many milliseconds of wall time before
-        reading again (all partitions wake together; see the module docstring).
-        0: read again at once.
     :arg stop_at_end: End a partition as soon as a read finds nothing new (tests,
         bounded backfills). Default: read forever.
     :arg max_backoff_s: Cap of the retry delay after connection errors.
@@ -152,6 +148,10 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         event to ``operators.routing.partition_of`` then has every device's
         events read where its state is. Default: every stream is listed, and
         Bytewax shares them out.
+    :arg gather_ms: After a read that found entries but fewer than ``batch_size``,
+        wait until the next multiple of this many milliseconds of wall time before
+        reading again (all partitions wake together; see the module docstring).
+        0: read again at once.
 
     The constructor does not connect; each partition opens its own client.
     """
@@ -163,12 +163,12 @@ class RedisStreamSource(FixedPartitionedSource[RawRecord, str]):
         batch_size: int = DEFAULT_BATCH,
         block_ms: int = 25,
         stop_at_end: bool = False,
-        gather_ms: int = DEFAULT_GATHER_MS,
         max_backoff_s: float = 5.0,
         socket_timeout_s: float = 2.0,
         trim_store: Path | None = None,
         trim_every_s: float = 10.0,
         process: tuple[int, int] | None = None,
+        gather_ms: int = DEFAULT_GATHER_MS,
     ):
         """``trim_store``: the flow's recovery directory; when given, the streams of
         this process's open partitions are trimmed every ``trim_every_s`` behind the
