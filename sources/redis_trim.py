@@ -102,8 +102,8 @@ class StreamTrimmer:
 
     One per source and step in a process, shared by its partitions: the store is read once per round for all
     of them. The thread starts with the first ``watch`` and ends when the last stream is ``unwatch``ed; it has
-    its own client (``connect()``). A round that fails (Redis down, the store changing while copied) is
-    logged and tried again a round later.
+    its own client (``connect()``). A round that fails (Redis down, the store changing while copied, or
+    anything unforeseen) is logged and tried again a round later.
     """
 
     def __init__(self, store: Path, step_id: str, every_s: float, connect: Callable[[], redis.Redis]) -> None:
@@ -136,7 +136,11 @@ class StreamTrimmer:
         client = self._connect()
         try:
             while not stop.wait(self.every_s):
-                self.trim(client)
+                try:
+                    self.trim(client)
+                except Exception:  # anything unforeseen (a mark that does not unpickle): the thread must live on,
+                    # or the streams would grow without bound with nothing but a stray traceback to say so
+                    log.exception("trimming the streams of %s failed; will retry in %.0f s", self.step_id, self.every_s)
         finally:
             client.close()
 

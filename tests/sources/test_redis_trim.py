@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import sqlite3
 import threading
 import time
@@ -76,4 +77,27 @@ def test_a_failed_round_is_logged_and_the_next_one_trims(
     trimmer.unwatch("ev")
     assert "could not read" in caplog.text and "changed while being copied" in caplog.text
     assert trimmer.rounds >= 1
+    client.close()
+
+
+def test_an_unforeseen_error_is_logged_and_does_not_end_the_trimming(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    ids = [client.xadd("ev", {b"data": b"{}"}) for _ in range(5)]
+    calls: list[int] = []
+
+    def corrupt_then_fine(store: Path, step_id: str) -> dict[str, str]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise pickle.UnpicklingError("invalid load key, 'x'.")  # a mark Bytewax's store holds, corrupt
+        return {"ev": ids[3].decode()}
+
+    monkeypatch.setattr(redis_trim, "trimmable_ids", corrupt_then_fine)
+    trimmer = StreamTrimmer(tmp_path, "creditflow.source", 0.05, lambda: redis.Redis.from_url(redis_url))
+    with caplog.at_level(logging.ERROR, logger="creditflow.sources.redis"):
+        trimmer.watch("ev")
+        assert wait_for(lambda: client.xlen("ev") == 2), "the round after the error trims"
+    trimmer.unwatch("ev")
+    assert "trimming the streams of creditflow.source failed" in caplog.text and "invalid load key" in caplog.text
     client.close()
