@@ -14,7 +14,7 @@ from flows.source_spec import parse_source_spec
 from schemas.decode import decode
 from sources.files import FileSource
 from sources.generator import GeneratorSource
-from sources.redis_streams import RedisStreamSource
+from sources.redis_streams import DEFAULT_BATCH, DEFAULT_GATHER_MS, RedisStreamSource
 
 
 def test_kafka_spec_builds_bytewax_kafka_source_without_connecting() -> None:
@@ -62,21 +62,18 @@ def test_generator_option_without_value_is_refused() -> None:
         parse_source_spec("generator:seed").build()
 
 
-def test_redis_batch_sets_the_entries_read_per_stream_and_a_bad_one_is_refused() -> None:
-    from sources.redis_streams import DEFAULT_BATCH
-
-    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a").build()._batch_size == DEFAULT_BATCH  # type: ignore[attr-defined]
-    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a&batch=50").build()._batch_size == 50  # type: ignore[attr-defined]
-    for bad in ("0", "-3", "lots"):
-        with pytest.raises(CreditflowError, match=f"batch='{bad}'"):
-            parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&batch={bad}").build()
-
-
-def test_redis_gather_ms_sets_the_wait_of_a_caught_up_stream_and_a_bad_one_is_refused() -> None:
-    from sources.redis_streams import DEFAULT_GATHER_MS
-
-    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a").build()._gather_ms == DEFAULT_GATHER_MS  # type: ignore[attr-defined]
-    assert parse_source_spec("redis://127.0.0.1:6379/0?streams=a&gather_ms=0").build()._gather_ms == 0  # type: ignore[attr-defined]
-    for bad in ("-5", "soon", "2.5"):
-        with pytest.raises(CreditflowError, match=f"gather_ms='{bad}'"):
-            parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&gather_ms={bad}").build()
+@pytest.mark.parametrize(
+    ("option", "default", "attribute", "good", "bads"),
+    [
+        ("batch", DEFAULT_BATCH, "_batch_size", 50, ("0", "-3", "lots")),  # entries read per stream at a time
+        ("gather_ms", DEFAULT_GATHER_MS, "_gather_ms", 0, ("-5", "soon", "2.5")),  # the wait of a caught-up stream
+    ],
+)
+def test_a_redis_read_option_sets_the_source_and_a_bad_one_is_refused(
+    option: str, default: int, attribute: str, good: int, bads: tuple[str, ...]
+) -> None:
+    assert getattr(parse_source_spec("redis://127.0.0.1:6379/0?streams=a").build(), attribute) == default
+    assert getattr(parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&{option}={good}").build(), attribute) == good
+    for bad in bads:
+        with pytest.raises(CreditflowError, match=f"{option}='{bad}'"):
+            parse_source_spec(f"redis://127.0.0.1:6379/0?streams=a&{option}={bad}").build()
