@@ -13,7 +13,8 @@ over time, one colour per run.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,19 +371,89 @@ def verdict(f: dict[str, Any], r: RunRecord, t: Targets) -> dict[str, Any]:
 
 
 def comparison(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Throughput of each process count relative to the first."""
-    if len(runs) < 2:
+    """Throughput of each process count relative to the first (medians when a count ran several times).
+
+    >>> runs = [_fake(1, 9000.0, 0.5), _fake(1, 9400.0, 0.7), _fake(2, 4700.0, 2.0)]
+    >>> comparison(runs)["ratio_vs_first"]
+    {'1': 1.0, '2': 0.511}
+    >>> comparison(runs[:2]) is None  # one process count: nothing to compare
+    True
+    """
+    by_count = _by_processes(runs)
+    if len(by_count) < 2:
         return None
-    base = runs[0]["throughput"]["sustained_events_per_s"] or 0.0
+
+    def median_of(group: list[dict[str, Any]], get: Callable[[dict[str, Any]], float | None]) -> float | None:
+        values = [v for r in group if (v := get(r)) is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    sustained = {k: median_of(g, lambda r: r["throughput"]["sustained_events_per_s"]) for k, g in by_count.items()}
+    base = next(iter(sustained.values())) or 0.0
     return {
-        "sustained_events_per_s": {str(r["processes"]): r["throughput"]["sustained_events_per_s"] for r in runs},
-        "ratio_vs_first": {
-            str(r["processes"]): (round((r["throughput"]["sustained_events_per_s"] or 0.0) / base, 3) if base else None)
-            for r in runs
-        },
+        "sustained_events_per_s": sustained,
+        "ratio_vs_first": {k: (round((v or 0.0) / base, 3) if base else None) for k, v in sustained.items()},
         "p99_conversion_to_credit_s": {
-            str(r["processes"]): r["latency"]["conversion_to_credit_s"]["p99"] for r in runs
+            k: median_of(g, lambda r: r["latency"]["conversion_to_credit_s"]["p99"]) for k, g in by_count.items()
         },
+    }
+
+
+def repeatability(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per process count: how many of its runs met every judged target, and the medians of its runs
+    (``creditflow loadtest --repeat N``). Worker CPU per event is the worker thread's running share over
+    the sustained rate, summed over processes: what one event cost the flow's worker threads.
+
+    >>> r = repeatability([_fake(1, 9000.0, 0.5), _fake(1, 9400.0, 2.5), _fake(1, 9900.0, 0.7)])["1"]
+    >>> r["runs"], r["met_every_target"], r["median_sustained_events_per_s"], r["median_p99_conversion_to_credit_s"]
+    (3, 2, 9400.0, 0.7)
+    >>> r["median_worker_cpu_us_per_event"]
+    85.1
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for count, group in _by_processes(runs).items():
+
+        def median(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return round(statistics.median(known), 3) if known else None
+
+        cpu = []
+        for r in group:
+            shares = r["resources"]["worker_thread_steady"]
+            rate = r["throughput"]["sustained_events_per_s"]
+            cpu.append(round(sum(s["running"] for s in shares.values()) / rate * 1e6, 1) if shares and rate else None)
+        out[count] = {
+            "runs": len(group),
+            "met_every_target": sum(1 for r in group if _met_every_target(r)),
+            "median_sustained_events_per_s": median([r["throughput"]["sustained_events_per_s"] for r in group]),
+            "median_p99_conversion_to_credit_s": median([r["latency"]["conversion_to_credit_s"]["p99"] for r in group]),
+            "median_p99_window_close_to_kpi_s": median([r["latency"]["window_close_to_kpi_s"]["p99"] for r in group]),
+            "median_worker_cpu_us_per_event": median(cpu),  # type: ignore[arg-type]
+        }
+    return out
+
+
+def _by_processes(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(str(r["processes"]), []).append(r)
+    return groups
+
+
+def _met_every_target(run: dict[str, Any]) -> bool:
+    """Every target the run judged passed (and it judged at least one)."""
+    values = [v if isinstance(v, bool) or v is None else v["pass"] for v in run["verdict"].values()]
+    judged = [v for v in values if v is not None]
+    return bool(judged) and all(judged)
+
+
+def _fake(processes: int, sustained: float, p99: float) -> dict[str, Any]:
+    """A run's figures as far as ``comparison`` and ``repeatability`` read them (their doctests)."""
+    return {
+        "processes": processes,
+        "throughput": {"sustained_events_per_s": sustained},
+        "latency": {"conversion_to_credit_s": {"p99": p99}, "window_close_to_kpi_s": {"p99": 0.4}},
+        "resources": {"worker_thread_steady": {"p0": {"running": 0.8}}},
+        "verdict": {"p99_conversion_to_credit_le_1s": p99 <= 1.0, "not_judged": None},
     }
 
 
@@ -422,7 +493,7 @@ def write_png(runs: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
         c = colours[i % len(colours)]
-        name = f"{run['processes']} proc"
+        name = f"{run['processes']} proc" + (f" #{run['repeat']}" if run.get("repeat") else "")
         tl = run["timeline"]
         ts = [p["t"] for p in tl]
         ax_rate.plot(ts, [p["published_per_s"] for p in tl], "--", color=c, alpha=0.6, label=f"{name}: published")

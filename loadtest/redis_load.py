@@ -60,6 +60,7 @@ from loadtest.load_report import (
     Targets,
     comparison,
     overall,
+    repeatability,
     run_figures,
     settings_dict,
     write_json,
@@ -99,6 +100,8 @@ class LoadSettings:
     """``max`` mode: pre-fill this many events, then measure how fast the flow drains them."""
     processes: tuple[int, ...] = (1,)
     """Flow process counts to run, one run each (``--compare-processes 1,2``)."""
+    repeat: int = 1
+    """Runs per process count (``--repeat N``): the report says in how many every target was met, with medians."""
     partitions: int = 4
     partition_by: Literal["device", "person"] = "device"
     """Which stream an event goes to (``loadtest.traffic``): its device's (aligned with the flow's state), or
@@ -134,6 +137,8 @@ class LoadSettings:
             raise ValueError("--max must be >= 1")
         if not self.processes or min(self.processes) < 1:
             raise ValueError("process counts must be >= 1")
+        if self.repeat < 1:
+            raise ValueError(f"--repeat must be >= 1 (got {self.repeat})")
 
     @property
     def mode(self) -> str:
@@ -637,9 +642,14 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
         machine = machine_info(server)
         say(f"  machine: {machine['cores']} cores; one core runs the calibration loop in {machine['python_loop_s']} s")
         for processes in s.processes:
-            say(f"run: {processes} flow process(es), {s.mode} mode")
-            runs.append(run_once(s, processes, server, work / "schedule.traffic", work / f"run-p{processes}", say))
-            _say_run(runs[-1], say)
+            for i in range(1, s.repeat + 1):
+                nth = f", run {i} of {s.repeat}" if s.repeat > 1 else ""
+                say(f"run: {processes} flow process(es), {s.mode} mode{nth}")
+                run_dir = work / (f"run-p{processes}" + (f"-{i}" if s.repeat > 1 else ""))
+                runs.append(run_once(s, processes, server, work / "schedule.traffic", run_dir, say))
+                if s.repeat > 1:
+                    runs[-1]["repeat"] = i
+                _say_run(runs[-1], say)
     finally:
         server.stop()
         (work / "schedule.traffic").unlink(missing_ok=True)  # ~0.5 KB per event; the same settings regenerate it
@@ -651,6 +661,7 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
         "machine": machine,
         "traffic": summary.as_dict(),
         "targets": overall(runs),
+        "repeatability": repeatability(runs) if s.repeat > 1 else None,
         "comparison": comparison(runs),
         "runs": runs,
     }
@@ -660,6 +671,13 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
     )
     png_path = write_png(runs, work / "report.png", title)
     say(f"targets: {report['targets']}")
+    for processes, r in (report["repeatability"] or {}).items():
+        say(
+            f"repeat, {processes} proc: every target met in {r['met_every_target']} of {r['runs']} runs; medians: "
+            f"{r['median_sustained_events_per_s']} events/s, conversion->credit p99 "
+            f"{r['median_p99_conversion_to_credit_s']} s, window close->KPI p99 {r['median_p99_window_close_to_kpi_s']}"
+            f" s, worker thread {r['median_worker_cpu_us_per_event']} us of CPU per event"
+        )
     if report["comparison"]:
         say(f"throughput ratio vs {s.processes[0]} process(es): {report['comparison']['ratio_vs_first']}")
     say(f"report: {json_path}\npicture: {png_path}")
@@ -705,6 +723,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--processes", "-p", type=int, default=1, help="flow processes (%(default)s)")
     ap.add_argument(
         "--compare-processes", metavar="N,M", help="run the same load once per process count, e.g. 1,2, and compare"
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each process count N times and report in how many every target was met, with medians (%(default)s)",
     )
     ap.add_argument("--partitions", type=int, default=4, help="Redis streams (%(default)s)")
     ap.add_argument(
@@ -771,6 +796,7 @@ def settings_from_args(args: argparse.Namespace) -> LoadSettings:
         duration_s=args.duration,
         max_events=args.max,
         processes=processes,
+        repeat=args.repeat,
         partitions=args.partitions,
         partition_by=args.partition_by,
         tenants=tuple(t for t in args.tenants.split(",") if t),

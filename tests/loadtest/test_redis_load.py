@@ -236,11 +236,20 @@ def test_a_short_load_run_produces_a_sane_report(tmp_path: Path) -> None:
         lateness_ms=500,
         grace_s=1.5,
         drain_timeout_s=60,
+        repeat=2,
         out=tmp_path / "load",
     )
     report_path = run_load(settings, argv=["test"])
     report = json.loads(report_path.read_text())
-    (run,) = report["runs"]
+    run, second = report["runs"]  # --repeat 2: the same load twice, each on a fresh Redis, ClickHouse and store
+    assert (run["repeat"], second["repeat"]) == (1, 2)
+    assert (tmp_path / "load" / "run-p1-1").is_dir() and (tmp_path / "load" / "run-p1-2").is_dir()
+    assert second["counts"]["published"] == run["counts"]["published"]
+    repeated = report["repeatability"]["1"]
+    assert repeated["runs"] == 2 and 0 <= repeated["met_every_target"] <= 2
+    sustained = sorted(r["throughput"]["sustained_events_per_s"] for r in report["runs"])
+    assert repeated["median_sustained_events_per_s"] == pytest.approx(sum(sustained) / 2, abs=0.01)
+    assert repeated["median_worker_cpu_us_per_event"] > 0
     counts = run["counts"]
     assert counts["published"] == 2001  # the schedule plus the primer record
     assert counts["read_by_flow"] == counts["published"]
