@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,18 +382,13 @@ def comparison(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     by_count = _by_processes(runs)
     if len(by_count) < 2:
         return None
-
-    def median_of(group: list[dict[str, Any]], get: Callable[[dict[str, Any]], float | None]) -> float | None:
-        values = [v for r in group if (v := get(r)) is not None]
-        return round(statistics.median(values), 3) if values else None
-
-    sustained = {k: median_of(g, lambda r: r["throughput"]["sustained_events_per_s"]) for k, g in by_count.items()}
+    sustained = {k: _median([r["throughput"]["sustained_events_per_s"] for r in g]) for k, g in by_count.items()}
     base = next(iter(sustained.values())) or 0.0
     return {
         "sustained_events_per_s": sustained,
         "ratio_vs_first": {k: (round((v or 0.0) / base, 3) if base else None) for k, v in sustained.items()},
         "p99_conversion_to_credit_s": {
-            k: median_of(g, lambda r: r["latency"]["conversion_to_credit_s"]["p99"]) for k, g in by_count.items()
+            k: _median([_p99(r, "conversion_to_credit_s") for r in g]) for k, g in by_count.items()
         },
     }
 
@@ -411,12 +406,7 @@ def repeatability(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     for count, group in _by_processes(runs).items():
-
-        def median(values: list[float | None]) -> float | None:
-            known = [v for v in values if v is not None]
-            return round(statistics.median(known), 3) if known else None
-
-        cpu = []
+        cpu: list[float | None] = []
         for r in group:
             shares = r["resources"]["worker_thread_steady"]
             rate = r["throughput"]["sustained_events_per_s"]
@@ -424,10 +414,10 @@ def repeatability(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[count] = {
             "runs": len(group),
             "met_every_target": sum(1 for r in group if _met_every_target(r)),
-            "median_sustained_events_per_s": median([r["throughput"]["sustained_events_per_s"] for r in group]),
-            "median_p99_conversion_to_credit_s": median([r["latency"]["conversion_to_credit_s"]["p99"] for r in group]),
-            "median_p99_window_close_to_kpi_s": median([r["latency"]["window_close_to_kpi_s"]["p99"] for r in group]),
-            "median_worker_cpu_us_per_event": median(cpu),  # type: ignore[arg-type]
+            "median_sustained_events_per_s": _median([r["throughput"]["sustained_events_per_s"] for r in group]),
+            "median_p99_conversion_to_credit_s": _median([_p99(r, "conversion_to_credit_s") for r in group]),
+            "median_p99_window_close_to_kpi_s": _median([_p99(r, "window_close_to_kpi_s") for r in group]),
+            "median_worker_cpu_us_per_event": _median(cpu),
         }
     return out
 
@@ -439,10 +429,25 @@ def _by_processes(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, An
     return groups
 
 
+def _p99(run: dict[str, Any], latency: str) -> float | None:
+    return run["latency"][latency]["p99"]  # type: ignore[no-any-return]
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the known values, 3 decimals; None when none is known."""
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def _passed(verdict: bool | dict[str, Any] | None) -> bool | None:
+    """One target's verdict as pass/fail, None when the run did not judge it (a verdict is a bool or a
+    dict with ``pass``)."""
+    return verdict if verdict is None or isinstance(verdict, bool) else verdict["pass"]
+
+
 def _met_every_target(run: dict[str, Any]) -> bool:
     """Every target the run judged passed (and it judged at least one)."""
-    values = [v if isinstance(v, bool) or v is None else v["pass"] for v in run["verdict"].values()]
-    judged = [v for v in values if v is not None]
+    judged = [v for v in map(_passed, run["verdict"].values()) if v is not None]
     return bool(judged) and all(judged)
 
 
@@ -461,10 +466,7 @@ def overall(runs: Sequence[dict[str, Any]]) -> dict[str, bool | None]:
     """A target passes overall when it passed in every run that judged it."""
     out: dict[str, bool | None] = {}
     for name in runs[0]["verdict"]:
-        values = [
-            r["verdict"][name] if isinstance(r["verdict"][name], bool) else r["verdict"][name]["pass"] for r in runs
-        ]
-        judged = [v for v in values if v is not None]
+        judged = [v for r in runs if (v := _passed(r["verdict"][name])) is not None]
         out[name] = all(judged) if judged else None
     return out
 
