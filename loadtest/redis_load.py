@@ -53,6 +53,7 @@ from typing import IO, Any, Literal
 
 import redis
 
+from creditflow.native import status as native_status
 from creditflow.stop_signals import StopRequested, stop_signals_raise
 from flows.run import RunSettings
 from loadtest.load_report import (
@@ -599,6 +600,7 @@ def machine_info(server: RedisProcess) -> dict[str, Any]:
         "versions": {d: version(d) for d in ("bytewax", "chdb", "clickhouse-connect", "redis", "orjson", "creditflow")},
         "redis_server": redis_version,
         "git_commit": commit or None,
+        "native": f"{native_status().mode}: {native_status().reason}",
     }
 
 
@@ -641,6 +643,7 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
     try:
         machine = machine_info(server)
         say(f"  machine: {machine['cores']} cores; one core runs the calibration loop in {machine['python_loop_s']} s")
+        say(f"  flow code: {machine['native']}")
         for processes in s.processes:
             for i in range(1, s.repeat + 1):
                 nth = f", run {i} of {s.repeat}" if s.repeat > 1 else ""
