@@ -418,9 +418,7 @@ class _Run:
             self.profilers[label] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.say(f"  profiling {', '.join(self.profilers)} with py-spy for {self.s.profile_s:.0f} s")
         if native_status().mode == "native":
-            self.say(
-                "  note: py-spy sees no compiled frame; their time goes to the Python callers (CREDITFLOW_PURE=1 to see it)"
-            )
+            self.say("  note: py-spy sees no compiled frame; callers get their time (CREDITFLOW_PURE=1)")
 
     def profiles(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
