@@ -8,7 +8,7 @@ FROM python:3.11-bookworm AS native
 WORKDIR /src
 COPY . .
 RUN pip install --no-cache-dir . mypy==2.4.1 setuptools==80.9.0 \
- && CREDITFLOW_PURE=1 CREDITFLOW_NATIVE_DIR=/native python -c "from creditflow.native import main; raise SystemExit(main(['build']))"
+ && CREDITFLOW_PURE=1 CREDITFLOW_NATIVE_DIR=/native creditflow native build
 
 FROM python:3.11-slim-bookworm
 

@@ -229,7 +229,7 @@ def build(directory: Path | None = None, *, force: bool = False, opt_level: str 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m creditflow.native [build [--force] | status]``."""
+    """``creditflow native status`` or ``creditflow native build [--force]``."""
     args = list(argv if argv is not None else sys.argv[1:])
     if args[:1] == ["build"]:
         try:
@@ -240,7 +240,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"{status().mode}: {status().reason}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
