@@ -121,3 +121,10 @@ def test_the_doctests_of_each_compiled_module_pass_against_the_compiled_module(s
         runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
     assert runner.tries >= len(tests)
+
+
+def test_the_cli_says_which_mode_this_python_runs_and_why(capsys: pytest.CaptureFixture[str]) -> None:
+    from creditflow.cli import main
+
+    assert main(["native", "status"]) == 0
+    assert capsys.readouterr().out == f"{status().mode}: {status().reason}\n"
