@@ -63,15 +63,14 @@ NATIVE_MODULES: tuple[str, ...] = (
     "creditflow/consent.py",
     "schemas/decode.py",
     "sources/redis_streams.py",
-    "operators/routing.py",
-    "operators/progress.py",
-    "operators/state_guard.py",
-    "state/wake_time.py",
-    "creditflow/weights.py",
 )
 """Source files compiled, relative to the project root. Not here: modules with Bytewax ``@operator``
-functions (bytewax reads their signatures, which compiled functions lack) and ``creditflow/events.py``
-(builds its record classes with ``exec``)."""
+functions (bytewax reads their signatures, which compiled functions lack), ``creditflow/events.py``
+(builds its record classes with ``exec``), the ClickHouse sink (its rows key tables by class
+attributes, which compiled slotted classes turn into slots; its writer has a ``_thread`` attribute,
+a C keyword once mangled) and ``creditflow/forgotten.py`` (the same class attribute). Routing,
+progress, the state guard, wake times and the weights scorer compiled and passed, but saved no
+measurable instruction (``loadtest.flow_instructions``), so they stay plain."""
 
 MANIFEST = "manifest.json"
 PURE_ENV = "CREDITFLOW_PURE"

@@ -20,15 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mypy_extensions import mypyc_attr
-
 from creditflow.errors import CreditflowError
 
 SPLITS = ("per_touch", "per_channel")
 """How a channel's weight reaches its touches (``creditflow.attribution.data_driven``)."""
 
 
-@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ScoringWeights:
     """What the online scorer needs of one version of a tenant's trained model."""

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mypy_extensions import mypyc_attr
 
-
-@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (creditflow.native), still a mixin for any logic
 class SecondsWake:
     """Base of a logic whose ``notify_at_s`` gives its next wake-up (epoch seconds, ``None``: none)."""
 
