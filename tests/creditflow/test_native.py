@@ -50,6 +50,17 @@ def test_one_changed_source_makes_every_module_plain_python(tmp_path: Path, monk
     assert "creditflow/kpis.py changed since the native build (rebuild: ./dev setup)" in decided.reason
 
 
+def test_a_build_with_a_module_no_longer_listed_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    fake_build(tmp_path)
+    manifest = json.loads((tmp_path / native.MANIFEST).read_text())
+    manifest["modules"]["sinks/old.py"] = {"sha256": "0" * 64, "file": "sinks/old.so"}
+    (tmp_path / native.MANIFEST).write_text(json.dumps(manifest))
+    decided, files = native._check(tmp_path)
+    assert (decided.mode, files) == ("pure", {})
+    assert "the native build has sinks/old.py, no longer compiled (rebuild: ./dev setup)" in decided.reason
+
+
 @pytest.mark.parametrize(
     ("env", "changes", "reason"),
     [
