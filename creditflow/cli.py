@@ -230,6 +230,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return run(settings_from_args(args))
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    from creditflow.native import main as native_main
+
+    return native_main([args.action, *(["--force"] if args.force else [])])
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     import redis
 
@@ -362,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     weights_p.add_argument("--to", type=int, metavar="VERSION", help="rollback: the version to score with again")
     weights_p.add_argument("--redis", required=True, help="the Redis the weights are published to")
     weights_p.set_defaults(func=cmd_weights)
+
+    native_p = sub.add_parser(
+        "native",
+        help="status: whether the compiled hot modules run here, and why; build: compile them (mypyc, dev extra)",
+    )
+    native_p.add_argument("action", choices=["status", "build"])
+    native_p.add_argument("--force", action="store_true", help="build even if the build matches the sources")
+    native_p.set_defaults(func=cmd_native)
 
     forget_p = sub.add_parser(
         "forget",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from creditflow.events import Event, SourcePosition, fast_init, pickled_flat
 
 KEY_SEP = "\x1f"
@@ -22,6 +24,7 @@ KEY_SEP = "\x1f"
 
 @fast_init
 @pickled_flat(position=SourcePosition)
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class KpiDelta:
     """What one event adds to the window of its event time."""

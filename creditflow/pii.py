@@ -519,7 +519,7 @@ def _scrub_json(v: Any, hasher: PiiHasher, tenant_id: str, depth: int) -> Any:
     return v
 
 
-def scrub_payload(raw: bytes, hasher: PiiHasher, tenant_id: str) -> bytes:
+def scrub_payload(raw: object, hasher: PiiHasher, tenant_id: str) -> bytes:
     """``raw`` without emails, phone numbers or IP addresses, for a dead letter. Never raises.
 
     A JSON payload is parsed: values under PII keys (``PII_TRAIT_KEYS``, at any
@@ -541,7 +541,7 @@ def scrub_payload(raw: bytes, hasher: PiiHasher, tenant_id: str) -> bytes:
     b'{"traits": {"phone": "[phone]"'
     """
     try:
-        data = bytes(raw) if not isinstance(raw, str) else raw.encode("utf-8", "replace")
+        data = bytes(raw) if not isinstance(raw, str) else raw.encode("utf-8", "replace")  # type: ignore[call-overload]
     except Exception:
         return b""
     try:

@@ -35,6 +35,7 @@ from creditflow.channels import compile_rules
 from creditflow.config import TenantConfigs
 from creditflow.errors import CreditflowError
 from creditflow.forgotten import ForgottenIds
+from creditflow.native import status as native_status
 from creditflow.pii import pii_hasher_from
 from creditflow.stop_signals import StopRequested, stop_signals_raise
 from creditflow.weights import NoWeights
@@ -295,6 +296,8 @@ def run_worker(settings: RunSettings, process_id: int | None = None, addresses: 
     """Build the flow and run it in this process (one Bytewax worker); SIGTERM/SIGINT stop it at once."""
     flow_settings = settings.flow_settings()
     flow = _build_flow(settings, flow_settings, process_id)
+    mode = native_status()
+    log.info("runs %s: %s", "compiled" if mode.mode == "native" else "as plain Python", mode.reason)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _stop_now)

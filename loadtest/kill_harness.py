@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import redis
 
+from creditflow.native import PURE_ENV
 from loadtest.redis_server import RedisProcess
 from sources.generator import generate_partitioned_events, serialize_events
 
@@ -65,6 +66,9 @@ class HarnessSettings:
     ready_timeout_s: float = 120.0
     """A run not ready this long after its start fails the harness (``early_exits``)."""
     snapshot_interval_s: int = 1
+    pure_plan: tuple[bool, ...] = (False,)
+    """Per run, cycled like ``process_plan``: whether it runs as plain Python (``CREDITFLOW_PURE=1``) rather
+    than with the compiled modules (``creditflow.native``), so one recovery store is resumed across both."""
     feed_chunk: int = 50
     """Events published per stream per tick; ticks are paced so event time keeps up with the wall clock."""
     bad_fraction: float = 0.01
@@ -109,6 +113,9 @@ class HarnessReport:
     stream_entries_left: int = 0
     """Entries still in the streams at the end: trimming ran while kills happened."""
     mismatches: list[str] = field(default_factory=list)
+    compiled_processes: int = 0
+    pure_processes: int = 0
+    """Flow processes that logged running compiled (``creditflow.native``) or as plain Python."""
 
     @property
     def ok(self) -> bool:
@@ -198,11 +205,19 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, offset: int, timeout_s
     return False
 
 
-def _start(s: HarnessSettings, processes: int, drain: bool, log: Path) -> subprocess.Popen[bytes]:
+def _start(s: HarnessSettings, run: int, drain: bool, log: Path) -> subprocess.Popen[bytes]:
+    processes = s.process_plan[run % len(s.process_plan)]
+    env = {k: v for k, v in os.environ.items() if k != PURE_ENV}
+    if s.pure_plan[run % len(s.pure_plan)]:
+        env[PURE_ENV] = "1"
     with log.open("ab") as out:
         return subprocess.Popen(
-            _run_cmd(s, processes, drain), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            _run_cmd(s, processes, drain), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
+
+
+def _mode(s: HarnessSettings, run: int) -> str:
+    return "plain Python" if s.pure_plan[run % len(s.pure_plan)] else "compiled if built"
 
 
 def query(dsn: str, sql: str) -> list[list[Any]]:
@@ -412,7 +427,7 @@ def run_harness(
             alive = rng.uniform(*s.alive_s)
             in_startup = rng.random() < s.startup_kill_share
             offset = log.stat().st_size if log.exists() else 0
-            proc = _start(s, procs, drain=False, log=log)
+            proc = _start(s, i, drain=False, log=log)
             if not in_startup and not _wait_ready(proc, log, offset, s.ready_timeout_s) and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -440,11 +455,11 @@ def run_harness(
                 report.alive_times_s.append(round(alive, 2))
                 report.startup_kills += in_startup
             moment = "after start, in start-up" if in_startup else "after ready"
-            say(f"  kill {i + 1}/{s.kills}: {procs} process(es) {alive:.2f} s {moment}")
+            say(f"  kill {i + 1}/{s.kills}: {procs} process(es), {_mode(s, i)}, {alive:.2f} s {moment}")
         fed.wait(timeout=120)
         procs = s.process_plan[s.kills % len(s.process_plan)]
-        say(f"  drain run: {procs} process(es)")
-        final = _start(s, procs, drain=True, log=log)
+        say(f"  drain run: {procs} process(es), {_mode(s, s.kills)}")
+        final = _start(s, s.kills, drain=True, log=log)
         try:
             code = final.wait(timeout=s.final_timeout_s)
         except subprocess.TimeoutExpired:
@@ -455,6 +470,8 @@ def run_harness(
             report.mismatches.append(f"drain run exited with {code}; log tail:\n{tail}")
             return report
         report.stream_entries_left = sum(int(client.xlen(stream)) for stream in STREAMS)
+        text = log.read_text(errors="replace")
+        report.compiled_processes, report.pure_processes = text.count(" runs compiled: "), text.count(" runs as plain")
     finally:
         client.close()
     compare(f"chdb://{s.workdir / 'clickhouse'}", expected, report, s.window_ms)

@@ -11,7 +11,9 @@ thread (the flow's write-behind thread would hide it).
 
 Self time is summed per source file and mapped to a component; time in C
 built-ins (dict methods, orjson, chDB, pickle) goes to the component of the
-Python function that called them.
+Python function that called them. cProfile cannot see inside the modules
+``creditflow.native`` compiles, so the profile runs them as plain Python
+(``CREDITFLOW_PURE=1``; the command sets it): the shares are those of the Python code.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -85,6 +88,12 @@ def profile(persons: int, seed: int = 1, pstats_out: Path | None = None) -> dict
     """
     from bytewax.testing import run_main
 
+    from creditflow.native import PURE_ENV, status
+
+    if status().mode == "native":
+        msg = f"cProfile cannot see compiled code: profile in a process started with {PURE_ENV}=1"
+        raise RuntimeError(msg)
+
     from flows.attribution import build_flow
     from flows.run import RunSettings
     from flows.source_spec import parse_source_spec
@@ -129,6 +138,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--pstats", type=Path, help="also dump the raw profile here (python -m pstats FILE)")
     args = ap.parse_args()
+    from creditflow.native import PURE_ENV, status
+
+    if status().mode == "native":  # cProfile sees no compiled frame: profile the same code as plain Python
+        env = {**os.environ, PURE_ENV: "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "loadtest.profile_flow", *sys.argv[1:]], env)
     print(f"profiling the flow over {args.persons} persons of traffic...", file=sys.stderr, flush=True)
     result = profile(args.persons, pstats_out=args.pstats)
     print(f"{result['events']} events, {result['profiled_events_per_s']}/s under cProfile")

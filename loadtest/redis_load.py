@@ -53,6 +53,7 @@ from typing import IO, Any, Literal
 
 import redis
 
+from creditflow.native import status as native_status
 from creditflow.stop_signals import StopRequested, stop_signals_raise
 from flows.run import RunSettings
 from loadtest.load_report import (
@@ -416,6 +417,8 @@ class _Run:
             cmd += ["--format", "raw", "--nonblocking", "--output", str(self.dir / f"profile-{label}.txt")]
             self.profilers[label] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.say(f"  profiling {', '.join(self.profilers)} with py-spy for {self.s.profile_s:.0f} s")
+        if native_status().mode == "native":
+            self.say("  note: py-spy sees no compiled frame; callers get their time (CREDITFLOW_PURE=1)")
 
     def profiles(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -599,6 +602,7 @@ def machine_info(server: RedisProcess) -> dict[str, Any]:
         "versions": {d: version(d) for d in ("bytewax", "chdb", "clickhouse-connect", "redis", "orjson", "creditflow")},
         "redis_server": redis_version,
         "git_commit": commit or None,
+        "native": f"{native_status().mode}: {native_status().reason}",
     }
 
 
@@ -641,6 +645,7 @@ def _run_load(s: LoadSettings, say: Say, argv: Sequence[str] | None) -> Path:
     try:
         machine = machine_info(server)
         say(f"  machine: {machine['cores']} cores; one core runs the calibration loop in {machine['python_loop_s']} s")
+        say(f"  flow code: {machine['native']}")
         for processes in s.processes:
             for i in range(1, s.repeat + 1):
                 nth = f", run {i} of {s.repeat}" if s.repeat > 1 else ""

@@ -57,6 +57,7 @@ from zlib import crc32
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from state.recovered import shard_file
 from state.shard_store import SHARD_LAYOUT, ShardInline, ShardMark, ShardStore, ShardStoreError, oldest_marks
@@ -98,6 +99,7 @@ def shard_of(key: str) -> str:
     return _NAMES[crc32(key.encode("utf-8", "surrogatepass")) % SHARDS]
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass
 class ShardedState:
     """Where a flow's sharded steps keep their state: ``<recovery dir>/shards/<step id>/<shard>.sqlite3``.
@@ -173,7 +175,7 @@ class _Step:
 class ShardLogic(StatefulBatchLogic[Any, tuple[str, Any], Any]):
     """The logics of every key of one shard, as one Bytewax key."""
 
-    def __init__(self, step: _Step, resume: ShardMark | ShardInline | None) -> None:
+    def __init__(self, step: _Step, resume: object) -> None:  # object: a foreign snapshot gets the error below
         self._step = step
         self._logics: dict[str, Any] = {}
         self._due: dict[str, float] = {}

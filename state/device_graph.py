@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from creditflow.consent import CONSENT_UNKNOWN, allows, decision_of, state_of
 from creditflow.events import Event, PersonEvent, SourcePosition, pickled_positionally
@@ -108,6 +109,7 @@ DeviceOutput = JourneyOutput | PersonEvent | Adopt
 
 
 @pickled_positionally
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ForgetDevice:
     """Erase ``device_key`` of ``tenant_id`` if it belongs to ``user_id`` ('' : whatever it belongs to)."""

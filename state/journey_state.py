@@ -56,8 +56,12 @@ DIGEST_BYTES = 8
 Touch = tuple[int, str, str, str, str]
 """(ts_ms, event_type, channel, campaign_id, event_id), kept sorted (by ts_ms, ties by the rest)."""
 
-Meta = tuple[str, str, str]
-"""(event_type, channel, campaign_id) of a touch: the part many persons share."""
+Meta = tuple[str, ...]
+"""(event_type, channel, campaign_id) of a touch: the part many persons share.
+
+Typed as a variable-length tuple on purpose: mypyc (``creditflow.native``) keeps fixed-length tuples
+unboxed, as C structs, and boxes a new tuple object at each use, which would defeat the intern tables
+that share one tuple among many persons."""
 
 
 JourneyRow = tuple[int, bytes, tuple[Any, ...]]
@@ -155,7 +159,7 @@ plain dicts of tuples of strings: ``get``/``setdefault`` are atomic under the
 GIL, so Bytewax worker threads may share them.
 """
 _metas: dict[Meta, Meta] = {}
-_kinds: dict[tuple[str, str], tuple[str, str]] = {}
+_kinds: dict[tuple[str, ...], tuple[str, ...]] = {}
 _utms: dict[tuple[str, str, str, str, str], Utm] = {}
 
 
@@ -178,7 +182,7 @@ def intern_meta(meta: Meta) -> Meta:
     return _shared(_metas, meta, meta)
 
 
-def intern_kind(kind: tuple[str, str]) -> tuple[str, str]:
+def intern_kind(kind: tuple[str, ...]) -> tuple[str, ...]:
     """The shared copy of a conversion's ``(currency, conversion_type)`` (equal value; the table is bounded)."""
     return _shared(_kinds, kind, kind)
 
@@ -320,7 +324,7 @@ class Journey:
         """The journey of ``JourneyState(packed, refs)``."""
         if not packed:
             return cls()
-        j = cls.__new__(cls)
+        j = cls()  # not cls.__new__: mypyc cannot compile it; __init__ costs ~0.3 us of plain stores
         n = len(refs) - 3 if refs else 0
         flags = packed[0]
         head = _HEADS.get(flags | n << 5) or _head(flags, n)
@@ -400,7 +404,7 @@ class Journey:
         )
         metas, opens = self.metas, self.opens
         if opens:
-            kinds: tuple[tuple[str, str], ...] = tuple(intern_kind((o.currency, o.conversion_type)) for o in opens)
+            kinds: tuple[tuple[str, ...], ...] = tuple(intern_kind((o.currency, o.conversion_type)) for o in opens)
             open_part = b"".join(
                 pack_id(o.conversion_id) + _OPEN.pack(o.ts_ms, o.value) + pack_id(o.event_id) for o in opens
             )
@@ -427,13 +431,14 @@ class Journey:
         return self._ids
 
     def touch(self, i: int) -> Touch:
-        return (self.ts[i], *self.metas[i], unpack_id(self.ids()[i]))
+        meta = self.metas[i]
+        return (self.ts[i], meta[0], meta[1], meta[2], unpack_id(self.ids()[i]))
 
     def touches(self, upto: int | None = None) -> list[Touch]:
         """The first ``upto`` touches (all by default) as ``Touch`` tuples."""
         ids = self.ids()
         return [
-            (ts, *meta, unpack_id(pid))
+            (ts, meta[0], meta[1], meta[2], unpack_id(pid))
             for ts, meta, pid in zip(self.ts[:upto], self.metas[:upto], ids[:upto], strict=True)
         ]
 
@@ -450,7 +455,7 @@ class Journey:
             return
         k = bisect.bisect_right(ts, ts_ms)
         if k and ts[k - 1] == ts_ms:
-            new = (ts_ms, *meta, event_id)
+            new = (ts_ms, meta[0], meta[1], meta[2], event_id)
             while k and ts[k - 1] == ts_ms and self.touch(k - 1) > new:
                 k -= 1
         ts.insert(k, ts_ms)

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from creditflow import attribution
 from creditflow.config import TenantConfig, TenantConfigs
@@ -155,6 +156,7 @@ INTERNAL_CHANNEL = "(internal)"
 """Channel the flow gives to page views whose referrer is the tenant's own site."""
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ScoredConversion:
     """Everything one conversion produced: its row, every model's credit rows and its KPI deltas.
@@ -185,6 +187,7 @@ class ScoredConversion:
         return rows
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ExpiredJourney:
     """A journey closed by the wall-time idle TTL (``on_notify``), before its key is known.
@@ -205,6 +208,7 @@ class ExpiredJourney:
         )
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class Adopt:
     """A device's journey handed to the person it was just linked to (``state.device_graph``).
@@ -300,6 +304,8 @@ class JourneyLogic(SecondsWake):
 
     def __init__(self, env: JourneyEnv, resume: JourneyRow | None) -> None:
         self._ctx = env.default
+        self._packed: bytes
+        self._refs: tuple[Any, ...]
         if resume is None:
             self._packed, self._refs = b"", ()
         else:
@@ -800,7 +806,7 @@ def eligible_for(j: Journey, oc: OpenConversion, cfg: TenantConfig, horizon_ms: 
     for i in range(lo, hi):
         ts, meta = j.ts[i], j.metas[i]
         if ts > after and oc.ts_ms - ts <= cfg.lookback_ms(meta[0]):
-            eligible.append((ts, *meta, unpack_id(ids[i])))
+            eligible.append((ts, meta[0], meta[1], meta[2], unpack_id(ids[i])))
     return eligible
 
 

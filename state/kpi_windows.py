@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from creditflow.errors import CreditflowError
 from creditflow.events import DeadLetter, KpiRow
@@ -74,6 +75,7 @@ def _accumulate(totals: list[float], d: KpiDelta) -> None:
     totals[5] += d.events
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class WindowSettings:
     """How KPI windows are cut and closed."""
@@ -128,6 +130,7 @@ class PartitionClocks:
             self.clocks[partition] = (ts_ms, now)
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(slots=True)
 class KpiWindowState:
     buckets: dict[int, list[float]] = field(default_factory=dict)

@@ -64,9 +64,10 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from creditflow.config import TenantConfig, TenantConfigs
 from creditflow.events import PERSON_EVENT_TYPES, Event, SourcePosition, pickled_positionally
@@ -74,6 +75,7 @@ from creditflow.kpis import KEY_SEP
 from state.wake_time import SecondsWake
 
 __all__ = [
+    "NetworkKeyer",
     "LINK_EVENT_TYPES",
     "MAX_EMITTED",
     "MAX_NETWORK_DEVICES",
@@ -134,6 +136,7 @@ TIME_DECAY = 0.5
 
 
 @pickled_positionally
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ProbableLink:
     """A proposal: the anonymous device ``device_key`` probably belongs to ``user_id``.
@@ -225,27 +228,41 @@ NETWORK_KEY_CACHE_MAX = 16_384
 address, and each key costs a parse and an HMAC. Least recently used keys go first; it lives in memory only."""
 
 
-def network_keyer(salt_of: Callable[[str], bytes]) -> Callable[[Event], str | None]:
-    """``network_key`` with each event's tenant salt from ``salt_of(tenant_id)``.
+class NetworkKeyer:
+    """``network_key`` with each event's tenant salt from ``salt_of(tenant_id)``, cached per (tenant, IP).
+
+    A class rather than a closure over an ``lru_cache``d function: mypyc (``creditflow.native``) does
+    not compile decorated nested functions.
 
     >>> from creditflow.events import Context, SourcePosition
-    >>> key = network_keyer(lambda tenant: tenant.encode())
+    >>> key = NetworkKeyer(lambda tenant: tenant.encode())
     >>> e = Event("e", "t1", "click", 0, SourcePosition("f", "0", "0"), context=Context(ip="192.0.2.7"))
     >>> key(e) == network_key(e, b"t1") != network_key(e, b"t2")
     True
     """
 
-    @lru_cache(maxsize=NETWORK_KEY_CACHE_MAX)
-    def of(tenant_id: str, ip: str) -> str | None:
-        return _network_key(tenant_id, ip, salt_of(tenant_id))
+    __slots__ = ("_of",)
 
-    def key(event: Event) -> str | None:
+    def __init__(self, salt_of: Callable[[str], bytes]) -> None:
+        def uncached(tenant_id: str, ip: str) -> str | None:
+            return _network_key(tenant_id, ip, salt_of(tenant_id))
+
+        self._of: Any = lru_cache(maxsize=NETWORK_KEY_CACHE_MAX)(uncached)
+
+    def __call__(self, event: Event) -> str | None:
         ctx = event.context
         if ctx is None or not ctx.ip:
             return None
-        return of(event.tenant_id, ctx.ip)
+        result: str | None = self._of(event.tenant_id, ctx.ip)
+        return result
 
-    return key
+    def cache_info(self) -> Any:
+        """The (tenant, IP) cache's statistics: hits, misses, currsize (at most ``NETWORK_KEY_CACHE_MAX``)."""
+        return self._of.cache_info()
+
+
+network_keyer = NetworkKeyer
+"""The name operators use: ``network_keyer(salt_of)`` builds a ``NetworkKeyer``."""
 
 
 UA_HASH_CACHE_MAX = 4096
@@ -471,6 +488,7 @@ def without_erased(row: NetworkRow, erased: Callable[[str, str], bool]) -> Netwo
     return (tenant, state.newest_ts_ms, state.last_wall_s, observations, emitted, state.layout)
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
     """One tenant's matcher settings, precomputed from its ``TenantConfig``."""

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from creditflow.errors import CreditflowError
 from state.bytewax_store import open_current_copy
 
@@ -56,6 +58,7 @@ class ShardStoreError(CreditflowError):
     """A shard's store does not hold the state Bytewax's snapshot names."""
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ShardMark:
     """What Bytewax snapshots for a shard kept in a ``ShardStore``: which version of the file is its state."""
@@ -65,6 +68,7 @@ class ShardMark:
     layout: int = SHARD_LAYOUT
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True, slots=True)
 class ShardInline:
     """A shard's whole state snapshotted into Bytewax itself (a flow run without a shard store directory)."""

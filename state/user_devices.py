@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
+from mypy_extensions import mypyc_attr
 
 from creditflow.config import TenantConfigs
 from creditflow.events import Event
@@ -92,6 +93,7 @@ USER_DEVICES_LAYOUT_AT = UserDevices._fields.index("layout")
 """Where a row holds its layout (``operators.state_guard``)."""
 
 
+@mypyc_attr(native_class=False)  # pickled: snapshots, items between processes
 @dataclass(frozen=True)
 class UserDevicesEnv:
     configs: TenantConfigs
