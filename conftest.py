@@ -9,8 +9,8 @@ runs those doctests against the compiled module instead.
 
 import importlib
 
-from creditflow.native import NATIVE_MODULES, status
+from creditflow.native import NATIVE_MODULES, module_name, status
 
 if status().mode == "native":
     for source in NATIVE_MODULES:
-        importlib.import_module(source.removesuffix(".py").replace("/", "."))
+        importlib.import_module(module_name(source))

@@ -6,16 +6,18 @@ semantics, about a fifth fewer instructions per event (``loadtest.flow_instructi
 
 ``build()`` compiles ``NATIVE_MODULES`` into ``.native/`` beside the packages (or
 ``$CREDITFLOW_NATIVE_DIR``) with a manifest of each source file's sha256. ``install()``, called by
-the ``creditflow``, ``state`` and ``operators`` packages as they are imported, puts a finder in
+the ``creditflow`` package as it is imported (``state``, ``operators`` and ``schemas`` import it
+first), puts a finder in
 front of the normal import system that serves those modules from the build, all of them or none:
 
 - ``CREDITFLOW_PURE=1`` in the environment: none, plain Python.
-- no build, another Python, or any listed source changed since the build: none, plain Python,
-  with one warning naming the changed file and the command that rebuilds (``./dev setup``).
+- no build or a build for another Python: none, plain Python.
+- a stale build (a listed source changed, a module added to or dropped from the list): none, plain
+  Python, with one warning naming the file and the command that rebuilds (``./dev setup``).
 
 All or none because compiled modules call each other's classes natively: a compiled
 ``state.journeys`` cannot take a pure ``state.journey_state.Journey``. Snapshots are the same
-pickles either way (``tests/creditflow/test_native.py`` resumes one across the two modes).
+pickles either way (``tests/recovery/test_kill_harness.py`` resumes one store across the two modes).
 
 >>> NATIVE_MODULES[0]
 'state/journey_state.py'
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["NATIVE_MODULES", "NativeStatus", "build", "install", "native_dir", "status"]
+__all__ = ["NATIVE_MODULES", "NativeStatus", "build", "install", "module_name", "native_dir", "status"]
 
 NATIVE_MODULES: tuple[str, ...] = (
     "state/journey_state.py",
@@ -85,6 +87,8 @@ class NativeStatus:
     mode: str
     reason: str
     modules: int = 0
+    stale: bool = False
+    """A build exists but no longer matches the sources: ``install()`` warns."""
 
 
 def native_dir() -> Path:
@@ -92,8 +96,17 @@ def native_dir() -> Path:
     return Path(os.environ.get(DIR_ENV) or ROOT / ".native")
 
 
-def _module_name(source: str) -> str:
+def module_name(source: str) -> str:
+    """The import name of a ``NATIVE_MODULES`` entry.
+
+    >>> module_name("state/journeys.py")
+    'state.journeys'
+    """
     return source.removesuffix(".py").replace("/", ".")
+
+
+def _stale(reason: str) -> tuple[NativeStatus, dict[str, Path]]:
+    return NativeStatus("pure", f"{reason} (rebuild: ./dev setup)", stale=True), {}
 
 
 def _sha256(path: Path) -> str:
@@ -105,8 +118,9 @@ def _abi() -> str:
     return importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
-def _check(directory: Path) -> tuple[NativeStatus, dict[str, Path]]:
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+def _check(directory: Path, *, honour_env: bool = True) -> tuple[NativeStatus, dict[str, Path]]:
+    """What to load from ``directory``: the decision and, when native, each module's file by name."""
+    if honour_env and os.environ.get(PURE_ENV, "") not in ("", "0"):
         return NativeStatus("pure", f"{PURE_ENV}={os.environ[PURE_ENV]} in the environment"), {}
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
@@ -114,23 +128,23 @@ def _check(directory: Path) -> tuple[NativeStatus, dict[str, Path]]:
         return NativeStatus("pure", f"no native build in {directory} (build it: ./dev setup)"), {}
     if manifest.get("abi") != _abi():
         return NativeStatus("pure", f"the native build is for {manifest.get('abi')}, this Python is {_abi()}"), {}
-    built = set(manifest.get("modules", {}))
-    if built - set(NATIVE_MODULES):  # compiled together, they expect each other compiled
-        extra = sorted(built - set(NATIVE_MODULES))[0]
-        return NativeStatus("pure", f"the native build has {extra}, no longer compiled (rebuild: ./dev setup)"), {}
+    modules = manifest.get("modules", {})
+    extra = sorted(set(modules) - set(NATIVE_MODULES))
+    if extra:  # compiled together, they expect each other compiled
+        return _stale(f"the native build has {extra[0]}, no longer compiled")
     files: dict[str, Path] = {}
     for source in NATIVE_MODULES:
-        entry = manifest.get("modules", {}).get(source)
+        entry = modules.get(source)
         if entry is None:
-            return NativeStatus("pure", f"the native build lacks {source} (rebuild: ./dev setup)"), {}
+            return _stale(f"the native build lacks {source}")
         if _sha256(ROOT / source) != entry["sha256"]:
-            return NativeStatus("pure", f"{source} changed since the native build (rebuild: ./dev setup)"), {}
-        files[_module_name(source)] = directory / entry["file"]
+            return _stale(f"{source} changed since the native build")
+        files[module_name(source)] = directory / entry["file"]
     for name, file in manifest.get("support", {}).items():
         files[name] = directory / file
     missing = [str(f) for f in files.values() if not f.exists()]
     if missing:
-        return NativeStatus("pure", f"the native build misses {missing[0]} (rebuild: ./dev setup)"), {}
+        return _stale(f"the native build misses {missing[0]}")
     return NativeStatus("native", f"{len(NATIVE_MODULES)} modules compiled by mypyc", len(NATIVE_MODULES)), files
 
 
@@ -160,7 +174,7 @@ def install() -> NativeStatus:
         _status, files = _check(native_dir())
         if files:
             sys.meta_path.insert(0, _NativeFinder(files))
-        elif "(rebuild: ./dev setup)" in _status.reason:
+        elif _status.stale:
             warnings.warn(f"creditflow runs as plain Python: {_status.reason}", RuntimeWarning, stacklevel=2)
     return _status
 
@@ -170,15 +184,6 @@ def status() -> NativeStatus:
     return install()
 
 
-def _fresh(directory: Path) -> bool:
-    saved = os.environ.pop(PURE_ENV, None)
-    try:
-        return _check(directory)[0].mode == "native"
-    finally:
-        if saved is not None:
-            os.environ[PURE_ENV] = saved
-
-
 def build(directory: Path | None = None, *, force: bool = False, opt_level: str = "3") -> Path:
     """Compile ``NATIVE_MODULES`` into ``directory`` (default ``native_dir()``); skip if already fresh.
 
@@ -186,7 +191,7 @@ def build(directory: Path | None = None, *, force: bool = False, opt_level: str 
     ``build/`` litter, then replaces the old build. Needs mypy (the ``dev`` extra) and a C compiler.
     """
     directory = directory or native_dir()
-    if not force and _fresh(directory):
+    if not force and _check(directory, honour_env=False)[0].mode == "native":
         print(f"[native] {directory} is up to date", file=sys.stderr)
         return directory
     started = time.monotonic()

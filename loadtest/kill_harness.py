@@ -208,7 +208,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, offset: int, timeout_s
 def _start(s: HarnessSettings, run: int, drain: bool, log: Path) -> subprocess.Popen[bytes]:
     processes = s.process_plan[run % len(s.process_plan)]
     env = {k: v for k, v in os.environ.items() if k != PURE_ENV}
-    if s.pure_plan[run % len(s.pure_plan)]:
+    if _pure(s, run):
         env[PURE_ENV] = "1"
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -216,8 +216,12 @@ def _start(s: HarnessSettings, run: int, drain: bool, log: Path) -> subprocess.P
         )
 
 
+def _pure(s: HarnessSettings, run: int) -> bool:
+    return s.pure_plan[run % len(s.pure_plan)]
+
+
 def _mode(s: HarnessSettings, run: int) -> str:
-    return "plain Python" if s.pure_plan[run % len(s.pure_plan)] else "compiled if built"
+    return "plain Python" if _pure(s, run) else "compiled if built"
 
 
 def query(dsn: str, sql: str) -> list[list[Any]]:

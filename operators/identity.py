@@ -37,12 +37,12 @@ from state.journeys import Adopt, JourneyEnv, ScoredConversion
 from state.probable_links import (
     NETWORK_LAYOUT_AT,
     PROBABLE_LINKS_LAYOUT,
+    NetworkKeyer,
     NetworkRow,
     ProbableLink,
     ProbableLinkEnv,
     ProbableLinkLogic,
     Sighting,
-    network_keyer,
     sighting_of,
 )
 from state.user_devices import (
@@ -102,7 +102,7 @@ def probable_links(
     Only events with an IP and of a ``LINK_EVENT_TYPES`` type reach the matcher; the
     IP is hashed into the key with the tenant's salt. The stateful sub-step is ``network``.
     """
-    keyer = network_keyer(salt_of)
+    keyer = NetworkKeyer(salt_of)
     env = ProbableLinkEnv(configs, now)
 
     def build(resume: NetworkRow | None) -> ProbableLinkLogic:

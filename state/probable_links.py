@@ -95,7 +95,6 @@ __all__ = [
     "device_key_of",
     "link_confidence",
     "network_key",
-    "network_keyer",
     "sighting_of",
     "without_erased",
     "ua_hash",
@@ -224,7 +223,7 @@ def _network_key(tenant_id: str, ip: str, salt: bytes) -> str | None:
 
 
 NETWORK_KEY_CACHE_MAX = 16_384
-"""Bound of a ``network_keyer``'s cache of (tenant, IP) -> key: a device sends many events from one
+"""Bound of a ``NetworkKeyer``'s cache of (tenant, IP) -> key: a device sends many events from one
 address, and each key costs a parse and an HMAC. Least recently used keys go first; it lives in memory only."""
 
 
@@ -259,10 +258,6 @@ class NetworkKeyer:
     def cache_info(self) -> Any:
         """The (tenant, IP) cache's statistics: hits, misses, currsize (at most ``NETWORK_KEY_CACHE_MAX``)."""
         return self._of.cache_info()
-
-
-network_keyer = NetworkKeyer
-"""The name operators use: ``network_keyer(salt_of)`` builds a ``NetworkKeyer``."""
 
 
 UA_HASH_CACHE_MAX = 4096

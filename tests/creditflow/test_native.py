@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import creditflow.native as native
-from creditflow.native import NATIVE_MODULES, PURE_ENV, ROOT, native_dir, status
+from creditflow.native import NATIVE_MODULES, PURE_ENV, ROOT, module_name, native_dir, status
 
 
 def fake_build(directory: Path, **changes: object) -> Path:
@@ -111,7 +111,7 @@ def test_a_stale_build_warns_and_loads_nothing_compiled(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("source", [s for s in NATIVE_MODULES if ">>>" in (ROOT / s).read_text()])
 def test_the_doctests_of_each_compiled_module_pass_against_the_compiled_module(source: str) -> None:
-    name = source.removesuffix(".py").replace("/", ".")
+    name = module_name(source)
     module = importlib.import_module(name)
     if Path(module.__file__ or "").suffix != ".so":
         pytest.skip("plain Python: pytest --doctest-modules runs these doctests itself")

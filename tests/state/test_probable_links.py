@@ -25,6 +25,7 @@ from state.probable_links import (
     MAX_OBSERVATIONS,
     NETWORK_LAYOUT_AT,
     PROBABLE_LINKS_LAYOUT,
+    NetworkKeyer,
     NetworkRow,
     NetworkState,
     Observation,
@@ -34,7 +35,6 @@ from state.probable_links import (
     Sighting,
     link_confidence,
     network_key,
-    network_keyer,
     sighting_of,
     ua_hash,
 )
@@ -168,7 +168,7 @@ def test_network_key_is_none_without_a_usable_ip(ip: str) -> None:
 
 def test_network_keyer_uses_each_tenants_salt() -> None:
     salts = {"t1": b"one", "t2": b"two"}
-    key = network_keyer(salts.__getitem__)
+    key = NetworkKeyer(salts.__getitem__)
     assert key(laptop()) == network_key(laptop(), b"one")
     assert key(laptop(tenant="t2")) == network_key(laptop(tenant="t2"), b"two")
 
@@ -458,7 +458,7 @@ def test_probable_links_pickle_positionally() -> None:
 def test_runs_as_bytewax_stateful_batch_logic() -> None:
     assert isinstance(ProbableLinkLogic(env(), None), StatefulBatchLogic)
     e = env(clock=time.time)  # Bytewax compares notify_at with the real clock: a fake one would expire everything
-    key = network_keyer(lambda tenant: b"salt-" + tenant.encode())
+    key = NetworkKeyer(lambda tenant: b"salt-" + tenant.encode())
     away = event("away", 3, user_id="u7", device_id="other", ip="198.51.100.9")  # another network
     flow = Dataflow("probable_links_test")
     events = op.input("in", flow, TestingSource([laptop(0), away, phone(3), laptop(4)]))
@@ -477,7 +477,7 @@ def test_runs_as_bytewax_stateful_batch_logic() -> None:
 def test_cached_network_keys_and_ua_hashes_equal_fresh_ones_and_the_caches_stay_bounded() -> None:
     import state.probable_links as links
 
-    key = links.network_keyer(lambda tenant: tenant.encode())
+    key = links.NetworkKeyer(lambda tenant: tenant.encode())
     links._ua_hash.cache_clear()
     for i in range(links.NETWORK_KEY_CACHE_MAX + 200):
         tenant, ip, ua = f"t{i % 3}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", f"Agent/{i}"
