@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 __all__ = ["NATIVE_MODULES", "NativeStatus", "build", "install", "module_name", "native_dir", "status"]
 
@@ -126,6 +127,14 @@ def _check(directory: Path, *, honour_env: bool = True) -> tuple[NativeStatus, d
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return NativeStatus("pure", f"no native build in {directory} (build it: ./dev setup)"), {}
+    try:
+        return _match(directory, manifest)
+    except (AttributeError, KeyError, TypeError) as error:  # e.g. a hand-edited or truncated manifest
+        return _stale(f"the native build's {directory / MANIFEST} is malformed ({error!r})")
+
+
+def _match(directory: Path, manifest: dict[str, Any]) -> tuple[NativeStatus, dict[str, Path]]:
+    """The decision for a parsed manifest: every listed source built and unchanged, every file there."""
     if manifest.get("abi") != _abi():
         return NativeStatus("pure", f"the native build is for {manifest.get('abi')}, this Python is {_abi()}"), {}
     modules = manifest.get("modules", {})

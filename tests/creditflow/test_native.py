@@ -61,6 +61,17 @@ def test_a_build_with_a_module_no_longer_listed_is_stale(tmp_path: Path, monkeyp
     assert "the native build has sinks/old.py, no longer compiled (rebuild: ./dev setup)" in decided.reason
 
 
+@pytest.mark.parametrize("manifest", ['["a list"]', '{"abi": "%s", "modules": {"state/journey_state.py": {}}}'])
+def test_a_malformed_manifest_is_a_stale_build_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest: str
+) -> None:
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    (tmp_path / native.MANIFEST).write_text(manifest.replace("%s", native._abi()))
+    decided, files = native._check(tmp_path)
+    assert (decided.mode, decided.stale, files) == ("pure", True, {})
+    assert "manifest.json is malformed" in decided.reason and "(rebuild: ./dev setup)" in decided.reason
+
+
 @pytest.mark.parametrize(
     ("env", "changes", "reason"),
     [
